@@ -1,0 +1,48 @@
+"""rnnkit: TensorFlow 1.x's LSTM/GRU cells and runners on PyTorch, with TF's exact math.
+
+Cells do one step; runners loop over time::
+
+    import torch, rnnkit as rk
+
+    cell = rk.MultiRNNCell([rk.BasicLSTMCell(128), rk.GRUCell(128)])
+    state = cell.zero_state(batch_size=32, dtype=torch.float32)
+    out, state = rk.dynamic_rnn(cell, x, sequence_length=lengths, initial_state=state)
+    out2, state = rk.dynamic_rnn(cell, x2, initial_state=rk.detach_state(state))
+"""
+
+from .activations import resolve_activation
+from .cell_base import RNNCell
+from .cells import BasicLSTMCell, BasicRNNCell, GRUCell, LSTMCell
+from .layers import RNN
+from .rnn import bidirectional_dynamic_rnn, dynamic_rnn, reverse_sequence, static_bidirectional_rnn, static_rnn
+from .state import LSTMStateTuple, detach_state, flatten_state, map_state, pack_state
+from .tfvars import LoadResult, load_tf_variables, tf_variables
+from .wrappers import DropoutWrapper, MultiRNNCell, ResidualWrapper
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BasicLSTMCell",
+    "BasicRNNCell",
+    "DropoutWrapper",
+    "GRUCell",
+    "LSTMCell",
+    "LSTMStateTuple",
+    "LoadResult",
+    "MultiRNNCell",
+    "RNN",
+    "RNNCell",
+    "ResidualWrapper",
+    "bidirectional_dynamic_rnn",
+    "detach_state",
+    "dynamic_rnn",
+    "flatten_state",
+    "load_tf_variables",
+    "map_state",
+    "pack_state",
+    "resolve_activation",
+    "reverse_sequence",
+    "static_bidirectional_rnn",
+    "static_rnn",
+    "tf_variables",
+]

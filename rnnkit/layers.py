@@ -1,0 +1,49 @@
+"""``rnnkit.RNN``: a cell and ``dynamic_rnn`` as one ``nn.Module``, for PyTorch models."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from torch import nn
+
+from ._checks import check_is_cell
+from .rnn import dynamic_rnn
+
+__all__ = ["RNN"]
+
+
+class RNN(nn.Module):
+    """Runs ``cell`` over a whole sequence with :func:`rnnkit.dynamic_rnn`.
+
+    Example::
+
+        rnn = rnnkit.RNN(rnnkit.MultiRNNCell([rnnkit.LSTMCell(128), rnnkit.GRUCell(128)]))
+        outputs, state = rnn(x, sequence_length=lengths)           # x: [B, T, D]
+        outputs, state = rnn(x2, initial_state=rnnkit.detach_state(state))
+
+    Args:
+        cell: any rnnkit cell (a stack, a wrapper, ...); its weights are this module's.
+        time_major: inputs and outputs are ``[T, B, D]`` instead of ``[B, T, D]``.
+    """
+
+    def __init__(self, cell: nn.Module, time_major: bool = False) -> None:
+        super().__init__()
+        check_is_cell(cell, "cell")
+        self.cell = cell
+        self.time_major = bool(time_major)
+
+    def forward(self, inputs: Any, sequence_length: Any = None, initial_state: Any = None) -> tuple[Any, Any]:
+        """``(outputs, final_state)`` as :func:`rnnkit.dynamic_rnn` returns them."""
+        return dynamic_rnn(
+            self.cell, inputs, sequence_length=sequence_length, initial_state=initial_state, time_major=self.time_major
+        )
+
+    def zero_state(self, batch_size: int, dtype: Any = None, device: Any = None) -> Any:
+        """The cell's zero state."""
+        return self.cell.zero_state(batch_size, dtype, device)
+
+    def _tf_scopes(self, prefix: str) -> Iterator[tuple[nn.Module, str]]:
+        yield from self.cell._tf_scopes(prefix)
+
+    def extra_repr(self) -> str:
+        return f"time_major={self.time_major}"

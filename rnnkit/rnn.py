@@ -1,0 +1,346 @@
+"""The runners: ``dynamic_rnn``, ``static_rnn`` and their bidirectional forms.
+
+They drive a cell over time with TF's exact semantics for ``sequence_length``: at steps
+``t >= length[b]`` row ``b``'s outputs are exactly zero and its state is carried through, so
+the final state is the state after step ``length[b] - 1`` (length 0: the initial state).
+Steps after the longest sequence are not computed (their outputs are zeros, as in TF).
+
+TF-only knobs (``parallel_iterations``, ``swap_memory``, ``scope``) are accepted and have no
+effect. With neither ``initial_state`` nor ``dtype`` the state starts at zeros of the inputs'
+dtype (TF required ``dtype``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ._checks import check_floating, check_is_cell, check_state, check_tensor
+from .state import _describe, flatten_state, map_state, pack_state, zeros_for_size
+
+__all__ = [
+    "bidirectional_dynamic_rnn",
+    "dynamic_rnn",
+    "reverse_sequence",
+    "static_bidirectional_rnn",
+    "static_rnn",
+]
+
+
+def dynamic_rnn(
+    cell: Any,
+    inputs: Any,
+    sequence_length: Any = None,
+    initial_state: Any = None,
+    dtype: torch.dtype | None = None,
+    parallel_iterations: int | None = None,
+    swap_memory: bool = False,
+    time_major: bool = False,
+    scope: Any = None,
+) -> tuple[Any, Any]:
+    """Run ``cell`` over the time axis of ``inputs``.
+
+    Args:
+        cell: an RNNCell (one step: ``cell(x_t, state) -> (out_t, new_state)``).
+        inputs: ``[B, T, D]`` (``[T, B, D]`` when ``time_major``), or a nested tuple of such
+            tensors with the same ``B`` and ``T``.
+        sequence_length: optional ``[B]`` integer lengths (tensor, list or array), each >= 0;
+            a length above ``T`` means all ``T`` steps.
+        initial_state: a state of structure ``cell.state_size`` with leaves ``[B, size]``;
+            default zeros.
+        dtype: dtype of the zero initial state; default the inputs' dtype.
+        time_major: layout of both inputs and outputs.
+
+    Returns:
+        ``(outputs, final_state)``: outputs ``[B, T, output_size]`` (or ``[T, B, ...]``),
+        zero past each length; the final state, of the cell's state structure.
+    """
+    check_is_cell(cell, "cell")
+    leaves, batch_size, _ = _check_sequence_inputs(inputs, time_major)
+    lengths = _check_sequence_length(sequence_length, batch_size, leaves[0].device)
+    return _dynamic(cell, inputs, lengths, initial_state, dtype, time_major, "initial_state")
+
+
+def static_rnn(
+    cell: Any,
+    inputs: Sequence[Any],
+    initial_state: Any = None,
+    dtype: torch.dtype | None = None,
+    sequence_length: Any = None,
+    scope: Any = None,
+) -> tuple[list[Any], Any]:
+    """Run ``cell`` over a Python list of ``T`` step inputs, each ``[B, D]`` (or nested).
+
+    Same semantics as :func:`dynamic_rnn` (note TF's argument order: ``initial_state``,
+    ``dtype``, then ``sequence_length``). Returns ``(list of T outputs [B, output_size],
+    final_state)``.
+    """
+    check_is_cell(cell, "cell")
+    batch_size, first = _check_step_list(inputs)
+    lengths = _check_sequence_length(sequence_length, batch_size, first.device)
+    return _static(cell, inputs, lengths, initial_state, dtype, "initial_state")
+
+
+def bidirectional_dynamic_rnn(
+    cell_fw: Any,
+    cell_bw: Any,
+    inputs: Any,
+    sequence_length: Any = None,
+    initial_state_fw: Any = None,
+    initial_state_bw: Any = None,
+    dtype: torch.dtype | None = None,
+    parallel_iterations: int | None = None,
+    swap_memory: bool = False,
+    time_major: bool = False,
+    scope: Any = None,
+) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+    """A forward and a backward :func:`dynamic_rnn` over the same inputs.
+
+    The backward cell reads each sequence reversed within its own length (padding stays at the
+    end); its outputs are reversed back, so ``output_bw[t]`` is aligned with input ``t``.
+    Lengths above ``T`` are an error here (as in TF). Returns
+    ``((output_fw, output_bw), (state_fw, state_bw))``; concatenate the outputs yourself
+    (``torch.cat(outputs, -1)``).
+    """
+    check_is_cell(cell_fw, "cell_fw")
+    check_is_cell(cell_bw, "cell_bw")
+    leaves, batch_size, num_steps = _check_sequence_inputs(inputs, time_major)
+    lengths = _check_sequence_length(sequence_length, batch_size, leaves[0].device, max_length=num_steps)
+    out_fw, state_fw = _dynamic(cell_fw, inputs, lengths, initial_state_fw, dtype, time_major, "initial_state_fw")
+    time_axis = 0 if time_major else 1
+    reversed_inputs = map_state(lambda x: reverse_sequence(x, lengths, time_axis), inputs)
+    out_bw, state_bw = _dynamic(
+        cell_bw, reversed_inputs, lengths, initial_state_bw, dtype, time_major, "initial_state_bw"
+    )
+    out_bw = map_state(lambda y: reverse_sequence(y, lengths, time_axis), out_bw)
+    return (out_fw, out_bw), (state_fw, state_bw)
+
+
+def static_bidirectional_rnn(
+    cell_fw: Any,
+    cell_bw: Any,
+    inputs: Sequence[Any],
+    initial_state_fw: Any = None,
+    initial_state_bw: Any = None,
+    dtype: torch.dtype | None = None,
+    sequence_length: Any = None,
+    scope: Any = None,
+) -> tuple[list[Any], Any, Any]:
+    """The list form of :func:`bidirectional_dynamic_rnn`.
+
+    Returns ``(outputs, state_fw, state_bw)`` with ``outputs[t] = concat([fw_t, bw_t], 1)``
+    (per leaf for nested outputs).
+    """
+    check_is_cell(cell_fw, "cell_fw")
+    check_is_cell(cell_bw, "cell_bw")
+    batch_size, first = _check_step_list(inputs)
+    lengths = _check_sequence_length(sequence_length, batch_size, first.device, max_length=len(inputs))
+    out_fw, state_fw = _static(cell_fw, inputs, lengths, initial_state_fw, dtype, "initial_state_fw")
+    reversed_steps = _reverse_steps(inputs, lengths)
+    out_bw, state_bw = _static(cell_bw, reversed_steps, lengths, initial_state_bw, dtype, "initial_state_bw")
+    out_bw = _reverse_steps(out_bw, lengths)
+    outputs = [map_state(lambda f, b: torch.cat([f, b], 1), f, b) for f, b in zip(out_fw, out_bw)]
+    return outputs, state_fw, state_bw
+
+
+def reverse_sequence(inputs: Tensor, sequence_length: Tensor | None, time_axis: int = 1) -> Tensor:
+    """Reverse each row's first ``sequence_length[b]`` steps along ``time_axis`` (0 or 1; the
+    other of the two is the batch axis); later steps stay in place. ``None`` reverses all."""
+    if sequence_length is None:
+        return inputs.flip(time_axis)
+    num_steps = inputs.shape[time_axis]
+    t = torch.arange(num_steps, device=inputs.device)
+    lengths = sequence_length.to(inputs.device).unsqueeze(1)  # [B, 1]
+    index = torch.where(t < lengths, lengths - 1 - t, t)  # [B, T]
+    if time_axis == 0:
+        index = index.t()
+    index = index.reshape(*index.shape, *([1] * (inputs.dim() - 2))).expand_as(inputs)
+    return inputs.gather(time_axis, index)
+
+
+# --------------------------------------------------------------------------------------------
+# the loop
+
+
+def _dynamic(
+    cell: Any,
+    inputs: Any,
+    lengths: Tensor | None,
+    initial_state: Any,
+    dtype: torch.dtype | None,
+    time_major: bool,
+    state_argname: str,
+) -> tuple[Any, Any]:
+    """dynamic_rnn on checked inputs and lengths: split the time axis, run, stack."""
+    leaves = flatten_state(inputs)
+    like, time_axis = leaves[0], (0 if time_major else 1)
+    batch_size, num_steps = like.shape[1 - time_axis], like.shape[time_axis]
+    state = _initial_state(cell, initial_state, dtype, batch_size, like, state_argname)
+    steps = [pack_state(inputs, [leaf.select(time_axis, t) for leaf in leaves]) for t in range(num_steps)]
+    outputs, state = _run(cell, steps, lengths, state, batch_size, like)
+    if not outputs:
+        empty = zeros_for_size(cell.output_size, batch_size, like.dtype, like.device)
+        return map_state(lambda z: z.unsqueeze(time_axis).narrow(time_axis, 0, 0), empty), state
+    return map_state(lambda *per_step: torch.stack(per_step, time_axis), *outputs), state
+
+
+def _static(
+    cell: Any, steps: Sequence[Any], lengths: Tensor | None, initial_state: Any, dtype: Any, state_argname: str
+) -> tuple[list[Any], Any]:
+    """static_rnn on a checked list of steps."""
+    like = flatten_state(steps[0])[0]
+    state = _initial_state(cell, initial_state, dtype, like.shape[0], like, state_argname)
+    return _run(cell, list(steps), lengths, state, like.shape[0], like)
+
+
+def _run(
+    cell: Any, steps: list[Any], lengths: Tensor | None, state: Any, batch_size: int, like: Tensor
+) -> tuple[list[Any], Any]:
+    """Step ``cell`` over ``steps``; zero the outputs and carry the state past each length."""
+    start_sequence = getattr(cell, "start_sequence", None)
+    if callable(start_sequence):
+        start_sequence()
+    num_steps = len(steps)
+    if lengths is None:
+        num_live, always_live = num_steps, num_steps
+    else:
+        num_live = min(num_steps, int(lengths.max())) if batch_size else 0
+        always_live = min(num_steps, int(lengths.min())) if batch_size else 0
+    outputs = []
+    for t in range(num_live):
+        output, new_state = cell(steps[t], state)
+        if t >= always_live:
+            alive = lengths > t  # [B]
+            output = map_state(lambda o: torch.where(_rows(alive, o), o, torch.zeros_like(o)), output)
+            new_state = map_state(lambda n, s: torch.where(_rows(alive, n), n, s), new_state, state)
+        outputs.append(output)
+        state = new_state
+    if num_live < num_steps:
+        padding = (
+            map_state(torch.zeros_like, outputs[0])
+            if outputs
+            else zeros_for_size(cell.output_size, batch_size, like.dtype, like.device)
+        )
+        outputs.extend([padding] * (num_steps - num_live))
+    return outputs, state
+
+
+def _rows(alive: Tensor, like: Tensor) -> Tensor:
+    """``alive`` [B] shaped to broadcast over ``like`` [B, ...]."""
+    return alive.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def _reverse_steps(steps: list[Any], lengths: Tensor | None) -> list[Any]:
+    """A list of per-step structures, reversed within each row's length."""
+    stacked = map_state(lambda *per_step: torch.stack(per_step, 0), *steps)
+    leaves = flatten_state(map_state(lambda x: reverse_sequence(x, lengths, 0), stacked))
+    return [pack_state(steps[0], [leaf[t] for leaf in leaves]) for t in range(len(steps))]
+
+
+# --------------------------------------------------------------------------------------------
+# argument checks
+
+
+def _check_sequence_inputs(inputs: Any, time_major: bool) -> tuple[list[Tensor], int, int]:
+    """The input leaves, checked; with the batch size and the number of steps."""
+    leaves = flatten_state(inputs)
+    if not leaves:
+        raise ValueError("inputs must contain at least one tensor, got an empty structure")
+    layout = "[time, batch, depth]" if time_major else "[batch, time, depth]"
+    batch_axis, time_axis = (1, 0) if time_major else (0, 1)
+    for leaf in leaves:
+        check_tensor(leaf, "inputs")
+        check_floating(leaf.dtype, "inputs")
+        if leaf.dim() < 3:
+            raise ValueError(
+                f"inputs must have rank >= 3 {layout} (time_major={time_major}), "
+                f"got rank {leaf.dim()} with shape {list(leaf.shape)}"
+            )
+    first = leaves[0]
+    for leaf in leaves[1:]:
+        if leaf.shape[time_axis] != first.shape[time_axis]:
+            raise ValueError(
+                "inputs: time steps is not the same for all the elements in the input: "
+                f"{leaf.shape[time_axis]} vs {first.shape[time_axis]}"
+            )
+        if leaf.shape[batch_axis] != first.shape[batch_axis]:
+            raise ValueError(
+                "inputs: batch_size is not the same for all the elements in the input: "
+                f"{leaf.shape[batch_axis]} vs {first.shape[batch_axis]}"
+            )
+    return leaves, first.shape[batch_axis], first.shape[time_axis]
+
+
+def _check_step_list(inputs: Any) -> tuple[int, Tensor]:
+    """static_rnn's inputs: a non-empty list of ``[B, ...]`` steps with one batch size."""
+    if not isinstance(inputs, (list, tuple)):
+        raise TypeError(f"Argument `inputs` must be a sequence (list of [batch, depth] steps). Received: {_describe(inputs)}")
+    if not inputs:
+        raise ValueError("Argument `inputs` must not be empty.")
+    first = check_tensor(flatten_state(inputs[0])[0], "inputs[0]")
+    for t, step in enumerate(inputs):
+        for leaf in flatten_state(step):
+            check_tensor(leaf, f"inputs[{t}]")
+            if leaf.dim() < 1 or leaf.shape[0] != first.shape[0]:
+                raise ValueError(
+                    f"inputs[{t}] has shape {list(leaf.shape)}; every step must have batch size "
+                    f"{first.shape[0]} (the batch size of inputs[0])"
+                )
+    return first.shape[0], first
+
+
+def _check_sequence_length(
+    sequence_length: Any, batch_size: int, device: torch.device, max_length: int | None = None
+) -> Tensor | None:
+    """``sequence_length`` as an int64 ``[B]`` tensor on ``device`` (or ``None``)."""
+    if sequence_length is None:
+        return None
+    if isinstance(sequence_length, (list, tuple, np.ndarray)):
+        sequence_length = torch.as_tensor(np.asarray(sequence_length))
+    if not isinstance(sequence_length, Tensor):
+        raise ValueError(
+            "sequence_length must be a vector of length batch_size "
+            f"({batch_size}), got {_describe(sequence_length)}"
+        )
+    if sequence_length.dim() != 1 or sequence_length.shape[0] != batch_size:
+        raise ValueError(
+            f"sequence_length must be a vector of length batch_size ({batch_size}), "
+            f"got shape {list(sequence_length.shape)}"
+        )
+    if sequence_length.dtype == torch.bool or sequence_length.is_complex():
+        raise TypeError(f"sequence_length must hold integers, got dtype {sequence_length.dtype}")
+    if sequence_length.is_floating_point():
+        if not torch.equal(sequence_length, sequence_length.trunc()):
+            raise ValueError(f"sequence_length must hold whole numbers, got {sequence_length.tolist()}")
+    lengths = sequence_length.to(device=device, dtype=torch.int64)
+    if batch_size and int(lengths.min()) < 0:
+        raise ValueError(f"sequence_length must be >= 0, got {sequence_length.tolist()}")
+    if max_length is not None and batch_size and int(lengths.max()) > max_length:
+        raise ValueError(
+            f"sequence_length must be <= the number of time steps ({max_length}) for a bidirectional "
+            f"rnn, got {sequence_length.tolist()}"
+        )
+    return lengths
+
+
+def _initial_state(
+    cell: Any, initial_state: Any, dtype: torch.dtype | None, batch_size: int, like: Tensor, argname: str
+) -> Any:
+    """The checked initial state, or zeros of ``dtype`` (default: the inputs' dtype)."""
+    if initial_state is not None:
+        check_state(initial_state, cell.state_size, batch_size, like.dtype, argname)
+        return initial_state
+    if dtype is None:
+        dtype = like.dtype
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype or None, got {type(dtype).__name__}")
+    check_floating(dtype, "dtype")
+    if dtype != like.dtype:
+        raise TypeError(f"dtype={dtype} differs from the inputs' dtype {like.dtype}; cast the inputs")
+    try:
+        return cell.zero_state(batch_size, dtype, device=like.device)
+    except TypeError:  # a user's cell whose zero_state takes (batch_size, dtype) only, as in TF
+        return map_state(lambda z: z.to(like.device), cell.zero_state(batch_size, dtype))

@@ -1,0 +1,144 @@
+"""TensorFlow variable names <-> a cell's parameters.
+
+Weights live in TF's layout under TF's names, so moving them is a name map:
+``rnn/multi_rnn_cell/cell_0/basic_lstm_cell/kernel`` is ``cell.cells[0].kernel``. The scope is
+what TF put in front of the cell's own names: ``"rnn"`` for ``dynamic_rnn``/``static_rnn``
+(``"<outer scope>/rnn"`` inside a variable scope, the ``scope=`` argument if one was given),
+``"bidirectional_rnn/fw"`` and ``".../bw"`` for the two cells of a bidirectional runner.
+``MultiRNNCell`` adds ``multi_rnn_cell/cell_<i>``; wrappers add nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Mapping, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn.parameter import UninitializedParameter
+
+from .cell_base import RNNCell
+
+__all__ = ["LoadResult", "load_tf_variables", "tf_variables"]
+
+
+class LoadResult(NamedTuple):
+    """What :func:`load_tf_variables` could not match (all empty after a strict load)."""
+
+    missing: list[str]  # expected TF names with no array
+    unexpected: list[str]  # array names under the scope that match no weight
+    mismatched: list[str]  # "name: expected [..], got [..]"
+
+
+def _module_scopes(module: Any, scope: str | None) -> Iterator[tuple[nn.Module, str]]:
+    if isinstance(module, RNNCell) or hasattr(module, "_tf_scopes"):
+        yield from module._tf_scopes(scope or "")
+        return
+    raise TypeError(f"cell must be an rnnkit cell or layer, got {type(module).__name__}")
+
+
+def _named_weights(module: Any, scope: str | None) -> Iterator[tuple[str, nn.Module, str]]:
+    """``(tf_name, owner, torch_name)`` for every weight, each shared weight once."""
+    seen: set[int] = set()
+    for owner, prefix in _module_scopes(module, scope):
+        for torch_name, param in owner.named_parameters():
+            if id(param) in seen:
+                continue
+            seen.add(id(param))
+            yield f"{prefix}/{torch_name.replace('.', '/')}", owner, torch_name
+
+
+def tf_variables(cell: Any, scope: str | None = "rnn") -> dict[str, nn.Parameter]:
+    """Every weight of ``cell`` (a cell, a cell tree or an ``rnnkit.RNN`` layer) by its full TF
+    variable name, in TF's creation order, e.g.
+    ``{"rnn/basic_lstm_cell/kernel": Parameter[D+U, 4U], "rnn/basic_lstm_cell/bias": ...}``.
+
+    A weight shared by several layers (the same cell object twice) appears once, under its
+    first name, as TF creates it once. A lazy cell's entries are ``UninitializedParameter``s.
+    """
+    return {name: owner.get_parameter(torch_name) for name, owner, torch_name in _named_weights(cell, scope)}
+
+
+def load_tf_variables(
+    cell: Any, arrays: Mapping[str, Any], scope: str | None = "rnn", strict: bool = True
+) -> LoadResult:
+    """Copy TF variables (numpy arrays or tensors, by full TF name) into ``cell``'s weights.
+
+    A lazy cell is built from the arrays' shapes (its input depth from its kernel). Names in
+    ``arrays`` outside ``scope`` are ignored (so a whole checkpoint's variables can be passed);
+    names under ``scope`` that match no weight are "unexpected". With ``strict=True`` any
+    missing, unexpected or mis-shaped name raises one ``ValueError`` listing them all, sorted,
+    and nothing is changed; with ``strict=False`` what matches is loaded and the rest returned.
+
+    Values are cast to the weights' dtype; a lazy cell without ``dtype`` takes the arrays'.
+    """
+    if not isinstance(arrays, Mapping):
+        raise TypeError(f"arrays must be a mapping from TF names to arrays, got {type(arrays).__name__}")
+    values = {name: _as_tensor(name, value) for name, value in arrays.items()}
+    _build_lazy_cells(cell, scope, values)
+    expected = {name: (owner, torch_name) for name, owner, torch_name in _named_weights(cell, scope)}
+    prefix = f"{scope}/" if scope else ""
+    missing = sorted(name for name in expected if name not in values)
+    unexpected = sorted(name for name in values if name.startswith(prefix) and name not in expected)
+    mismatched, mis_shaped = [], set()
+    for name in sorted(set(expected) & set(values)):
+        param = expected[name][0].get_parameter(expected[name][1])
+        if isinstance(param, UninitializedParameter) or tuple(param.shape) != tuple(values[name].shape):
+            want = "unknown (the cell could not be built)" if isinstance(param, UninitializedParameter) else list(param.shape)
+            mismatched.append(f"{name}: expected shape {want}, got {list(values[name].shape)}")
+            mis_shaped.add(name)
+    result = LoadResult(missing, unexpected, mismatched)
+    if strict and (missing or unexpected or mismatched):
+        raise ValueError(_mismatch_message(result, scope, values))
+    with torch.no_grad():
+        for name in sorted(set(expected) & set(values) - mis_shaped):
+            owner, torch_name = expected[name]
+            param = owner.get_parameter(torch_name)
+            param.copy_(values[name].to(device=param.device, dtype=param.dtype))
+    return result
+
+
+def _as_tensor(name: str, value: Any) -> Tensor:
+    if isinstance(value, np.ndarray) or np.isscalar(value):
+        value = torch.from_numpy(np.array(value))
+    if not isinstance(value, Tensor):
+        raise TypeError(f"arrays[{name!r}] must be a numpy array or a tensor, got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise TypeError(f"arrays[{name!r}] must hold floating point values, got dtype {value.dtype}")
+    return value.detach()
+
+
+def _build_lazy_cells(cell: Any, scope: str | None, values: Mapping[str, Tensor]) -> None:
+    """Build each unbuilt cell of the tree from the shapes of its arrays."""
+    for owner, prefix in _module_scopes(cell, scope):
+        if not isinstance(owner, RNNCell) or owner.built:
+            continue
+        mine = {name[len(prefix) + 1 :]: value for name, value in values.items() if name.startswith(prefix + "/")}
+        depth = owner.infer_input_size({name: tuple(value.shape) for name, value in mine.items()})
+        if depth is None or depth < 1:
+            continue
+        dtype = owner._factory["dtype"] or next(iter(mine.values())).dtype
+        owner.build(depth, dtype=dtype)
+
+
+def _mismatch_message(result: LoadResult, scope: str | None, values: Mapping[str, Tensor]) -> str:
+    lines = [f"load_tf_variables(scope={scope!r}): the arrays do not match the cell's weights."]
+    for title, names in (("missing", result.missing), ("unexpected", result.unexpected), ("mis-shaped", result.mismatched)):
+        if names:
+            lines.append(f"{title} ({len(names)}):")
+            lines.extend(f"  {name}" for name in names)
+    hint = _scope_hint(result.missing, scope, values)
+    if hint:
+        lines.append(hint)
+    return "\n".join(lines)
+
+
+def _scope_hint(missing: list[str], scope: str | None, values: Mapping[str, Tensor]) -> str | None:
+    """Suggest the scope under which the missing names do exist, if there is one."""
+    prefix = f"{scope}/" if scope else ""
+    for name in missing:
+        relative = name[len(prefix) :]
+        for key in values:
+            if key.endswith("/" + relative):
+                return f"hint: the arrays hold {key!r}; did you mean scope={key[: -len(relative) - 1]!r}?"
+    return None
