@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -17,6 +18,11 @@ from .state import _describe, is_nested
 
 def check_is_cell(cell: Any, argname: str = "cell") -> None:
     """``TypeError`` unless ``cell`` follows the RNNCell protocol (TF's ``assert_like_rnncell``)."""
+    if isinstance(cell, type):
+        raise TypeError(
+            f"The argument '{argname}' ({cell!r}) is not an RNNCell: it is a class, not an instance "
+            f"(did you mean {cell.__name__}(...)?)"
+        )
     problems = []
     if not hasattr(cell, "output_size"):
         problems.append("'output_size' property is missing")
@@ -53,8 +59,9 @@ def check_batch_size(batch_size: Any, argname: str = "batch_size") -> int:
                 f"{list(batch_size.shape)} and dtype {batch_size.dtype}"
             )
         batch_size = int(batch_size)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)):
         raise TypeError(f"{argname} must be an int, got {type(batch_size).__name__}")
+    batch_size = int(batch_size)
     if batch_size < 0:
         raise ValueError(f"{argname} must be >= 0, got {batch_size}")
     return batch_size

@@ -12,6 +12,11 @@ __all__ = ["Activation", "resolve_activation"]
 
 Activation = Union[str, Callable[[Tensor], Tensor], None]
 
+def linear(x: Tensor) -> Tensor:
+    """Keras' "linear" activation: the identity."""
+    return x
+
+
 _BY_NAME: dict[str, Callable[[Tensor], Tensor]] = {
     "tanh": torch.tanh,
     "sigmoid": torch.sigmoid,
@@ -24,7 +29,7 @@ _BY_NAME: dict[str, Callable[[Tensor], Tensor]] = {
     "swish": F.silu,
     "silu": F.silu,
     "gelu": F.gelu,
-    "linear": lambda x: x,
+    "linear": linear,
 }
 
 

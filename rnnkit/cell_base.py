@@ -31,25 +31,27 @@ from .state import flatten_state, zeros_for_size
 
 __all__ = ["RNNCell"]
 
-ShapeFn = Callable[[int], tuple[int, ...]]
-
-
 @dataclass(frozen=True)
 class VariableSpec:
-    """A weight of a cell: its TF-relative name, its shape for an input depth, its initializer."""
+    """A weight of a cell: its TF-relative name, its shape, its initializer.
+
+    With ``input_rows``, the weight multiplies ``concat([x, h])`` and its first dim is
+    ``input_depth + shape[0]`` (``shape[0]`` rows for ``h``); other weights have ``shape``.
+    """
 
     name: str  # TF name relative to the cell's scope, e.g. "gates/kernel"
-    shape: ShapeFn  # input depth -> shape
+    shape: tuple[int, ...]
     initializer: Callable[[Tensor], object]
+    input_rows: bool = False
 
     @property
     def torch_name(self) -> str:
         return self.name.replace("/", ".")
 
-    def depth_offset(self) -> int | None:
-        """For a weight whose first dim is ``input_depth + k``: ``k``; otherwise ``None``."""
-        at_zero, at_one = self.shape(0), self.shape(1)
-        return at_zero[0] if at_zero != at_one else None
+    def shape_for(self, input_depth: int) -> tuple[int, ...]:
+        if self.input_rows:
+            return (input_depth + self.shape[0], *self.shape[1:])
+        return self.shape
 
 
 def _snake_case(name: str) -> str:
@@ -167,9 +169,14 @@ class RNNCell(nn.Module):
 
     # ----------------------------------------------------------------------------------------
     # weights
-    def _add_variable(self, name: str, shape: ShapeFn, initializer: Callable[[Tensor], object]) -> None:
-        """Declare a weight under its TF-relative name; created (lazily) by :meth:`build`."""
-        spec = VariableSpec(name, shape, initializer)
+    def _add_variable(
+        self, name: str, shape: tuple[int, ...], initializer: Callable[[Tensor], object], input_rows: bool = False
+    ) -> None:
+        """Declare a weight under its TF-relative name; created (lazily) by :meth:`build`.
+
+        ``input_rows``: the first dim is ``input_depth + shape[0]`` (a kernel on ``[x, h]``).
+        """
+        spec = VariableSpec(name, tuple(shape), initializer, input_rows)
         *scopes, leaf = name.split("/")
         owner: nn.Module = self
         for scope in scopes:
@@ -200,7 +207,7 @@ class RNNCell(nn.Module):
         for spec in self._variable_specs:
             param = self._weight(spec)
             if isinstance(param, UninitializedParameter):
-                param.materialize(spec.shape(input_size), dtype=dtype)
+                param.materialize(spec.shape_for(input_size), dtype=dtype)
         self.input_size = input_size
         self.reset_parameters()
 
@@ -215,9 +222,8 @@ class RNNCell(nn.Module):
     def infer_input_size(self, shapes: Mapping[str, Sequence[int]]) -> int | None:
         """The input depth implied by weight shapes keyed by TF-relative name, or ``None``."""
         for spec in self._variable_specs:
-            offset = spec.depth_offset()
-            if offset is not None and spec.name in shapes and len(shapes[spec.name]) > 0:
-                return int(shapes[spec.name][0]) - offset
+            if spec.input_rows and spec.name in shapes and len(shapes[spec.name]) > 0:
+                return int(shapes[spec.name][0]) - spec.shape[0]
         return None
 
     def _weight(self, spec: VariableSpec) -> Tensor:

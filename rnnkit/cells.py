@@ -74,8 +74,8 @@ class BasicRNNCell(RNNCell):
         super().__init__(name=name, dtype=dtype, device=device)
         self.num_units = _check_units(num_units, "num_units")
         self.activation = resolve_activation(activation)
-        self._add_variable("kernel", lambda d: (d + self.num_units, self.num_units), glorot_uniform_)
-        self._add_variable("bias", lambda d: (self.num_units,), zeros_)
+        self._add_variable("kernel", (self.num_units, self.num_units), glorot_uniform_, input_rows=True)
+        self._add_variable("bias", (self.num_units,), zeros_)
         if input_size is not None:
             self.build(input_size)
 
@@ -147,13 +147,13 @@ class LSTMCell(RNNCell):
         self.activation = resolve_activation(activation)
         weight_init = resolve_initializer(initializer, glorot_uniform_, "initializer")
         units, hidden = self.num_units, self.num_proj or self.num_units
-        self._add_variable("kernel", lambda d: (d + hidden, 4 * units), weight_init)
-        self._add_variable("bias", lambda d: (4 * units,), zeros_)
+        self._add_variable("kernel", (hidden, 4 * units), weight_init, input_rows=True)
+        self._add_variable("bias", (4 * units,), zeros_)
         if self.use_peepholes:
             for gate in ("f", "i", "o"):
-                self._add_variable(f"w_{gate}_diag", lambda d: (units,), weight_init)
+                self._add_variable(f"w_{gate}_diag", (units,), weight_init)
         if self.num_proj is not None:
-            self._add_variable("projection/kernel", lambda d: (units, hidden), weight_init)
+            self._add_variable("projection/kernel", (units, hidden), weight_init)
         if input_size is not None:
             self.build(input_size)
 
@@ -261,10 +261,10 @@ class GRUCell(RNNCell):
         kernel_init = resolve_initializer(kernel_initializer, glorot_uniform_, "kernel_initializer")
         gates_bias_init = resolve_initializer(bias_initializer, constant(1.0), "bias_initializer")
         candidate_bias_init = resolve_initializer(bias_initializer, zeros_, "bias_initializer")
-        self._add_variable("gates/kernel", lambda d: (d + units, 2 * units), kernel_init)
-        self._add_variable("gates/bias", lambda d: (2 * units,), gates_bias_init)
-        self._add_variable("candidate/kernel", lambda d: (d + units, units), kernel_init)
-        self._add_variable("candidate/bias", lambda d: (units,), candidate_bias_init)
+        self._add_variable("gates/kernel", (units, 2 * units), kernel_init, input_rows=True)
+        self._add_variable("gates/bias", (2 * units,), gates_bias_init)
+        self._add_variable("candidate/kernel", (units, units), kernel_init, input_rows=True)
+        self._add_variable("candidate/bias", (units,), candidate_bias_init)
         if input_size is not None:
             self.build(input_size)
 

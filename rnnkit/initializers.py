@@ -32,14 +32,18 @@ def glorot_uniform_(tensor: Tensor) -> None:
         tensor.uniform_(-limit, limit)
 
 
-def constant(value: float) -> Callable[[Tensor], None]:
-    """An initializer filling every element with ``value``."""
+class constant:  # noqa: N801 - used like the function TF's constant_initializer is
+    """An initializer filling every element with ``value`` (picklable, unlike a closure)."""
 
-    def fill_(tensor: Tensor) -> None:
+    def __init__(self, value: float) -> None:
+        self.value = float(value)
+
+    def __call__(self, tensor: Tensor) -> None:
         with torch.no_grad():
-            tensor.fill_(value)
+            tensor.fill_(self.value)
 
-    return fill_
+    def __repr__(self) -> str:
+        return f"constant({self.value})"
 
 
 def resolve_initializer(

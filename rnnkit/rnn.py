@@ -284,7 +284,9 @@ def _check_step_list(inputs: Any) -> tuple[int, Tensor]:
     for t, step in enumerate(inputs):
         for leaf in flatten_state(step):
             check_tensor(leaf, f"inputs[{t}]")
-            if leaf.dim() < 1 or leaf.shape[0] != first.shape[0]:
+            if leaf.dim() < 1:
+                raise ValueError(f"inputs[{t}] must have a batch dimension ([batch, depth]), got a scalar")
+            if leaf.shape[0] != first.shape[0]:
                 raise ValueError(
                     f"inputs[{t}] has shape {list(leaf.shape)}; every step must have batch size "
                     f"{first.shape[0]} (the batch size of inputs[0])"
@@ -330,16 +332,17 @@ def _initial_state(
     cell: Any, initial_state: Any, dtype: torch.dtype | None, batch_size: int, like: Tensor, argname: str
 ) -> Any:
     """The checked initial state, or zeros of ``dtype`` (default: the inputs' dtype)."""
+    check_floating(like.dtype, "inputs")
+    if dtype is not None:
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(f"dtype must be a torch.dtype or None, got {type(dtype).__name__}")
+        check_floating(dtype, "dtype")
+        if dtype != like.dtype:
+            raise TypeError(f"dtype={dtype} differs from the inputs' dtype {like.dtype}; cast the inputs")
     if initial_state is not None:
         check_state(initial_state, cell.state_size, batch_size, like.dtype, argname)
         return initial_state
-    if dtype is None:
-        dtype = like.dtype
-    if not isinstance(dtype, torch.dtype):
-        raise TypeError(f"dtype must be a torch.dtype or None, got {type(dtype).__name__}")
-    check_floating(dtype, "dtype")
-    if dtype != like.dtype:
-        raise TypeError(f"dtype={dtype} differs from the inputs' dtype {like.dtype}; cast the inputs")
+    dtype = like.dtype
     try:
         return cell.zero_state(batch_size, dtype, device=like.device)
     except TypeError:  # a user's cell whose zero_state takes (batch_size, dtype) only, as in TF

@@ -74,51 +74,87 @@ def load_tf_variables(
     """
     if not isinstance(arrays, Mapping):
         raise TypeError(f"arrays must be a mapping from TF names to arrays, got {type(arrays).__name__}")
-    values = {name: _as_tensor(name, value) for name, value in arrays.items()}
-    _build_lazy_cells(cell, scope, values)
-    expected = {name: (owner, torch_name) for name, owner, torch_name in _named_weights(cell, scope)}
+    values = {_check_name(name): _as_tensor(name, value) for name, value in arrays.items()}
+    targets, builds = _plan(cell, scope, values)
     prefix = f"{scope}/" if scope else ""
-    missing = sorted(name for name in expected if name not in values)
-    unexpected = sorted(name for name in values if name.startswith(prefix) and name not in expected)
-    mismatched, mis_shaped = [], set()
-    for name in sorted(set(expected) & set(values)):
-        param = expected[name][0].get_parameter(expected[name][1])
-        if isinstance(param, UninitializedParameter) or tuple(param.shape) != tuple(values[name].shape):
-            want = "unknown (the cell could not be built)" if isinstance(param, UninitializedParameter) else list(param.shape)
-            mismatched.append(f"{name}: expected shape {want}, got {list(values[name].shape)}")
-            mis_shaped.add(name)
+    missing = sorted(name for name in targets if name not in values)
+    unexpected = sorted(name for name in values if name.startswith(prefix) and name not in targets)
+    mismatched, loadable = [], []
+    for name in sorted(set(targets) & set(values)):
+        want, got = targets[name].shape, tuple(values[name].shape)
+        if want == got:
+            loadable.append(name)
+        else:
+            expected = list(want) if want is not None else "unknown (no array to infer the input depth from)"
+            mismatched.append(f"{name}: expected shape {expected}, got {list(got)}")
     result = LoadResult(missing, unexpected, mismatched)
     if strict and (missing or unexpected or mismatched):
         raise ValueError(_mismatch_message(result, scope, values))
+    for owner, depth, dtype in builds:
+        owner.build(depth, dtype=dtype)
     with torch.no_grad():
-        for name in sorted(set(expected) & set(values) - mis_shaped):
-            owner, torch_name = expected[name]
-            param = owner.get_parameter(torch_name)
+        for name in loadable:
+            param = targets[name].owner.get_parameter(targets[name].torch_name)
             param.copy_(values[name].to(device=param.device, dtype=param.dtype))
     return result
 
 
+class _Target(NamedTuple):
+    owner: nn.Module
+    torch_name: str
+    shape: tuple[int, ...] | None  # None: a lazy weight whose shape the arrays do not determine
+
+
+def _plan(
+    cell: Any, scope: str | None, values: Mapping[str, Tensor]
+) -> tuple[dict[str, _Target], list[tuple[RNNCell, int, torch.dtype]]]:
+    """The expected shape of every TF name, and the lazy cells to build (depth, dtype) first.
+
+    Nothing is changed here, so a failed strict load leaves the cell as it was.
+    """
+    targets: dict[str, _Target] = {}
+    builds: dict[int, tuple[RNNCell, int, torch.dtype]] = {}
+    for name, owner, torch_name in _named_weights(cell, scope):
+        param = owner.get_parameter(torch_name)
+        shape = None if isinstance(param, UninitializedParameter) else tuple(param.shape)
+        if shape is None and isinstance(owner, RNNCell):
+            cell_prefix = name[: -len(torch_name) - 1]
+            if id(owner) not in builds:
+                build = _lazy_build(owner, cell_prefix, values)
+                if build is not None:
+                    builds[id(owner)] = build
+            if id(owner) in builds:
+                spec = next(s for s in owner._variable_specs if s.torch_name == torch_name)
+                shape = spec.shape_for(builds[id(owner)][1])
+        targets[name] = _Target(owner, torch_name, shape)
+    return targets, list(builds.values())
+
+
+def _lazy_build(owner: RNNCell, prefix: str, values: Mapping[str, Tensor]) -> tuple[RNNCell, int, torch.dtype] | None:
+    """``(cell, input depth, dtype)`` for a lazy cell from its arrays' shapes, if they tell."""
+    mine = {name[len(prefix) + 1 :]: value for name, value in values.items() if name.startswith(prefix + "/")}
+    depth = owner.infer_input_size({name: tuple(value.shape) for name, value in mine.items()})
+    if depth is None or depth < 1:
+        return None
+    return owner, depth, owner._factory["dtype"] or next(iter(mine.values())).dtype
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"arrays must be keyed by TF variable names (str), got a key {name!r}")
+    return name
+
+
 def _as_tensor(name: str, value: Any) -> Tensor:
-    if isinstance(value, np.ndarray) or np.isscalar(value):
+    if isinstance(value, (np.ndarray, np.generic)):
+        if value.dtype.kind != "f":
+            raise TypeError(f"arrays[{name!r}] must hold floating point values, got numpy dtype {value.dtype}")
         value = torch.from_numpy(np.array(value))
     if not isinstance(value, Tensor):
         raise TypeError(f"arrays[{name!r}] must be a numpy array or a tensor, got {type(value).__name__}")
     if not value.is_floating_point():
         raise TypeError(f"arrays[{name!r}] must hold floating point values, got dtype {value.dtype}")
     return value.detach()
-
-
-def _build_lazy_cells(cell: Any, scope: str | None, values: Mapping[str, Tensor]) -> None:
-    """Build each unbuilt cell of the tree from the shapes of its arrays."""
-    for owner, prefix in _module_scopes(cell, scope):
-        if not isinstance(owner, RNNCell) or owner.built:
-            continue
-        mine = {name[len(prefix) + 1 :]: value for name, value in values.items() if name.startswith(prefix + "/")}
-        depth = owner.infer_input_size({name: tuple(value.shape) for name, value in mine.items()})
-        if depth is None or depth < 1:
-            continue
-        dtype = owner._factory["dtype"] or next(iter(mine.values())).dtype
-        owner.build(depth, dtype=dtype)
 
 
 def _mismatch_message(result: LoadResult, scope: str | None, values: Mapping[str, Tensor]) -> str:

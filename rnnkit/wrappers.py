@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_is_cell, check_keep_prob
+from ._checks import check_floating, check_is_cell, check_keep_prob, check_state
 from .cell_base import RNNCell
 from .state import LSTMStateTuple, _describe, flatten_state, is_nested, map_state, pack_state
 
@@ -83,12 +83,18 @@ class MultiRNNCell(RNNCell):
         return layer_input, torch.cat(new_states, 1)
 
     def _check_call(self, inputs: Any, state: Any) -> None:
-        # The layers check their inputs and states; only the outer structure is checked here.
-        if self.state_is_tuple and (not is_nested(state) or len(state) != len(self.cells)):
-            raise ValueError(
-                f"Expected state to be a tuple of length {len(self.cells)} (one state per layer), "
-                f"but received: {_describe(state)}"
-            )
+        # The layers check their inputs and their own states; here only the outer structure.
+        if self.state_is_tuple:
+            if not is_nested(state) or len(state) != len(self.cells):
+                raise ValueError(
+                    f"Expected state to be a tuple of length {len(self.cells)} (one state per layer), "
+                    f"but received: {_describe(state)}"
+                )
+            return
+        first_input = flatten_state(inputs)[0]
+        batch_size = first_input.shape[0] if isinstance(first_input, Tensor) and first_input.dim() else 0
+        dtype = first_input.dtype if isinstance(first_input, Tensor) else torch.get_default_dtype()
+        check_state(state, self.state_size, batch_size, dtype, "state")
 
     def _resolve_dtype_device(self, dtype, device):  # type: ignore[no-untyped-def]
         return self.cells[0]._resolve_dtype_device(dtype, device)
@@ -183,7 +189,7 @@ class DropoutWrapper(_Wrapper):
         self.input_keep_prob = check_keep_prob(input_keep_prob, "input_keep_prob")
         self.output_keep_prob = check_keep_prob(output_keep_prob, "output_keep_prob")
         self.state_keep_prob = check_keep_prob(state_keep_prob, "state_keep_prob")
-        visitor = dropout_state_filter_visitor or _keep_all_but_lstm_memory
+        visitor = _keep_all_but_lstm_memory if dropout_state_filter_visitor is None else dropout_state_filter_visitor
         if not callable(visitor):
             raise TypeError(f"dropout_state_filter_visitor must be callable. Received: {visitor!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -196,6 +202,8 @@ class DropoutWrapper(_Wrapper):
 
     def step(self, inputs: Any, state: Any) -> tuple[Any, Any]:
         if self._active(self.input_keep_prob):
+            for leaf in flatten_state(inputs):
+                check_floating(leaf.dtype, "inputs")
             inputs = self._dropout_leaves(inputs, "input", self.input_keep_prob)
         output, new_state = self.cell(inputs, state)
         if self._active(self.state_keep_prob):
@@ -258,7 +266,7 @@ def _state_filter(visitor: Callable[[Any], Any], substate: Any) -> Any:
             return True
         return pack_state(substate, [leaf for item in substate for leaf in flatten_state(_state_filter(visitor, item))])
     if not is_nested(decision) or not is_nested(substate) or len(decision) != len(substate):
-        raise ValueError(
+        raise TypeError(
             f"dropout_state_filter_visitor must return a bool or a structure of bools matching the "
             f"state {_describe(substate)}, got {decision!r}"
         )

@@ -221,3 +221,15 @@ def test_get_initial_state() -> None:
     state = cell.get_initial_state(inputs=x)
     assert isinstance(state, rk.LSTMStateTuple) and state.c.shape == (4, 3) and state.dtype == torch.float64
     assert cell.get_initial_state(batch_size=2, dtype=torch.float32).h.shape == (2, 3)
+
+
+def test_a_whole_cell_pickles_with_torch_save(tmp_path) -> None:
+    cell = rk.MultiRNNCell(
+        [rk.LSTMCell(3, use_peepholes=True, num_proj=2, initializer=0.5), rk.GRUCell(2, bias_initializer=0.1),
+         rk.BasicRNNCell(2, activation="linear")]
+    )
+    x = torch.randn(2, 4)
+    expected, _ = cell(x, cell.zero_state(2))
+    torch.save(cell, tmp_path / "cell.pt")
+    restored = torch.load(tmp_path / "cell.pt", weights_only=False)
+    assert torch.equal(restored(x, restored.zero_state(2))[0], expected)

@@ -2,8 +2,6 @@
 argument (plus the regex fragment TensorFlow's own tests use, where they use one).
 
 Sizes are tiny: B=2, T=3, D=4 for sequences, D=3 for single steps, U=2 units.
-Tests marked ``xfail(strict=True)`` describe the behaviour the library should have and does not
-have yet (the reason says what it does today); they turn into failures once it is fixed.
 """
 
 from __future__ import annotations
@@ -92,8 +90,6 @@ def test_dynamic_rnn_partially_cell_like_object_lists_only_what_is_missing():
     assert "output_size" not in msg and "state_size" not in msg
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a cell CLASS passes check_is_cell (its properties/methods "
-                   "exist on the class) and fails later with TypeError 'batch_size must be an int, got dtype'")
 def test_dynamic_rnn_cell_class_instead_of_instance():
     with pytest.raises(TypeError, match=r"'cell'.*is not an RNNCell"):
         rk.dynamic_rnn(rk.GRUCell, seq())
@@ -294,8 +290,6 @@ def test_dynamic_rnn_dtype_not_a_torch_dtype():
         rk.dynamic_rnn(rk.GRUCell(U), seq(), dtype="float32")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: when initial_state is given, `dtype` is not checked at all: "
-                   "dtype=torch.float64 (or torch.int32) with float32 inputs/state runs without error")
 @pytest.mark.parametrize("dtype", [torch.float64, torch.int32])
 def test_dynamic_rnn_dtype_conflicting_with_initial_state(dtype):
     with pytest.raises((TypeError, ValueError), match=r"dtype"):
@@ -359,16 +353,11 @@ def test_static_rnn_initial_state_wrong_batch():
         rk.static_rnn(rk.GRUCell(U), [step(), step()], initial_state=torch.zeros(B + 1, U))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a 0-d step makes _check_step_list raise IndexError "
-                   "'tuple index out of range' (it formats first.shape[0] for the message)")
 def test_static_rnn_rank0_step():
     with pytest.raises(ValueError, match=r"inputs\[0\]"):
         rk.static_rnn(rk.GRUCell(U), [torch.tensor(1.0), torch.tensor(2.0)])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: static_rnn with int step inputs and no dtype says "
-                   "'dtype: RNN cell only supports floating point inputs, but received dtype: torch.int32', "
-                   "naming `dtype`, an argument the caller did not pass, instead of `inputs`")
 def test_static_rnn_int_inputs_name_inputs():
     with pytest.raises(ValueError, match=r"inputs.*RNN cell only supports floating"):
         rk.static_rnn(rk.GRUCell(U), [torch.ones(B, 3, dtype=torch.int32)])
@@ -566,9 +555,6 @@ def test_zero_state_int_dtype():
         rk.GRUCell(U).zero_state(B, torch.int32)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (over-strict validation, not a missing error): "
-                   "zero_state(np.int64(2)) raises TypeError 'batch_size must be an int, got int64'; "
-                   "numpy integers (e.g. from x.shape of an array or len of an ndarray batch) should work")
 def test_zero_state_accepts_numpy_integer_batch_size():
     state = rk.GRUCell(U).zero_state(np.int64(B))
     assert state.shape == (B, U)
@@ -622,9 +608,6 @@ def test_multi_rnn_cell_non_cell_element():
         rk.MultiRNNCell([rk.GRUCell(U), NotACell()])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a cell CLASS in the list passes check_is_cell; the error comes "
-                   "from torch: TypeError 'rnnkit.cells.GRUCell is not a Module subclass' (after a spurious "
-                   "'same object' warning), naming neither 'cells[0]' nor 'is not an RNNCell'")
 def test_multi_rnn_cell_class_element():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -646,8 +629,6 @@ def test_multi_rnn_cell_state_tuple_of_wrong_length(n):
         cell(step(), tuple(torch.zeros(B, U) for _ in range(n)))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: MultiRNNCell(state_is_tuple=False) called directly with a "
-                   "concat state wider than sum(state_size) silently ignores the extra columns (no error)")
 def test_multi_rnn_cell_concat_state_too_wide():
     cell = rk.MultiRNNCell([rk.GRUCell(U), rk.GRUCell(U)], state_is_tuple=False)
     with pytest.raises(ValueError, match=r"state must have shape \[2, 4\]"):
@@ -655,7 +636,6 @@ def test_multi_rnn_cell_concat_state_too_wide():
 
 
 def test_multi_rnn_cell_concat_state_too_wide_through_dynamic_rnn():
-    # the runner checks the whole concat state (the direct call above does not)
     cell = rk.MultiRNNCell([rk.GRUCell(U), rk.GRUCell(U)], state_is_tuple=False)
     with pytest.raises(ValueError, match=r"initial_state must have shape \[2, 4\]"):
         rk.dynamic_rnn(cell, seq(), initial_state=torch.zeros(B, 2 * U + 1))
@@ -691,14 +671,7 @@ def test_dropout_keep_prob_not_a_number(arg, value):
 
 @pytest.mark.parametrize(
     "visitor",
-    [
-        3,
-        "h",
-        pytest.param(False, marks=pytest.mark.xfail(strict=True, reason="BUG: a falsy non-callable filter "
-                     "(False) is silently replaced by the default filter (`visitor or default`), no error")),
-        pytest.param(0, marks=pytest.mark.xfail(strict=True, reason="BUG: a falsy non-callable filter (0) "
-                     "is silently replaced by the default filter (`visitor or default`), no error")),
-    ],
+    [3, "h", False, 0],
 )
 def test_dropout_filter_not_callable(visitor):
     with pytest.raises(TypeError, match=r"dropout_state_filter_visitor must be callable"):
@@ -708,7 +681,7 @@ def test_dropout_filter_not_callable(visitor):
 def test_dropout_filter_returning_a_bad_structure():
     wrapper = rk.DropoutWrapper(rk.LSTMCell(U), state_keep_prob=0.5, dropout_state_filter_visitor=lambda s: (True,))
     wrapper.train()
-    with pytest.raises(ValueError, match=r"dropout_state_filter_visitor must return a bool"):
+    with pytest.raises(TypeError, match=r"dropout_state_filter_visitor must return a bool"):
         wrapper(step(), wrapper.zero_state(B))
 
 
@@ -723,9 +696,6 @@ def test_dropout_seed_not_an_int(seed):
         rk.DropoutWrapper(rk.GRUCell(U), seed=seed)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: with input dropout active (train mode, input_keep_prob<1), int "
-                   "inputs are multiplied by a float mask before the wrapped cell sees them, so they are "
-                   "silently accepted (no error); with input_keep_prob=1 the same call raises ValueError")
 def test_dropout_wrapper_int_inputs_with_input_dropout():
     wrapper = rk.DropoutWrapper(rk.GRUCell(U), input_keep_prob=0.5, seed=0)
     wrapper.train()
@@ -826,15 +796,17 @@ P = "rnn/multi_rnn_cell"
 def test_load_tf_variables_strict_lists_every_problem_sorted_in_one_error():
     cell = _built_stack()
     arrays = _arrays_for(cell)
-    missing = [f"{P}/cell_1/lstm_cell/kernel", f"{P}/cell_0/lstm_cell/w_o_diag", f"{P}/cell_0/lstm_cell/bias"]
+    # creation order (kernel before bias) differs from sorted order, so the sort is really checked
+    missing = [f"{P}/cell_1/lstm_cell/w_f_diag", f"{P}/cell_0/lstm_cell/kernel", f"{P}/cell_0/lstm_cell/bias"]
     for name in missing:
         del arrays[name]
     unexpected = [f"{P}/cell_1/lstm_cell/zeta", f"{P}/alpha/kernel", f"{P}/cell_0/lstm_cell/projection/kernel"]
     for name in unexpected:
         arrays[name] = np.zeros(2, np.float32)
-    mis_shaped = [f"{P}/cell_1/lstm_cell/w_i_diag", f"{P}/cell_0/lstm_cell/kernel"]
+    mis_shaped = [f"{P}/cell_1/lstm_cell/w_i_diag", f"{P}/cell_1/lstm_cell/kernel", f"{P}/cell_1/lstm_cell/bias"]
     arrays[mis_shaped[0]] = np.zeros(U + 1, np.float32)
-    arrays[mis_shaped[1]] = np.zeros((3 + U + 1, 4 * U), np.float32)
+    arrays[mis_shaped[1]] = np.zeros((U + U + 1, 4 * U), np.float32)
+    arrays[mis_shaped[2]] = np.zeros(4 * U + 1, np.float32)
     arrays["other_scope/lstm_cell/kernel"] = np.zeros(3, np.float32)  # outside the scope: ignored
 
     before = _snapshot(cell)
@@ -842,10 +814,12 @@ def test_load_tf_variables_strict_lists_every_problem_sorted_in_one_error():
         rk.load_tf_variables(cell, arrays, scope="rnn", strict=True)
     message = str(info.value)
     groups = _message_groups(message)
+    for names in (missing, unexpected, mis_shaped):
+        assert names != sorted(names)  # the test data itself is out of order
     assert groups["missing"] == sorted(missing)
     assert groups["unexpected"] == sorted(unexpected)
     assert groups["mis-shaped"] == sorted(mis_shaped)
-    assert "missing (3):" in message and "unexpected (3):" in message and "mis-shaped (2):" in message
+    assert "missing (3):" in message and "unexpected (3):" in message and "mis-shaped (3):" in message
     assert "other_scope" not in message
     # the mis-shaped lines say what was expected and what came
     assert f"{P}/cell_1/lstm_cell/w_i_diag: expected shape [2], got [3]" in message
@@ -923,8 +897,6 @@ def test_load_tf_variables_value_not_an_array():
         rk.load_tf_variables(cell, arrays)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a string value goes through np.array and torch.from_numpy, which "
-                   "raises TypeError \"can't convert np.ndarray of type numpy.str_...\" without naming arrays[...]")
 def test_load_tf_variables_string_value():
     cell = rk.GRUCell(U, input_size=3)
     arrays = dict(_arrays_for(cell), **{"rnn/gru_cell/gates/bias": "1.0"})
@@ -932,11 +904,10 @@ def test_load_tf_variables_string_value():
         rk.load_tf_variables(cell, arrays)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a non-string key raises AttributeError \"'int' object has no "
-                   "attribute 'startswith'\" instead of a TypeError naming `arrays`")
 def test_load_tf_variables_non_string_name():
     cell = rk.GRUCell(U, input_size=3)
-    arrays = dict(_arrays_for(cell), **{1: np.zeros(2, np.float32)})
+    arrays: dict = _arrays_for(cell)
+    arrays[1] = np.zeros(2, np.float32)
     with pytest.raises(TypeError, match=r"arrays"):
         rk.load_tf_variables(cell, arrays)
 
@@ -946,9 +917,6 @@ def test_load_tf_variables_not_a_cell():
         rk.load_tf_variables(NotACell(), {})
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a failed strict load still builds a lazy cell from the bad "
-                   "arrays' shapes (here for input depth 7: cell.built becomes True, input_size 7), so the cell "
-                   "then rejects its real inputs; the docstring promises 'nothing is changed'")
 def test_load_tf_variables_failed_strict_load_leaves_a_lazy_cell_unbuilt():
     cell = rk.BasicLSTMCell(U)
     arrays = {
