@@ -44,6 +44,19 @@ def check_floating(dtype: torch.dtype, argname: str) -> None:
         )
 
 
+def as_dtype(value: Any, argname: str = "dtype") -> torch.dtype:
+    """A floating ``torch.dtype`` from a ``torch.dtype`` or its name (``"float64"``, as TF takes)."""
+    if isinstance(value, str):
+        dtype = getattr(torch, value, None)
+        if not isinstance(dtype, torch.dtype):
+            raise ValueError(f"{argname}: unknown dtype name {value!r}; expected e.g. 'float32' or torch.float32")
+        value = dtype
+    if not isinstance(value, torch.dtype):
+        raise TypeError(f"{argname} must be a torch.dtype (or its name), got {type(value).__name__}")
+    check_floating(value, argname)
+    return value
+
+
 def check_tensor(value: Any, argname: str) -> Tensor:
     if not isinstance(value, Tensor):
         raise TypeError(f"{argname} must be a torch.Tensor, got {type(value).__name__}")

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parameter import UninitializedParameter
 
-from ._checks import check_batch_size, check_floating, check_state, check_tensor
+from ._checks import as_dtype, check_batch_size, check_floating, check_state, check_tensor
 from .state import flatten_state, zeros_for_size
 
 __all__ = ["RNNCell"]
@@ -81,7 +81,7 @@ class RNNCell(nn.Module):
     ) -> None:
         super().__init__()
         if dtype is not None:
-            check_floating(dtype, "dtype")
+            dtype = as_dtype(dtype)
         if name is not None and (not isinstance(name, str) or not name or "/" in name):
             raise ValueError(f"name must be a non-empty string without '/', got {name!r}")
         self.name = name or _snake_case(type(self).__name__)
@@ -281,9 +281,7 @@ class RNNCell(nn.Module):
         self, dtype: torch.dtype | None, device: torch.device | str | None
     ) -> tuple[torch.dtype, torch.device | str | None]:
         first = next(iter(self.parameters()), None)
-        if dtype is None:
-            dtype = first.dtype if first is not None else torch.get_default_dtype()
-        check_floating(dtype, "dtype")
+        dtype = as_dtype(first.dtype if first is not None else torch.get_default_dtype()) if dtype is None else as_dtype(dtype)
         if device is None and first is not None:
             device = first.device
         return dtype, device

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._checks import check_floating, check_is_cell, check_state, check_tensor
+from ._checks import as_dtype, check_floating, check_is_cell, check_state, check_tensor
 from .state import _describe, flatten_state, map_state, pack_state, zeros_for_size
 
 __all__ = [
@@ -334,9 +334,7 @@ def _initial_state(
     """The checked initial state, or zeros of ``dtype`` (default: the inputs' dtype)."""
     check_floating(like.dtype, "inputs")
     if dtype is not None:
-        if not isinstance(dtype, torch.dtype):
-            raise TypeError(f"dtype must be a torch.dtype or None, got {type(dtype).__name__}")
-        check_floating(dtype, "dtype")
+        dtype = as_dtype(dtype)
         if dtype != like.dtype:
             raise TypeError(f"dtype={dtype} differs from the inputs' dtype {like.dtype}; cast the inputs")
     if initial_state is not None:

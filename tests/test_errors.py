@@ -287,7 +287,14 @@ def test_dynamic_rnn_dtype_differs_from_inputs():
 
 def test_dynamic_rnn_dtype_not_a_torch_dtype():
     with pytest.raises(TypeError, match=r"dtype must be a torch\.dtype"):
-        rk.dynamic_rnn(rk.GRUCell(U), seq(), dtype="float32")
+        rk.dynamic_rnn(rk.GRUCell(U), seq(), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"dtype: unknown dtype name 'float3'"):
+        rk.dynamic_rnn(rk.GRUCell(U), seq(), dtype="float3")
+
+
+def test_dtype_by_name_is_accepted():
+    out, _ = rk.dynamic_rnn(rk.GRUCell(U, dtype="float64"), seq().double(), dtype="float64")
+    assert out.dtype == torch.float64
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.int32])
