@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.nn.parameter import UninitializedParameter
 
 from ._checks import as_dtype, check_batch_size, check_floating, check_state, check_tensor
-from .state import flatten_state, zeros_for_size
+from .state import zeros_for_size
 
 __all__ = ["RNNCell"]
 
@@ -86,7 +86,8 @@ class RNNCell(nn.Module):
             raise ValueError(f"name must be a non-empty string without '/', got {name!r}")
         self.name = name or _snake_case(type(self).__name__)
         self._dtype_fixed = dtype is not None
-        self._factory = {"dtype": dtype, "device": device}
+        self._dtype: torch.dtype | None = dtype  # None: from the first inputs
+        self._device = device
         self._variable_specs: list[VariableSpec] = []
         self.input_size: int | None = None
         self.register_load_state_dict_pre_hook(_build_from_state_dict)
@@ -183,7 +184,8 @@ class RNNCell(nn.Module):
             if not hasattr(owner, scope):
                 owner.add_module(scope, nn.ParameterDict())
             owner = getattr(owner, scope)
-        owner.register_parameter(leaf, UninitializedParameter(**self._factory))
+        lazy = UninitializedParameter(device=self._device, dtype=self._dtype)  # type: ignore[call-arg]
+        owner.register_parameter(leaf, lazy)  # type: ignore[arg-type]  # a Parameter subclass
         self._variable_specs.append(spec)
 
     @property
@@ -258,7 +260,7 @@ class RNNCell(nn.Module):
     def _build_for(self, inputs: Tensor) -> None:
         depth = inputs.shape[1]
         if not self.built:
-            self.build(depth, dtype=self._factory["dtype"] or inputs.dtype)
+            self.build(depth, dtype=self._dtype or inputs.dtype)
         elif depth != self.input_size:
             raise ValueError(
                 f"inputs of {self.name} must have depth {self.input_size} (the depth it was built "
@@ -281,7 +283,9 @@ class RNNCell(nn.Module):
         self, dtype: torch.dtype | None, device: torch.device | str | None
     ) -> tuple[torch.dtype, torch.device | str | None]:
         first = next(iter(self.parameters()), None)
-        dtype = as_dtype(first.dtype if first is not None else torch.get_default_dtype()) if dtype is None else as_dtype(dtype)
+        if dtype is None:
+            dtype = first.dtype if first is not None else torch.get_default_dtype()
+        dtype = as_dtype(dtype)
         if device is None and first is not None:
             device = first.device
         return dtype, device
@@ -302,4 +306,4 @@ def _build_from_state_dict(module: nn.Module, state_dict: Mapping[str, Any], pre
     depth = module.infer_input_size(shapes)
     if depth is not None and depth > 0:
         saved_dtype = state_dict[prefix + module._variable_specs[0].torch_name].dtype
-        module.build(depth, dtype=module._factory["dtype"] or saved_dtype)
+        module.build(depth, dtype=module._dtype or saved_dtype)

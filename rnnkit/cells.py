@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .activations import Activation, resolve_activation
 from .cell_base import RNNCell
@@ -54,11 +54,28 @@ def _check_number(value: Any, argname: str) -> float:
     return float(value)
 
 
-class BasicRNNCell(RNNCell):
+class _OneTensorStateCell(RNNCell):
+    """A cell whose state and output are the same ``[B, num_units]`` tensor."""
+
+    num_units: int
+
+    @property
+    def state_size(self) -> int:
+        return self.num_units
+
+    @property
+    def output_size(self) -> int:
+        return self.num_units
+
+
+class BasicRNNCell(_OneTensorStateCell):
     """The plain RNN step ``h' = act([x, h] @ kernel + bias)``; output and state are ``h'``.
 
     Weights: ``kernel`` ``[D+U, U]`` (Glorot-uniform), ``bias`` ``[U]`` (zeros).
     """
+
+    kernel: Tensor
+    bias: Tensor
 
     def __init__(
         self,
@@ -78,14 +95,6 @@ class BasicRNNCell(RNNCell):
         self._add_variable("bias", (self.num_units,), zeros_)
         if input_size is not None:
             self.build(input_size)
-
-    @property
-    def state_size(self) -> int:
-        return self.num_units
-
-    @property
-    def output_size(self) -> int:
-        return self.num_units
 
     def step(self, inputs: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         output = self.activation(torch.cat([inputs, state], 1) @ self.kernel + self.bias)
@@ -115,6 +124,13 @@ class LSTMCell(RNNCell):
     ``num_unit_shards``/``num_proj_shards`` are accepted for TF's positional order; they only
     partitioned TF's variables and change nothing here.
     """
+
+    kernel: Tensor
+    bias: Tensor
+    w_f_diag: Tensor
+    w_i_diag: Tensor
+    w_o_diag: Tensor
+    projection: nn.ParameterDict  # projection.kernel [U, P]
 
     def __init__(
         self,
@@ -189,7 +205,7 @@ class LSTMCell(RNNCell):
         else:
             m = torch.sigmoid(o) * act(c)
         if self.num_proj is not None:
-            m = m @ self.projection.kernel
+            m = m @ self.projection["kernel"]
             if self.proj_clip is not None:
                 m = torch.clamp(m, -self.proj_clip, self.proj_clip)
         new_state = LSTMStateTuple(c, m) if self.state_is_tuple else torch.cat([c, m], 1)
@@ -230,7 +246,7 @@ class BasicLSTMCell(LSTMCell):
         )
 
 
-class GRUCell(RNNCell):
+class GRUCell(_OneTensorStateCell):
     """TF's GRU step, with the reset gate applied BEFORE the candidate matmul::
 
         r, u = split(sigmoid([x, h] @ gates/kernel + gates/bias), 2)   # r first, then u
@@ -241,6 +257,9 @@ class GRUCell(RNNCell):
     (1.0), ``candidate/kernel`` [D+U, U], ``candidate/bias`` [U] (0.0). ``bias_initializer``,
     when given, initializes both biases; ``kernel_initializer`` both kernels.
     """
+
+    gates: nn.ParameterDict  # gates.kernel [D+U, 2U], gates.bias [2U]
+    candidate: nn.ParameterDict  # candidate.kernel [D+U, U], candidate.bias [U]
 
     def __init__(
         self,
@@ -268,18 +287,10 @@ class GRUCell(RNNCell):
         if input_size is not None:
             self.build(input_size)
 
-    @property
-    def state_size(self) -> int:
-        return self.num_units
-
-    @property
-    def output_size(self) -> int:
-        return self.num_units
-
     def step(self, inputs: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
-        gates = torch.sigmoid(torch.cat([inputs, state], 1) @ self.gates.kernel + self.gates.bias)
+        gates = torch.sigmoid(torch.cat([inputs, state], 1) @ self.gates["kernel"] + self.gates["bias"])
         r, u = gates.chunk(2, dim=1)
-        candidate = torch.cat([inputs, r * state], 1) @ self.candidate.kernel + self.candidate.bias
+        candidate = torch.cat([inputs, r * state], 1) @ self.candidate["kernel"] + self.candidate["bias"]
         c = self.activation(candidate)
         new_h = u * state + (1 - u) * c
         return new_h, new_h

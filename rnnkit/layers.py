@@ -26,6 +26,8 @@ class RNN(nn.Module):
         time_major: inputs and outputs are ``[T, B, D]`` instead of ``[B, T, D]``.
     """
 
+    cell: Any  # an RNNCell
+
     def __init__(self, cell: nn.Module, time_major: bool = False) -> None:
         super().__init__()
         check_is_cell(cell, "cell")

@@ -212,7 +212,7 @@ def _run(
     outputs = []
     for t in range(num_live):
         output, new_state = cell(steps[t], state)
-        if t >= always_live:
+        if lengths is not None and t >= always_live:
             alive = lengths > t  # [B]
             output = map_state(lambda o: torch.where(_rows(alive, o), o, torch.zeros_like(o)), output)
             new_state = map_state(lambda n, s: torch.where(_rows(alive, n), n, s), new_state, state)
@@ -233,7 +233,7 @@ def _rows(alive: Tensor, like: Tensor) -> Tensor:
     return alive.reshape(-1, *([1] * (like.dim() - 1)))
 
 
-def _reverse_steps(steps: list[Any], lengths: Tensor | None) -> list[Any]:
+def _reverse_steps(steps: Sequence[Any], lengths: Tensor | None) -> list[Any]:
     """A list of per-step structures, reversed within each row's length."""
     stacked = map_state(lambda *per_step: torch.stack(per_step, 0), *steps)
     leaves = flatten_state(map_state(lambda x: reverse_sequence(x, lengths, 0), stacked))
@@ -277,7 +277,9 @@ def _check_sequence_inputs(inputs: Any, time_major: bool) -> tuple[list[Tensor],
 def _check_step_list(inputs: Any) -> tuple[int, Tensor]:
     """static_rnn's inputs: a non-empty list of ``[B, ...]`` steps with one batch size."""
     if not isinstance(inputs, (list, tuple)):
-        raise TypeError(f"Argument `inputs` must be a sequence (list of [batch, depth] steps). Received: {_describe(inputs)}")
+        raise TypeError(
+            f"Argument `inputs` must be a sequence (list of [batch, depth] steps). Received: {_describe(inputs)}"
+        )
     if not inputs:
         raise ValueError("Argument `inputs` must not be empty.")
     first = check_tensor(flatten_state(inputs[0])[0], "inputs[0]")

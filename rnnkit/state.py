@@ -66,7 +66,7 @@ def flatten_state(structure: Any) -> list[Any]:
     return leaves
 
 
-def _rebuild(template: Sequence[Any], items: list[Any]) -> Any:
+def _rebuild(template: Any, items: list[Any]) -> Any:
     """A container of ``template``'s type (tuple, list or namedtuple) holding ``items``."""
     if isinstance(template, tuple) and hasattr(template, "_fields"):
         return type(template)(*items)

@@ -136,7 +136,7 @@ def _lazy_build(owner: RNNCell, prefix: str, values: Mapping[str, Tensor]) -> tu
     depth = owner.infer_input_size({name: tuple(value.shape) for name, value in mine.items()})
     if depth is None or depth < 1:
         return None
-    return owner, depth, owner._factory["dtype"] or next(iter(mine.values())).dtype
+    return owner, depth, owner._dtype or next(iter(mine.values())).dtype
 
 
 def _check_name(name: Any) -> str:
@@ -159,7 +159,8 @@ def _as_tensor(name: str, value: Any) -> Tensor:
 
 def _mismatch_message(result: LoadResult, scope: str | None, values: Mapping[str, Tensor]) -> str:
     lines = [f"load_tf_variables(scope={scope!r}): the arrays do not match the cell's weights."]
-    for title, names in (("missing", result.missing), ("unexpected", result.unexpected), ("mis-shaped", result.mismatched)):
+    groups = (("missing", result.missing), ("unexpected", result.unexpected), ("mis-shaped", result.mismatched))
+    for title, names in groups:
         if names:
             lines.append(f"{title} ({len(names)}):")
             lines.extend(f"  {name}" for name in names)

@@ -53,24 +53,29 @@ class MultiRNNCell(RNNCell):
         self.cells = nn.ModuleList(cells)
 
     @property
+    def layers(self) -> list[Any]:
+        """The cells, layer by layer (the same object twice where weights are shared)."""
+        return list(self.cells)
+
+    @property
     def state_size(self) -> tuple[Any, ...] | int:
-        sizes = tuple(cell.state_size for cell in self.cells)
+        sizes = tuple(cell.state_size for cell in self.layers)
         return sizes if self.state_is_tuple else sum(sizes)
 
     @property
     def output_size(self) -> Any:
-        return self.cells[-1].output_size
+        return self.layers[-1].output_size
 
     def zero_state(
         self, batch_size: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None
     ) -> Any:
         """Each layer's own ``zero_state`` (concatenated when ``state_is_tuple=False``)."""
-        states = tuple(cell.zero_state(batch_size, dtype, device) for cell in self.cells)
+        states = tuple(cell.zero_state(batch_size, dtype, device) for cell in self.layers)
         return states if self.state_is_tuple else torch.cat(states, 1)
 
     def step(self, inputs: Any, state: Any) -> tuple[Any, Any]:
         layer_input, new_states, start = inputs, [], 0
-        for i, cell in enumerate(self.cells):
+        for i, cell in enumerate(self.layers):
             if self.state_is_tuple:
                 layer_state = state[i]
             else:
@@ -96,12 +101,14 @@ class MultiRNNCell(RNNCell):
         dtype = first_input.dtype if isinstance(first_input, Tensor) else torch.get_default_dtype()
         check_state(state, self.state_size, batch_size, dtype, "state")
 
-    def _resolve_dtype_device(self, dtype, device):  # type: ignore[no-untyped-def]
-        return self.cells[0]._resolve_dtype_device(dtype, device)
+    def _resolve_dtype_device(
+        self, dtype: torch.dtype | None, device: torch.device | str | None
+    ) -> tuple[torch.dtype, torch.device | str | None]:
+        return self.layers[0]._resolve_dtype_device(dtype, device)
 
     def _tf_scopes(self, prefix: str) -> Iterator[tuple[nn.Module, str]]:
         scope = f"{prefix}/{self.name}" if prefix else self.name
-        for i, cell in enumerate(self.cells):
+        for i, cell in enumerate(self.layers):
             yield from _tf_scopes_of(cell, f"{scope}/cell_{i}")
 
 
