@@ -13,7 +13,7 @@ Cells do one step; runners loop over time::
 from .activations import resolve_activation
 from .cell_base import RNNCell
 from .cells import BasicLSTMCell, BasicRNNCell, GRUCell, LSTMCell
-from .layers import RNN
+from .layers import RNN, BidirectionalRNN
 from .rnn import bidirectional_dynamic_rnn, dynamic_rnn, reverse_sequence, static_bidirectional_rnn, static_rnn
 from .state import LSTMStateTuple, detach_state, flatten_state, map_state, pack_state
 from .tfvars import LoadResult, load_tf_variables, tf_variables
@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BasicLSTMCell",
     "BasicRNNCell",
+    "BidirectionalRNN",
     "DropoutWrapper",
     "GRUCell",
     "LSTMCell",

@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.parameter import UninitializedParameter
@@ -198,8 +199,9 @@ class RNNCell(nn.Module):
 
         Does nothing for a cell that is already built with the same depth.
         """
-        if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
+        if isinstance(input_size, bool) or not isinstance(input_size, (int, np.integer)) or input_size < 1:
             raise ValueError(f"input_size must be a positive int, got {input_size!r}")
+        input_size = int(input_size)
         if self.built and self._variable_specs:
             if input_size != self.input_size:
                 raise ValueError(
@@ -298,12 +300,11 @@ def _build_from_state_dict(module: nn.Module, state_dict: Mapping[str, Any], pre
     """Let ``load_state_dict`` build a lazy cell from the saved weights' shapes."""
     if not isinstance(module, RNNCell) or module.built or not module._variable_specs:
         return
-    shapes = {}
-    for spec in module._variable_specs:
-        key = prefix + spec.torch_name
-        if key in state_dict:
-            shapes[spec.name] = tuple(state_dict[key].shape)
-    depth = module.infer_input_size(shapes)
+    saved = {
+        spec.name: state_dict[prefix + spec.torch_name]
+        for spec in module._variable_specs
+        if prefix + spec.torch_name in state_dict
+    }
+    depth = module.infer_input_size({name: tuple(value.shape) for name, value in saved.items()})
     if depth is not None and depth > 0:
-        saved_dtype = state_dict[prefix + module._variable_specs[0].torch_name].dtype
-        module.build(depth, dtype=module._dtype or saved_dtype)
+        module.build(depth, dtype=module._dtype or next(iter(saved.values())).dtype)

@@ -34,11 +34,12 @@ def _run_case(case: GoldenCase, dtype: torch.dtype) -> dict[str, Any]:
 
     if spec["runner"] == "bidirectional_dynamic_rnn":
         cells = {d: cell_from_spec(spec[f"cell_{d}"]) for d in ("fw", "bw")}
-        named = {}
-        for direction, cell in cells.items():
-            cell_scope = f"{scope}/bidirectional_rnn/{direction}"
-            rk.load_tf_variables(cell, variables, scope=cell_scope)
-            named.update(rk.tf_variables(cell, scope=cell_scope))
+        layer = rk.BidirectionalRNN(cells["fw"], cells["bw"])
+        rk.load_tf_variables(layer, variables, scope=f"{scope}/bidirectional_rnn")
+        named = rk.tf_variables(layer, scope=f"{scope}/bidirectional_rnn")
+        # the same names, one direction at a time
+        fw_names = rk.tf_variables(cells["fw"], scope=f"{scope}/bidirectional_rnn/fw")
+        assert all(named[name] is param for name, param in fw_names.items())
         init_fw = init_bw = None
         if initial_leaves:
             n_fw = len(rk.flatten_state(cells["fw"].state_size))

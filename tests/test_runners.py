@@ -291,3 +291,18 @@ def test_rnn_layer_runs_dynamic_rnn_and_trains() -> None:
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0]
+
+
+def test_bidirectional_layer_runs_the_runner_and_names_both_directions() -> None:
+    layer = rk.BidirectionalRNN(rk.LSTMCell(3, num_proj=2), rk.GRUCell(4), time_major=True)
+    x = torch.randn(5, 2, 3)
+    (out_fw, out_bw), (st_fw, st_bw) = layer(x, sequence_length=[5, 3])
+    (ref_fw, ref_bw), (ref_st_fw, ref_st_bw) = rk.bidirectional_dynamic_rnn(
+        layer.cell_fw, layer.cell_bw, x, sequence_length=[5, 3], time_major=True
+    )
+    assert torch.equal(out_fw, ref_fw) and torch.equal(out_bw, ref_bw) and torch.equal(st_bw, ref_st_bw)
+    assert list(out_fw.shape) == [5, 2, 2] and list(out_bw.shape) == [5, 2, 4]
+    names = list(rk.tf_variables(layer, scope="encoder/bidirectional_rnn"))
+    assert names[0] == "encoder/bidirectional_rnn/fw/lstm_cell/kernel"
+    assert names[-1] == "encoder/bidirectional_rnn/bw/gru_cell/candidate/bias"
+    assert len(names) == 3 + 4
