@@ -256,29 +256,30 @@ class RNNCell(nn.Module):
                 f"inputs of {self.name} must have rank 2 [batch, depth], got shape {list(inputs.shape)}"
             )
         if self._variable_specs:
-            self._build_for(inputs)
+            self.ensure_built(inputs.shape[1], inputs.dtype)
         check_state(state, self.state_size, inputs.shape[0], inputs.dtype, "state")
 
-    def _build_for(self, inputs: Tensor) -> None:
-        depth = inputs.shape[1]
+    def ensure_built(self, input_size: int, dtype: torch.dtype) -> None:
+        """Make the weights ready for inputs of depth ``input_size`` and ``dtype``: build a lazy
+        cell, take the first inputs' dtype (TF's rule), or raise if they do not fit."""
         if not self.built:
-            self.build(depth, dtype=self._dtype or inputs.dtype)
-        elif depth != self.input_size:
+            self.build(input_size, dtype=self._dtype or dtype)
+        elif input_size != self.input_size:
             raise ValueError(
                 f"inputs of {self.name} must have depth {self.input_size} (the depth it was built "
-                f"for), got shape {list(inputs.shape)}"
+                f"for), got depth {input_size}"
             )
         weights_dtype = next(self._own_parameters()).dtype
-        if weights_dtype == inputs.dtype:
+        if weights_dtype == dtype:
             self._dtype_fixed = True
         elif not self._dtype_fixed:
             for param in self._own_parameters():
-                param.data = param.data.to(inputs.dtype)
+                param.data = param.data.to(dtype)
             self._dtype_fixed = True
         else:
             raise TypeError(
-                f"inputs have dtype {inputs.dtype}, but the weights of {self.name} are {weights_dtype}; "
-                f"cast the inputs or the cell (cell.to({inputs.dtype}))"
+                f"inputs have dtype {dtype}, but the weights of {self.name} are {weights_dtype}; "
+                f"cast the inputs or the cell (cell.to({dtype}))"
             )
 
     def _resolve_dtype_device(

@@ -28,16 +28,22 @@ class RNN(nn.Module):
 
     cell: Any  # an RNNCell
 
-    def __init__(self, cell: nn.Module, time_major: bool = False) -> None:
+    def __init__(self, cell: nn.Module, time_major: bool = False, backend: str = "auto") -> None:
         super().__init__()
         check_is_cell(cell, "cell")
         self.cell = cell
         self.time_major = bool(time_major)
+        self.backend = backend
 
     def forward(self, inputs: Any, sequence_length: Any = None, initial_state: Any = None) -> tuple[Any, Any]:
         """``(outputs, final_state)`` as :func:`rnnkit.dynamic_rnn` returns them."""
         return dynamic_rnn(
-            self.cell, inputs, sequence_length=sequence_length, initial_state=initial_state, time_major=self.time_major
+            self.cell,
+            inputs,
+            sequence_length=sequence_length,
+            initial_state=initial_state,
+            time_major=self.time_major,
+            backend=self.backend,
         )
 
     def zero_state(self, batch_size: int, dtype: Any = None, device: Any = None) -> Any:
@@ -48,7 +54,7 @@ class RNN(nn.Module):
         yield from self.cell._tf_scopes(prefix)
 
     def extra_repr(self) -> str:
-        return f"time_major={self.time_major}"
+        return f"time_major={self.time_major}, backend={self.backend!r}"
 
 
 class BidirectionalRNN(nn.Module):
@@ -63,12 +69,15 @@ class BidirectionalRNN(nn.Module):
     cell_fw: Any
     cell_bw: Any
 
-    def __init__(self, cell_fw: nn.Module, cell_bw: nn.Module, time_major: bool = False) -> None:
+    def __init__(
+        self, cell_fw: nn.Module, cell_bw: nn.Module, time_major: bool = False, backend: str = "auto"
+    ) -> None:
         super().__init__()
         check_is_cell(cell_fw, "cell_fw")
         check_is_cell(cell_bw, "cell_bw")
         self.cell_fw, self.cell_bw = cell_fw, cell_bw
         self.time_major = bool(time_major)
+        self.backend = backend
 
     def forward(
         self, inputs: Any, sequence_length: Any = None, initial_state_fw: Any = None, initial_state_bw: Any = None
@@ -81,6 +90,7 @@ class BidirectionalRNN(nn.Module):
             initial_state_fw=initial_state_fw,
             initial_state_bw=initial_state_bw,
             time_major=self.time_major,
+            backend=self.backend,
         )
 
     def _tf_scopes(self, prefix: str) -> Iterator[tuple[nn.Module, str]]:
@@ -88,4 +98,4 @@ class BidirectionalRNN(nn.Module):
             yield from cell._tf_scopes(f"{prefix}/{direction}" if prefix else direction)
 
     def extra_repr(self) -> str:
-        return f"time_major={self.time_major}"
+        return f"time_major={self.time_major}, backend={self.backend!r}"

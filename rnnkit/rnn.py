@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ._checks import as_dtype, check_floating, check_is_cell, check_state, check_tensor
+from .fused import select_plan
 from .state import _describe, flatten_state, map_state, pack_state, zeros_for_size
 
 __all__ = [
@@ -40,6 +41,7 @@ def dynamic_rnn(
     swap_memory: bool = False,
     time_major: bool = False,
     scope: Any = None,
+    backend: str = "auto",
 ) -> tuple[Any, Any]:
     """Run ``cell`` over the time axis of ``inputs``.
 
@@ -53,6 +55,10 @@ def dynamic_rnn(
             default zeros.
         dtype: dtype of the zero initial state; default the inputs' dtype.
         time_major: layout of both inputs and outputs.
+        backend: ``"reference"`` steps the cell in a Python loop (the specification);
+            ``"fused"`` runs whole layers with hand-written backward passes (LSTM, GRU and
+            BasicRNN cells, stacks, residual and inactive dropout wrappers; raises for anything
+            else); ``"auto"`` (default) takes ``"fused"`` where it applies.
 
     Returns:
         ``(outputs, final_state)``: outputs ``[B, T, output_size]`` (or ``[T, B, ...]``),
@@ -61,7 +67,7 @@ def dynamic_rnn(
     check_is_cell(cell, "cell")
     leaves, batch_size, _ = _check_sequence_inputs(inputs, time_major)
     lengths = _check_sequence_length(sequence_length, batch_size, leaves[0].device)
-    return _dynamic(cell, inputs, lengths, initial_state, dtype, time_major, "initial_state")
+    return _dynamic(cell, inputs, lengths, initial_state, dtype, time_major, "initial_state", backend)
 
 
 def static_rnn(
@@ -71,6 +77,7 @@ def static_rnn(
     dtype: torch.dtype | None = None,
     sequence_length: Any = None,
     scope: Any = None,
+    backend: str = "auto",
 ) -> tuple[list[Any], Any]:
     """Run ``cell`` over a Python list of ``T`` step inputs, each ``[B, D]`` (or nested).
 
@@ -81,7 +88,7 @@ def static_rnn(
     check_is_cell(cell, "cell")
     batch_size, first = _check_step_list(inputs)
     lengths = _check_sequence_length(sequence_length, batch_size, first.device)
-    return _static(cell, inputs, lengths, initial_state, dtype, "initial_state")
+    return _static(cell, inputs, lengths, initial_state, dtype, "initial_state", backend)
 
 
 def bidirectional_dynamic_rnn(
@@ -96,6 +103,7 @@ def bidirectional_dynamic_rnn(
     swap_memory: bool = False,
     time_major: bool = False,
     scope: Any = None,
+    backend: str = "auto",
 ) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
     """A forward and a backward :func:`dynamic_rnn` over the same inputs.
 
@@ -109,11 +117,13 @@ def bidirectional_dynamic_rnn(
     check_is_cell(cell_bw, "cell_bw")
     leaves, batch_size, num_steps = _check_sequence_inputs(inputs, time_major)
     lengths = _check_sequence_length(sequence_length, batch_size, leaves[0].device, max_length=num_steps)
-    out_fw, state_fw = _dynamic(cell_fw, inputs, lengths, initial_state_fw, dtype, time_major, "initial_state_fw")
+    out_fw, state_fw = _dynamic(
+        cell_fw, inputs, lengths, initial_state_fw, dtype, time_major, "initial_state_fw", backend
+    )
     time_axis = 0 if time_major else 1
     reversed_inputs = map_state(lambda x: reverse_sequence(x, lengths, time_axis), inputs)
     out_bw, state_bw = _dynamic(
-        cell_bw, reversed_inputs, lengths, initial_state_bw, dtype, time_major, "initial_state_bw"
+        cell_bw, reversed_inputs, lengths, initial_state_bw, dtype, time_major, "initial_state_bw", backend
     )
     out_bw = map_state(lambda y: reverse_sequence(y, lengths, time_axis), out_bw)
     return (out_fw, out_bw), (state_fw, state_bw)
@@ -128,6 +138,7 @@ def static_bidirectional_rnn(
     dtype: torch.dtype | None = None,
     sequence_length: Any = None,
     scope: Any = None,
+    backend: str = "auto",
 ) -> tuple[list[Any], Any, Any]:
     """The list form of :func:`bidirectional_dynamic_rnn`.
 
@@ -138,9 +149,11 @@ def static_bidirectional_rnn(
     check_is_cell(cell_bw, "cell_bw")
     batch_size, first = _check_step_list(inputs)
     lengths = _check_sequence_length(sequence_length, batch_size, first.device, max_length=len(inputs))
-    out_fw, state_fw = _static(cell_fw, inputs, lengths, initial_state_fw, dtype, "initial_state_fw")
+    out_fw, state_fw = _static(cell_fw, inputs, lengths, initial_state_fw, dtype, "initial_state_fw", backend)
     reversed_steps = _reverse_steps(inputs, lengths)
-    out_bw, state_bw = _static(cell_bw, reversed_steps, lengths, initial_state_bw, dtype, "initial_state_bw")
+    out_bw, state_bw = _static(
+        cell_bw, reversed_steps, lengths, initial_state_bw, dtype, "initial_state_bw", backend
+    )
     out_bw = _reverse_steps(out_bw, lengths)
     outputs = [map_state(lambda f, b: torch.cat([f, b], 1), f, b) for f, b in zip(out_fw, out_bw)]
     return outputs, state_fw, state_bw
@@ -173,12 +186,16 @@ def _dynamic(
     dtype: torch.dtype | None,
     time_major: bool,
     state_argname: str,
+    backend: str,
 ) -> tuple[Any, Any]:
     """dynamic_rnn on checked inputs and lengths: split the time axis, run, stack."""
     leaves = flatten_state(inputs)
     like, time_axis = leaves[0], (0 if time_major else 1)
     batch_size, num_steps = like.shape[1 - time_axis], like.shape[time_axis]
     state = _initial_state(cell, initial_state, dtype, batch_size, like, state_argname)
+    plan = select_plan(cell, inputs, backend)
+    if plan is not None:
+        return plan.run(inputs, lengths, state, time_major)
     steps = [pack_state(inputs, [leaf.select(time_axis, t) for leaf in leaves]) for t in range(num_steps)]
     outputs, state = _run(cell, steps, lengths, state, batch_size, like)
     if not outputs:
@@ -188,11 +205,22 @@ def _dynamic(
 
 
 def _static(
-    cell: Any, steps: Sequence[Any], lengths: Tensor | None, initial_state: Any, dtype: Any, state_argname: str
+    cell: Any,
+    steps: Sequence[Any],
+    lengths: Tensor | None,
+    initial_state: Any,
+    dtype: Any,
+    state_argname: str,
+    backend: str,
 ) -> tuple[list[Any], Any]:
-    """static_rnn on a checked list of steps."""
+    """static_rnn on a checked list of steps (fused: stacked along a time axis)."""
     like = flatten_state(steps[0])[0]
     state = _initial_state(cell, initial_state, dtype, like.shape[0], like, state_argname)
+    single_tensors = all(isinstance(step, Tensor) and step.shape == like.shape for step in steps)
+    plan = select_plan(cell, like if single_tensors else tuple(steps), backend)
+    if plan is not None:
+        outputs, state = plan.run(torch.stack(list(steps)), lengths, state, time_major=True)
+        return list(outputs.unbind(0)), state
     return _run(cell, list(steps), lengths, state, like.shape[0], like)
 
 

@@ -401,7 +401,7 @@ def test_cell_call_with_another_input_depth(cls):
     cell(step(depth=3), cell.zero_state(B))  # built for depth 3
     with pytest.raises(ValueError, match=r"inputs of \w+ must have depth 3") as info:
         cell(step(depth=5), cell.zero_state(B))
-    assert "[2, 5]" in str(info.value)
+    assert "got depth 5" in str(info.value)
 
 
 def test_cell_with_input_size_rejects_another_depth_at_first_call():

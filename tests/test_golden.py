@@ -22,7 +22,7 @@ def _tensor(array: np.ndarray, dtype: torch.dtype, grad: bool = False) -> torch.
     return torch.tensor(array, dtype=dtype, requires_grad=grad)
 
 
-def _run_case(case: GoldenCase, dtype: torch.dtype) -> dict[str, Any]:
+def _run_case(case: GoldenCase, dtype: torch.dtype, backend: str) -> dict[str, Any]:
     """Run one golden case; returns rnnkit's outputs, final-state leaves and named gradients."""
     spec = case.spec
     scope = spec.get("scope", "case")
@@ -48,6 +48,7 @@ def _run_case(case: GoldenCase, dtype: torch.dtype) -> dict[str, Any]:
         (out_fw, out_bw), (st_fw, st_bw) = rk.bidirectional_dynamic_rnn(
             cells["fw"].to(dtype), cells["bw"].to(dtype), inputs, sequence_length=lengths,
             initial_state_fw=init_fw, initial_state_bw=init_bw, time_major=spec.get("time_major", False),
+            backend=backend,
         )
         outputs = {"outputs_fw": out_fw, "outputs_bw": out_bw}
         final_leaves = rk.flatten_state(st_fw) + rk.flatten_state(st_bw)
@@ -59,11 +60,14 @@ def _run_case(case: GoldenCase, dtype: torch.dtype) -> dict[str, Any]:
         initial = rk.pack_state(cell.state_size, initial_leaves) if initial_leaves else None
         if spec["runner"] == "static_rnn":
             steps = list(inputs.unbind(1))
-            out_list, state = rk.static_rnn(cell, steps, initial_state=initial, sequence_length=lengths)
+            out_list, state = rk.static_rnn(
+                cell, steps, initial_state=initial, sequence_length=lengths, backend=backend
+            )
             out = torch.stack(out_list, 1)
         else:
             out, state = rk.dynamic_rnn(
-                cell, inputs, sequence_length=lengths, initial_state=initial, time_major=spec.get("time_major", False)
+                cell, inputs, sequence_length=lengths, initial_state=initial,
+                time_major=spec.get("time_major", False), backend=backend,
             )
         outputs = {"outputs": out}
         final_leaves = rk.flatten_state(state)
@@ -80,10 +84,12 @@ def _run_case(case: GoldenCase, dtype: torch.dtype) -> dict[str, Any]:
     return {"outputs": outputs, "final_leaves": final_leaves, "loss": loss, "grads": named_grads, "names": named}
 
 
+@pytest.mark.parametrize("backend", ["reference", "auto"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_golden_case(case: GoldenCase, dtype: torch.dtype) -> None:
-    result = _run_case(case, dtype)
+def test_golden_case(case: GoldenCase, dtype: torch.dtype, backend: str) -> None:
+    """``auto`` runs the fused path wherever it applies (every case but the relu LSTM)."""
+    result = _run_case(case, dtype, backend)
     tol = TOLERANCES[dtype]
 
     def check(actual: torch.Tensor, key: str) -> None:

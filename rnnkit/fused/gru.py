@@ -1,0 +1,143 @@
+"""A whole TF GRU layer (reset gate BEFORE the candidate matmul) over packed steps, and the
+plain ``BasicRNNCell`` layer; forward and hand-written backward.
+
+GRU, with ``W_g = gates/kernel`` and ``W_c = candidate/kernel`` split into input rows ``x`` and
+recurrent rows ``h``::
+
+    r, u = sigmoid(x W_gx + h W_gh + b_g)      # one GEMM for the input part of all steps
+    c = tanh(x W_cx + (r * h) W_ch + b_c)      # the second, dependent GEMM of each step
+    h' = u * h + (1 - u) * c
+
+Both input projections of all steps are one GEMM; each step runs two small dependent GEMMs
+(TF's reset-before form cannot share one), forward and backward.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from .packing import Packing, last_rows, previous_rows
+
+_sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input
+_tanh_backward = torch.ops.aten.tanh_backward
+
+
+def _h_prev_all(h0: Tensor, out: Tensor, packing: Packing) -> Tensor:
+    """The previous hidden state of every packed row, in packed order."""
+    prev = previous_rows(packing, out.device)
+    first = h0[: packing.batch_sizes[0]]
+    return first if prev is None else torch.cat([first, out.index_select(0, prev)])
+
+
+class GRUSequence(torch.autograd.Function):
+    """Packed GRU layer: ``(data [N, D], h0 [k, U], gates kernel/bias, candidate kernel/bias)
+    -> (out [N, U], h_final [k, U])`` for the ``k`` running rows, longest first."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        data: Tensor,
+        h0: Tensor,
+        gates_kernel: Tensor,
+        gates_bias: Tensor,
+        candidate_kernel: Tensor,
+        candidate_bias: Tensor,
+        packing: Packing,
+    ) -> tuple[Tensor, Tensor]:
+        U, depth = h0.shape[1], data.shape[1]
+        w_gh, w_ch = gates_kernel[depth:], candidate_kernel[depth:]
+        x_kernel = torch.cat([gates_kernel[:depth], candidate_kernel[:depth]], 1)
+        projected = torch.addmm(torch.cat([gates_bias, candidate_bias]), data, x_kernel)  # [N, 3U]
+        gates = projected[:, : 2 * U].contiguous()  # becomes (r, u) after activation
+        candidates = projected[:, 2 * U :].contiguous()  # becomes c after activation
+        reset_h = torch.empty(data.shape[0], U, dtype=data.dtype, device=data.device)
+        out = torch.empty_like(reset_h)
+        h_prev = h0
+        for n, start in zip(packing.batch_sizes, packing.offsets):
+            rows = slice(start, start + n)
+            g = gates[rows].addmm_(h_prev[:n], w_gh).sigmoid_()
+            r, u = g[:, :U], g[:, U:]
+            rh = torch.mul(r, h_prev[:n], out=reset_h[rows])
+            c = candidates[rows].addmm_(rh, w_ch).tanh_()
+            h = torch.sub(h_prev[:n], c, out=out[rows]).mul_(u).add_(c)  # u * h + (1 - u) * c
+            h_prev = h
+        last = last_rows(packing, data.device)
+        ctx.save_for_backward(data, h0, x_kernel, w_gh, w_ch, gates, candidates, reset_h, out)
+        ctx.packing = packing
+        return out, out.index_select(0, last)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, d_out: Tensor, d_h_final: Tensor) -> tuple[Any, ...]:
+        data, h0, x_kernel, w_gh, w_ch, gates, candidates, reset_h, out = ctx.saved_tensors
+        packing: Packing = ctx.packing
+        U, depth = h0.shape[1], data.shape[1]
+        d_out = d_out.clone()
+        d_out.index_add_(0, last_rows(packing, data.device), d_h_final)
+        d_gates, d_candidates = torch.empty_like(gates), torch.empty_like(candidates)
+        d_h = torch.zeros_like(h0)
+        starts = packing.offsets
+        for t in reversed(range(len(packing.batch_sizes))):
+            n, start = packing.batch_sizes[t], starts[t]
+            rows = slice(start, start + n)
+            h_prev = h0[:n] if t == 0 else out[starts[t - 1] : starts[t - 1] + n]
+            r, u = gates[rows, :U], gates[rows, U:]
+            c = candidates[rows]
+            dh = d_out[rows] + d_h[:n]
+            dg, dc = d_gates[rows], d_candidates[rows]
+            _sigmoid_backward(dh * (h_prev - c), u, grad_input=dg[:, U:])
+            torch.ops.aten.tanh_backward.grad_input(dh - dh * u, c, grad_input=dc)
+            d_rh = dc @ w_ch.t()
+            _sigmoid_backward(d_rh * h_prev, r, grad_input=dg[:, :U])
+            d_h_prev = dh.mul_(u).addcmul_(d_rh, r)
+            d_h[:n] = d_h_prev.addmm_(dg, w_gh.t())
+        h_prev_all = _h_prev_all(h0, out, packing)
+        d_x_gates = torch.cat([d_gates, d_candidates], 1)  # [N, 3U]
+        d_data = d_x_gates @ x_kernel.t()
+        d_x_kernel = data.t() @ d_x_gates
+        d_gates_kernel = torch.cat([d_x_kernel[:, : 2 * U], h_prev_all.t() @ d_gates])
+        d_candidate_kernel = torch.cat([d_x_kernel[:, 2 * U :], reset_h.t() @ d_candidates])
+        return d_data, d_h, d_gates_kernel, d_gates.sum(0), d_candidate_kernel, d_candidates.sum(0), None
+
+
+class RNNSequence(torch.autograd.Function):
+    """Packed ``BasicRNNCell`` layer (tanh): ``h' = tanh([x, h] @ kernel + bias)``."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, data: Tensor, h0: Tensor, kernel: Tensor, bias: Tensor, packing: Packing
+    ) -> tuple[Tensor, Tensor]:
+        depth = data.shape[1]
+        out = torch.addmm(bias, data, kernel[:depth])
+        w_h, h_prev = kernel[depth:], h0
+        for n, start in zip(packing.batch_sizes, packing.offsets):
+            h_prev = out[start : start + n].addmm_(h_prev[:n], w_h).tanh_()
+        ctx.save_for_backward(data, h0, kernel, out)
+        ctx.packing = packing
+        return out, out.index_select(0, last_rows(packing, data.device))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, d_out: Tensor, d_h_final: Tensor) -> tuple[Any, ...]:
+        data, h0, kernel, out = ctx.saved_tensors
+        packing: Packing = ctx.packing
+        depth = data.shape[1]
+        w_h = kernel[depth:]
+        d_out = d_out.clone()
+        d_out.index_add_(0, last_rows(packing, data.device), d_h_final)
+        d_pre = torch.empty_like(out)
+        d_h = torch.zeros_like(h0)
+        starts = packing.offsets
+        for t in reversed(range(len(packing.batch_sizes))):
+            n, start = packing.batch_sizes[t], starts[t]
+            rows = slice(start, start + n)
+            dz = _tanh_backward(d_out[rows] + d_h[:n], out[rows])
+            d_pre[rows] = dz
+            torch.mm(dz, w_h.t(), out=d_h[:n])
+        h_prev_all = _h_prev_all(h0, out, packing)
+        d_kernel = torch.cat([data.t() @ d_pre, h_prev_all.t() @ d_pre])
+        return d_pre @ kernel[:depth].t(), d_h, d_kernel, d_pre.sum(0), None

@@ -1,0 +1,182 @@
+"""A whole LSTM layer (TF's ``LSTMCell``, every option) over packed steps, forward and backward.
+
+Same math as :class:`rnnkit.LSTMCell` (gate blocks ``(i, j, f, o)``, ``forget_bias`` added to
+``f``, peepholes from ``c_prev`` for i/f and from the new clipped ``c`` for o, cell and
+projection clipping), organised for speed:
+
+* the kernel's columns are reordered to ``(i, f, o, j)`` so the sigmoid gates are one
+  contiguous block, and ``forget_bias`` is folded into the bias, once per call;
+* the input projection of all steps is one GEMM; each step adds one ``h @ W_h`` GEMM in place
+  and runs a handful of in-place pointwise ops on the rows still alive;
+* backward is written by hand: per step the gate gradients and one ``dz @ W_h^T`` GEMM; the
+  weight gradients are single GEMMs over all steps at the end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from .packing import Packing, last_rows, previous_rows
+
+_sigmoid_backward = torch.ops.aten.sigmoid_backward
+_tanh_backward = torch.ops.aten.tanh_backward
+
+
+@dataclass(frozen=True)
+class LSTMConfig:
+    units: int
+    forget_bias: float
+    cell_clip: float | None
+    proj_clip: float | None
+    peepholes: bool
+    projection: bool
+
+
+def _reorder_gates(kernel: Tensor, bias: Tensor, units: int, forget_bias: float) -> tuple[Tensor, Tensor]:
+    """TF's ``(i, j, f, o)`` columns -> ``(i, f, o, j)``, with ``forget_bias`` in the f bias."""
+    i, j, f, o = kernel.split(units, 1)
+    bi, bj, bf, bo = bias.split(units)
+    return torch.cat([i, f, o, j], 1), torch.cat([bi, bf + forget_bias, bo, bj])
+
+
+def _restore_gate_order(grad: Tensor, units: int) -> Tensor:
+    """Inverse of the column reordering, for gradients: ``(i, f, o, j)`` -> ``(i, j, f, o)``."""
+    i, f, o, j = grad.split(units, -1)
+    return torch.cat([i, j, f, o], -1)
+
+
+class LSTMSequence(torch.autograd.Function):
+    """Packed LSTM layer: ``(data [N, D], h0 [k, H], c0 [k, U], weights...) -> (out [N, H],
+    h_final [k, H], c_final [k, U])`` for the ``k`` running rows, longest first."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        data: Tensor,
+        h0: Tensor,
+        c0: Tensor,
+        kernel: Tensor,
+        bias: Tensor,
+        w_i: Tensor | None,
+        w_f: Tensor | None,
+        w_o: Tensor | None,
+        projection: Tensor | None,
+        config: LSTMConfig,
+        packing: Packing,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        U = config.units
+        depth = data.shape[1]
+        kernel_p, bias_p = _reorder_gates(kernel, bias, U, config.forget_bias)
+        w_x, w_h = kernel_p[:depth], kernel_p[depth:]
+        gates = torch.addmm(bias_p, data, w_x)  # [N, 4U]: (i, f, o, j), activated in place below
+        cells = torch.empty(data.shape[0], U, dtype=data.dtype, device=data.device)
+        tanh_cells = torch.empty_like(cells)
+        hidden = None if projection is None else torch.empty_like(cells)  # m before the projection
+        out = torch.empty(data.shape[0], w_h.shape[0], dtype=data.dtype, device=data.device)
+        clip_mask = torch.empty(cells.shape, dtype=torch.bool, device=data.device) if config.cell_clip is not None else None
+        proj_mask = (
+            torch.empty(out.shape, dtype=torch.bool, device=data.device)
+            if projection is not None and config.proj_clip is not None
+            else None
+        )
+        w_if = torch.stack([w_i, w_f]) if config.peepholes else None  # [2, U]
+        sigmoid_width = 2 * U if config.peepholes else 3 * U
+        h_prev, c_prev = h0, c0
+        for t, (n, start) in enumerate(zip(packing.batch_sizes, packing.offsets)):
+            rows = slice(start, start + n)
+            z = gates[rows]
+            z.addmm_(h_prev[:n], w_h)
+            if w_if is not None:
+                z[:, : 2 * U].view(n, 2, U).addcmul_(c_prev[:n].unsqueeze(1), w_if)
+            z[:, :sigmoid_width].sigmoid_()
+            z[:, 3 * U :].tanh_()
+            i, f, o, j = z[:, :U], z[:, U : 2 * U], z[:, 2 * U : 3 * U], z[:, 3 * U :]
+            c = torch.mul(f, c_prev[:n], out=cells[rows]).addcmul_(i, j)
+            if config.cell_clip is not None:
+                assert clip_mask is not None
+                torch.le(c.abs(), config.cell_clip, out=clip_mask[rows])
+                c.clamp_(-config.cell_clip, config.cell_clip)
+            if config.peepholes:
+                o.addcmul_(c, w_o).sigmoid_()
+            tc = torch.tanh(c, out=tanh_cells[rows])
+            m = torch.mul(o, tc, out=out[rows] if hidden is None else hidden[rows])
+            if projection is not None:
+                m = torch.mm(m, projection, out=out[rows])
+                if proj_mask is not None:
+                    torch.le(m.abs(), config.proj_clip, out=proj_mask[rows])
+                    m.clamp_(-config.proj_clip, config.proj_clip)  # type: ignore[arg-type]
+            h_prev, c_prev = out[rows], cells[rows]
+        last = last_rows(packing, data.device)
+        ctx.save_for_backward(
+            data, h0, c0, kernel_p, gates, cells, tanh_cells, hidden, out, w_o, w_if, projection, clip_mask, proj_mask
+        )
+        ctx.config, ctx.packing = config, packing
+        return out, out.index_select(0, last), cells.index_select(0, last)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, d_out: Tensor, d_h_final: Tensor, d_c_final: Tensor) -> tuple[Any, ...]:
+        (data, h0, c0, kernel_p, gates, cells, tanh_cells, hidden, out, w_o, w_if, projection, clip_mask,
+         proj_mask) = ctx.saved_tensors
+        config: LSTMConfig = ctx.config
+        packing: Packing = ctx.packing
+        U, depth = config.units, data.shape[1]
+        w_x, w_h = kernel_p[:depth], kernel_p[depth:]
+        last = last_rows(packing, data.device)
+        d_out = d_out.clone()
+        d_out.index_add_(0, last, d_h_final)  # a row's final h is its last output
+        d_gates = torch.empty_like(gates)
+        d_m = torch.empty_like(out) if projection is not None else None  # after proj clip
+        d_h = torch.zeros_like(h0)
+        d_c = d_c_final.clone()
+        starts = packing.offsets
+        for t in reversed(range(len(packing.batch_sizes))):
+            n, start = packing.batch_sizes[t], starts[t]
+            rows = slice(start, start + n)
+            c_prev = c0[:n] if t == 0 else cells[starts[t - 1] : starts[t - 1] + n]
+            z, dz = gates[rows], d_gates[rows]
+            i, f, o, j = z[:, :U], z[:, U : 2 * U], z[:, 2 * U : 3 * U], z[:, 3 * U :]
+            dm = d_out[rows] + d_h[:n]
+            if projection is not None:
+                if proj_mask is not None:
+                    dm.mul_(proj_mask[rows])
+                d_m[rows] = dm  # type: ignore[index]
+                dm = dm @ projection.t()
+            tc = tanh_cells[rows]
+            torch.ops.aten.sigmoid_backward.grad_input(dm * tc, o, grad_input=dz[:, 2 * U : 3 * U])
+            dc = _tanh_backward(dm * o, tc).add_(d_c[:n])
+            if config.peepholes:
+                dc.addcmul_(dz[:, 2 * U : 3 * U], w_o)
+            if clip_mask is not None:
+                dc.mul_(clip_mask[rows])
+            torch.ops.aten.sigmoid_backward.grad_input(dc * c_prev, f, grad_input=dz[:, U : 2 * U])
+            torch.ops.aten.sigmoid_backward.grad_input(dc * j, i, grad_input=dz[:, :U])
+            torch.ops.aten.tanh_backward.grad_input(dc * i, j, grad_input=dz[:, 3 * U :])
+            d_c_prev = dc.mul_(f)
+            if w_if is not None:
+                d_c_prev.addcmul_(dz[:, :U], w_if[0]).addcmul_(dz[:, U : 2 * U], w_if[1])
+            d_c[:n] = d_c_prev
+            torch.mm(dz, w_h.t(), out=d_h[:n])
+
+        prev = previous_rows(packing, data.device)
+        n0 = packing.batch_sizes[0]
+        h_prev_all = out[:0] if prev is None else out.index_select(0, prev)
+        h_prev_all = torch.cat([h0[:n0], h_prev_all])
+        d_data = d_gates @ w_x.t()
+        d_kernel_p = torch.cat([data.t() @ d_gates, h_prev_all.t() @ d_gates])
+        d_kernel = _restore_gate_order(d_kernel_p, U)
+        d_bias = _restore_gate_order(d_gates.sum(0), U)
+        d_w_i = d_w_f = d_w_o = d_projection = None
+        if config.peepholes:
+            c_prev_all = torch.cat([c0[:n0], cells[:0] if prev is None else cells.index_select(0, prev)])
+            d_w_i = (d_gates[:, :U] * c_prev_all).sum(0)
+            d_w_f = (d_gates[:, U : 2 * U] * c_prev_all).sum(0)
+            d_w_o = (d_gates[:, 2 * U : 3 * U] * cells).sum(0)
+        if projection is not None:
+            d_projection = hidden.t() @ d_m
+        return d_data, d_h, d_c, d_kernel, d_bias, d_w_i, d_w_f, d_w_o, d_projection, None, None

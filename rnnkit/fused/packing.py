@@ -1,0 +1,125 @@
+"""Variable lengths without wasted work: rows sorted by length, steps packed.
+
+The fused layers work on *packed* sequences, as ``torch.nn.utils.rnn.PackedSequence`` does:
+rows are sorted by length (longest first), and step ``t`` holds only the ``batch_sizes[t]``
+rows still alive, stored one after the other, so the data is ``[N, D]`` with
+``N = sum(batch_sizes)``. Row ``b`` of step ``t`` is at ``offsets[t] + b``; the rows alive at
+step ``t`` are a prefix of those alive at ``t - 1``. Rows of length 0 take no step at all.
+
+Packing and unpacking are ``index_select``/``index_copy`` under autograd, so gradients flow
+back to the padded inputs; padded outputs are exactly zero (TF's semantics).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Packing:
+    """How a ``[T, B, ...]`` batch with lengths maps to packed rows."""
+
+    num_steps: int  # T of the padded layout
+    batch_size: int  # B
+    batch_sizes: tuple[int, ...]  # rows alive at each step that runs (non-increasing)
+    order: Tensor | None  # sorted position -> original row (None: already in order)
+    flat_index: Tensor | None  # packed row -> t * B + original row (None: packed == padded)
+
+    @property
+    def offsets(self) -> list[int]:
+        starts, total = [], 0
+        for n in self.batch_sizes:
+            starts.append(total)
+            total += n
+        return starts
+
+    @property
+    def num_running(self) -> int:
+        """Rows that take at least one step (the rest keep their initial state)."""
+        return self.batch_sizes[0] if self.batch_sizes else 0
+
+
+def make_packing(num_steps: int, batch_size: int, lengths: Tensor | None) -> Packing:
+    """The packing for ``lengths`` ([B] ints; ``None``: every row runs all ``num_steps``)."""
+    if lengths is None or bool((lengths >= num_steps).all()):
+        sizes = (batch_size,) * num_steps if batch_size else ()
+        return Packing(num_steps, batch_size, sizes, None, None)
+    lengths = lengths.clamp(max=num_steps).cpu()
+    sorted_lengths, order = torch.sort(lengths, descending=True, stable=True)
+    steps_run = int(sorted_lengths[0]) if batch_size else 0
+    t = torch.arange(steps_run)
+    alive = sorted_lengths.unsqueeze(0) > t.unsqueeze(1)  # [steps, B]
+    sizes = tuple(int(n) for n in alive.sum(1))
+    step_of_row = torch.repeat_interleave(t, torch.tensor(sizes, dtype=torch.long))
+    starts = torch.tensor([0, *sizes[:-1]], dtype=torch.long).cumsum(0)
+    position = torch.arange(len(step_of_row)) - starts[step_of_row]
+    flat_index = step_of_row * batch_size + order[position]
+    return Packing(num_steps, batch_size, sizes, order, flat_index)
+
+
+def _flat_index(packing: Packing, time_major: bool, device: torch.device) -> Tensor:
+    """Packed row -> row of the padded layout flattened (``t * B + b`` or ``b * T + t``)."""
+    assert packing.flat_index is not None
+    index = packing.flat_index
+    if not time_major:
+        step, row = index // packing.batch_size, index % packing.batch_size
+        index = row * packing.num_steps + step
+    return index.to(device)
+
+
+def pack(x: Tensor, packing: Packing, time_major: bool) -> Tensor:
+    """``[T, B, D]`` (or ``[B, T, D]``) inputs -> ``[N, D]`` packed rows."""
+    if packing.flat_index is None:
+        steps_first = x if time_major else x.transpose(0, 1)
+        return steps_first.reshape(-1, x.shape[-1])
+    return x.reshape(-1, x.shape[-1]).index_select(0, _flat_index(packing, time_major, x.device))
+
+
+def unpack(data: Tensor, packing: Packing, time_major: bool) -> Tensor:
+    """``[N, H]`` packed rows -> ``[T, B, H]`` (or ``[B, T, H]``), zero where a row has ended."""
+    steps, batch = packing.num_steps, packing.batch_size
+    if packing.flat_index is None:
+        steps_first = data.view(steps, batch, data.shape[-1])
+        return steps_first if time_major else steps_first.transpose(0, 1).contiguous()
+    shape = (steps, batch, data.shape[-1]) if time_major else (batch, steps, data.shape[-1])
+    padded = data.new_zeros(steps * batch, data.shape[-1])
+    return padded.index_copy(0, _flat_index(packing, time_major, data.device), data).view(shape)
+
+
+def sort_rows(state: Tensor, packing: Packing) -> Tensor:
+    """Rows of a ``[B, ...]`` state in packed (longest first) order."""
+    if packing.order is None:
+        return state
+    return state.index_select(0, packing.order.to(state.device))
+
+
+def unsort_rows(sorted_state: Tensor, packing: Packing) -> Tensor:
+    """Inverse of :func:`sort_rows`."""
+    if packing.order is None:
+        return sorted_state
+    inverse = torch.argsort(packing.order).to(sorted_state.device)
+    return sorted_state.index_select(0, inverse)
+
+
+def previous_rows(packing: Packing, device: torch.device) -> Tensor | None:
+    """For the packed rows of steps ``t >= 1``: the packed row of the same sequence at ``t - 1``
+    (``None`` when no step after the first runs)."""
+    sizes, starts = packing.batch_sizes, packing.offsets
+    if len(sizes) < 2:
+        return None
+    pieces = [torch.arange(starts[t - 1], starts[t - 1] + sizes[t]) for t in range(1, len(sizes))]
+    return torch.cat(pieces).to(device)
+
+
+def last_rows(packing: Packing, device: torch.device) -> Tensor:
+    """For each running sorted row ``b``: its packed row at its last step."""
+    sizes, starts = packing.batch_sizes, packing.offsets
+    last = [0] * packing.num_running
+    for t, n in enumerate(sizes):
+        still_alive = sizes[t + 1] if t + 1 < len(sizes) else 0
+        for b in range(still_alive, n):
+            last[b] = starts[t] + b
+    return torch.tensor(last, dtype=torch.long, device=device)

@@ -1,0 +1,168 @@
+"""Which cells the fused CPU path runs, and how a whole stack runs on packed steps.
+
+``make_plan(cell)`` recognises a cell tree: ``BasicLSTMCell``/``LSTMCell`` (every option),
+``GRUCell``, ``BasicRNNCell`` with their default tanh activation, stacked in a
+``MultiRNNCell``, wrapped in ``ResidualWrapper`` (default residual) or in a
+``DropoutWrapper`` that drops nothing right now (``eval()`` mode or keep probabilities of 1).
+Anything else gets a reason string, and ``dynamic_rnn`` runs the reference loop (or, with
+``backend="fused"``, raises with that reason).
+
+A plan runs layer after layer over the whole sequence. That equals TF's step-by-step order:
+layer ``l`` at step ``t`` depends only on layer ``l - 1`` at step ``t`` and on its own past;
+and past a row's length its outputs are zero and its state carried, whichever order is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from ..cells import BasicLSTMCell, BasicRNNCell, GRUCell, LSTMCell
+from ..state import LSTMStateTuple
+from ..wrappers import DropoutWrapper, MultiRNNCell, ResidualWrapper, _add_residual
+from .gru import GRUSequence, RNNSequence
+from .lstm import LSTMConfig, LSTMSequence
+from .packing import Packing, make_packing, pack, sort_rows, unpack, unsort_rows
+
+
+class _Layer:
+    """One recurrent layer on packed rows; its state as a list of ``[B, width]`` tensors."""
+
+    def __init__(self, cell: Any, residual: bool) -> None:
+        self.cell = cell
+        self.residual = residual
+
+    def state_tensors(self, state: Any) -> list[Tensor]:
+        return [state]
+
+    def state_from(self, tensors: list[Tensor]) -> Any:
+        return tensors[0]
+
+    def run(self, data: Tensor, packing: Packing, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        raise NotImplementedError
+
+
+class _LSTMLayer(_Layer):
+    def state_tensors(self, state: Any) -> list[Tensor]:  # [h, c]
+        if self.cell.state_is_tuple:
+            return [state[1], state[0]]
+        units = self.cell.num_units
+        return [state[:, units:], state[:, :units]]
+
+    def state_from(self, tensors: list[Tensor]) -> Any:
+        h, c = tensors
+        return LSTMStateTuple(c, h) if self.cell.state_is_tuple else torch.cat([c, h], 1)
+
+    def run(self, data: Tensor, packing: Packing, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        cell = self.cell
+        config = LSTMConfig(
+            cell.num_units, cell.forget_bias, cell.cell_clip, cell.proj_clip, cell.use_peepholes, cell.num_proj is not None
+        )
+        peepholes = (cell.w_i_diag, cell.w_f_diag, cell.w_o_diag) if cell.use_peepholes else (None, None, None)
+        projection = cell.projection["kernel"] if cell.num_proj is not None else None
+        h0, c0 = state
+        out, h, c = LSTMSequence.apply(data, h0, c0, cell.kernel, cell.bias, *peepholes, projection, config, packing)
+        return out, [h, c]
+
+
+class _GRULayer(_Layer):
+    def run(self, data: Tensor, packing: Packing, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        gates, candidate = self.cell.gates, self.cell.candidate
+        out, h = GRUSequence.apply(
+            data, state[0], gates["kernel"], gates["bias"], candidate["kernel"], candidate["bias"], packing
+        )
+        return out, [h]
+
+
+class _RNNLayer(_Layer):
+    def run(self, data: Tensor, packing: Packing, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        out, h = RNNSequence.apply(data, state[0], self.cell.kernel, self.cell.bias, packing)
+        return out, [h]
+
+
+_LAYERS: dict[type, type[_Layer]] = {
+    BasicLSTMCell: _LSTMLayer,
+    LSTMCell: _LSTMLayer,
+    GRUCell: _GRULayer,
+    BasicRNNCell: _RNNLayer,
+}
+
+
+@dataclass
+class FusedPlan:
+    """A recognised cell tree: its layers, and how its state splits into theirs."""
+
+    layers: list[_Layer]
+    split_state: Callable[[Any], list[Any]]
+    merge_state: Callable[[list[Any]], Any]
+
+    def run(self, inputs: Tensor, lengths: Tensor | None, state: Any, time_major: bool) -> tuple[Tensor, Any]:
+        """``inputs`` ``[T, B, D]`` (``[B, T, D]`` unless ``time_major``), ``lengths`` ``[B]`` or
+        None, the checked initial state -> ``(outputs [T, B, out] or [B, T, out], final state)``."""
+        batch_size, num_steps = (inputs.shape[1], inputs.shape[0]) if time_major else inputs.shape[:2]
+        packing = make_packing(num_steps, batch_size, lengths)
+        running = packing.num_running
+        data, finals = pack(inputs, packing, time_major), []
+        depth = inputs.shape[2]
+        for layer, layer_state in zip(self.layers, self.split_state(state)):
+            layer.cell.ensure_built(depth, inputs.dtype)
+            if layer.residual and layer.cell.output_size != depth:
+                raise ValueError(
+                    f"ResidualWrapper: Shapes {[batch_size, depth]} and {[batch_size, layer.cell.output_size]} "
+                    "are incompatible (inputs vs the cell's outputs); the cell's output_size must equal the input depth"
+                )
+            tensors = layer.state_tensors(layer_state)
+            if running:
+                sorted_state = [sort_rows(s, packing) for s in tensors]
+                out, final = layer.run(data, packing, [s[:running] for s in sorted_state])
+                final = [torch.cat([f, s[running:]]) for f, s in zip(final, sorted_state)]
+                tensors = [unsort_rows(f, packing) for f in final]
+                data = out + data if layer.residual else out
+            finals.append(layer.state_from(tensors))
+            depth = layer.cell.output_size
+        if not running:
+            shape = (num_steps, batch_size, depth) if time_major else (batch_size, num_steps, depth)
+            return inputs.new_zeros(shape), self.merge_state(finals)
+        return unpack(data, packing, time_major), self.merge_state(finals)
+
+
+def make_plan(cell: Any) -> FusedPlan | str:
+    """The fused plan for ``cell``, or why it has none."""
+    if isinstance(cell, MultiRNNCell):
+        layers = []
+        for i, layer_cell in enumerate(cell.layers):
+            layer = _layer_for(layer_cell)
+            if isinstance(layer, str):
+                return f"layer {i}: {layer}"
+            layers.append(layer)
+        if cell.state_is_tuple:
+            return FusedPlan(layers, list, tuple)
+        widths = [c.state_size for c in cell.layers]
+        return FusedPlan(layers, lambda s: list(s.split(widths, 1)), lambda parts: torch.cat(parts, 1))
+    layer = _layer_for(cell)
+    if isinstance(layer, str):
+        return layer
+    return FusedPlan([layer], lambda s: [s], lambda parts: parts[0])
+
+
+def _layer_for(cell: Any, residual: bool = False) -> _Layer | str:
+    if isinstance(cell, DropoutWrapper):
+        keeps = (cell.input_keep_prob, cell.output_keep_prob, cell.state_keep_prob)
+        if cell.training and min(keeps) < 1.0:
+            return "DropoutWrapper drops units in training mode (the reference loop draws its masks)"
+        return _layer_for(cell.cell, residual)
+    if isinstance(cell, ResidualWrapper):
+        if cell.residual_fn is not _add_residual:
+            return "ResidualWrapper with a custom residual_fn"
+        if residual:
+            return "ResidualWrapper inside a ResidualWrapper"
+        return _layer_for(cell.cell, residual=True)
+    layer_type = _LAYERS.get(type(cell))  # exact types: a subclass may change the step
+    if layer_type is None:
+        return f"{type(cell).__name__} has no fused implementation"
+    if cell.activation is not torch.tanh:
+        return f"{cell.name} uses activation {cell.activation!r}; the fused path implements tanh"
+    return layer_type(cell, residual)

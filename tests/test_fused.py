@@ -1,0 +1,207 @@
+"""The fused path equals the reference loop (the cells' own steps): outputs, final states and
+every gradient, over every cell option, stacks, lengths, layouts and dtypes; and the backend
+switch picks and refuses as documented."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Callable
+
+import pytest
+import torch
+
+import rnnkit as rk
+from rnnkit.fused import select_plan
+
+F64 = torch.float64
+
+LSTM_OPTIONS = list(itertools.product([False, True], [None, 0.6], [None, 3], [None, 0.4], [True, False]))
+
+
+def _lstm(peepholes: bool, cell_clip: float | None, num_proj: int | None, proj_clip: float | None, tuple_state: bool):
+    return rk.LSTMCell(
+        4, use_peepholes=peepholes, cell_clip=cell_clip, num_proj=num_proj, proj_clip=proj_clip,
+        forget_bias=0.7, state_is_tuple=tuple_state,
+    )
+
+
+CELLS: dict[str, Callable[[], Any]] = {
+    "basic_lstm": lambda: rk.BasicLSTMCell(5),
+    "basic_lstm_concat": lambda: rk.BasicLSTMCell(3, forget_bias=0.0, state_is_tuple=False),
+    "gru": lambda: rk.GRUCell(5),
+    "basic_rnn": lambda: rk.BasicRNNCell(4),
+    "stack": lambda: rk.MultiRNNCell(
+        [rk.LSTMCell(4, use_peepholes=True, num_proj=3), rk.GRUCell(3), rk.ResidualWrapper(rk.BasicLSTMCell(3))]
+    ),
+    "stack_concat": lambda: rk.MultiRNNCell(
+        [rk.BasicLSTMCell(3, state_is_tuple=False), rk.BasicRNNCell(2)], state_is_tuple=False
+    ),
+    "residual_gru": lambda: rk.ResidualWrapper(rk.GRUCell(3)),
+    "dropout_eval": lambda: rk.DropoutWrapper(rk.GRUCell(4), output_keep_prob=0.5).eval(),
+}
+
+
+def _random_scale(cell: Any) -> None:
+    """Weights large enough that clipping and saturation actually happen."""
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.uniform_(-1.0, 1.0)
+
+
+def _run_both(cell: Any, x: torch.Tensor, lengths: Any, init: Any, time_major: bool) -> list[list[torch.Tensor]]:
+    results = []
+    for backend in ("reference", "fused"):
+        xi = x.detach().clone().requires_grad_()
+        state = rk.map_state(lambda s: s.detach().clone().requires_grad_(), init) if init is not None else None
+        out, final = rk.dynamic_rnn(
+            cell, xi, sequence_length=lengths, initial_state=state, time_major=time_major, backend=backend
+        )
+        torch.manual_seed(7)
+        loss = (out * torch.randn(out.shape, dtype=out.dtype)).sum()
+        for leaf in rk.flatten_state(final):
+            loss = loss + (leaf * torch.randn(leaf.shape, dtype=leaf.dtype)).sum()
+        wrt = [xi, *cell.parameters(), *(rk.flatten_state(state) if state is not None else [])]
+        grads = torch.autograd.grad(loss, wrt, allow_unused=True)  # all lengths 0: x is unused
+        grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt)]
+        results.append([out, *rk.flatten_state(final), *grads])
+    return results
+
+
+def _assert_match(results: list[list[torch.Tensor]], dtype: torch.dtype) -> None:
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == F64 else dict(rtol=2e-4, atol=2e-5)
+    reference, fused = results
+    assert len(reference) == len(fused)
+    for i, (a, b) in enumerate(zip(reference, fused)):
+        torch.testing.assert_close(b, a, **tol, msg=lambda m: f"result {i}: {m}")
+
+
+def _build(cell: Any, depth: int, dtype: torch.dtype) -> Any:
+    cell.to(dtype)
+    cell(torch.zeros(1, depth, dtype=dtype), cell.zero_state(1, dtype))
+    return cell
+
+
+@pytest.mark.parametrize("options", LSTM_OPTIONS, ids=lambda o: "peep{}-clip{}-proj{}-pclip{}-tuple{}".format(*o))
+def test_every_lstm_option_matches_the_reference(options: tuple) -> None:
+    torch.manual_seed(0)
+    cell = _build(_lstm(*options), 3, F64)
+    _random_scale(cell)
+    x = 2 * torch.randn(4, 6, 3, dtype=F64)
+    init = rk.map_state(lambda z: torch.randn_like(z), cell.zero_state(4, F64))
+    _assert_match(_run_both(cell, x, [6, 0, 3, 9], init, time_major=False), F64)
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+@pytest.mark.parametrize("dtype", [F64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("time_major", [False, True], ids=["batch_major", "time_major"])
+@pytest.mark.parametrize("lengths", [None, "mixed", "all_zero", "equal"])
+def test_cells_match_the_reference(name: str, dtype: torch.dtype, time_major: bool, lengths: str | None) -> None:
+    torch.manual_seed(1)
+    cell = _build(CELLS[name](), 3, dtype)
+    batch, steps = 5, 7
+    x = torch.randn(steps, batch, 3, dtype=dtype) if time_major else torch.randn(batch, steps, 3, dtype=dtype)
+    seq = {None: None, "mixed": [7, 1, 0, 4, 12], "all_zero": [0] * 5, "equal": [7] * 5}[lengths]
+    init = rk.map_state(lambda z: torch.randn_like(z), cell.zero_state(batch, dtype))
+    _assert_match(_run_both(cell, x, seq, init, time_major), dtype)
+
+
+def test_default_initial_state_and_a_lazy_stack() -> None:
+    make = lambda: rk.MultiRNNCell([rk.LSTMCell(4, cell_clip=1.0), rk.GRUCell(3)])  # noqa: E731
+    torch.manual_seed(2)
+    fused_cell = make()
+    x = torch.randn(3, 5, 2, dtype=F64)
+    out_fused, _ = rk.dynamic_rnn(fused_cell, x, sequence_length=[5, 2, 3], backend="fused")
+    assert [c.input_size for c in fused_cell.layers] == [2, 4]
+    assert fused_cell.layers[0].kernel.dtype == F64
+    reference_cell = make()
+    reference_cell.load_state_dict(fused_cell.state_dict())
+    out_reference, _ = rk.dynamic_rnn(reference_cell, x, sequence_length=[5, 2, 3], backend="reference")
+    torch.testing.assert_close(out_fused, out_reference, rtol=1e-12, atol=1e-12)
+
+
+def test_static_and_bidirectional_runners_use_the_same_path() -> None:
+    torch.manual_seed(3)
+    fw, bw = _build(rk.LSTMCell(3, use_peepholes=True), 2, F64), _build(rk.GRUCell(3), 2, F64)
+    x = torch.randn(3, 4, 2, dtype=F64)
+    for backend in ("reference", "fused"):
+        outputs, st_fw, st_bw = rk.static_bidirectional_rnn(
+            fw, bw, list(x.unbind(1)), sequence_length=[4, 2, 0], backend=backend
+        )
+        (o_fw, o_bw), _ = rk.bidirectional_dynamic_rnn(fw, bw, x, sequence_length=[4, 2, 0], backend=backend)
+        torch.testing.assert_close(torch.stack(outputs, 1), torch.cat([o_fw, o_bw], 2), rtol=1e-12, atol=1e-12)
+        if backend == "reference":
+            expected = (torch.stack(outputs, 1), st_fw, st_bw)
+    torch.testing.assert_close(torch.stack(outputs, 1), expected[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(st_bw, expected[2], rtol=1e-12, atol=1e-12)
+
+
+def test_no_grad_inference() -> None:
+    cell = _build(rk.BasicLSTMCell(4), 3, torch.float32)
+    x = torch.randn(2, 5, 3)
+    with torch.no_grad():
+        out, state = rk.dynamic_rnn(cell, x, backend="fused")
+    assert not out.requires_grad
+    torch.testing.assert_close(out, rk.dynamic_rnn(cell, x, backend="reference")[0].detach())
+
+
+@pytest.mark.parametrize("name", ["stack", "gru", "basic_rnn"])
+def test_gradcheck_fused(name: str) -> None:
+    torch.manual_seed(4)
+    layer = rk.RNN(_build(CELLS[name](), 2, F64), backend="fused")
+    names = [n for n, _ in layer.named_parameters()]
+    x = torch.randn(3, 4, 2, dtype=F64, requires_grad=True)
+    init = rk.map_state(lambda z: torch.randn_like(z).requires_grad_(), layer.cell.zero_state(3, F64))
+    leaves = rk.flatten_state(init)
+
+    def run(x: torch.Tensor, *flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        state = rk.pack_state(init, flat[: len(leaves)])
+        weights = dict(zip(names, flat[len(leaves) :]))
+        out, final = torch.func.functional_call(layer, weights, (x,), {"sequence_length": [4, 0, 2], "initial_state": state})
+        return (out, *rk.flatten_state(final))
+
+    weights = [p.detach().clone().requires_grad_() for p in layer.parameters()]
+    assert torch.autograd.gradcheck(run, (x, *leaves, *weights))
+
+
+class _Doubling(rk.RNNCell):
+    @property
+    def state_size(self) -> int:
+        return 2
+
+    @property
+    def output_size(self) -> int:
+        return 2
+
+    def step(self, inputs: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return 2 * state + inputs, 2 * state + inputs
+
+
+@pytest.mark.parametrize(
+    "cell, reason",
+    [
+        (rk.LSTMCell(3, activation="relu"), "activation"),
+        (rk.DropoutWrapper(rk.GRUCell(3), output_keep_prob=0.5), "DropoutWrapper"),
+        (rk.ResidualWrapper(rk.GRUCell(2), residual_fn=lambda i, o: o), "custom residual_fn"),
+        (_Doubling(), "_Doubling has no fused implementation"),
+        (rk.MultiRNNCell([rk.GRUCell(2), _Doubling()]), "layer 1"),
+    ],
+)
+def test_auto_falls_back_and_fused_refuses_with_the_reason(cell: Any, reason: str) -> None:
+    x = torch.randn(2, 3, 2)
+    assert select_plan(cell, x, "auto") is None
+    with pytest.raises(ValueError, match=f"backend='fused' cannot run this: .*{reason}"):
+        rk.dynamic_rnn(cell, x, backend="fused")
+    out, _ = rk.dynamic_rnn(cell, x)  # auto: the reference loop
+    assert out.shape[:2] == (2, 3)
+
+
+def test_backend_selection() -> None:
+    cell = rk.MultiRNNCell([rk.BasicLSTMCell(3), rk.ResidualWrapper(rk.GRUCell(3))])
+    assert select_plan(cell, torch.zeros(2, 3, 4), "auto") is not None
+    assert select_plan(cell, torch.zeros(2, 3, 4), "reference") is None
+    assert select_plan(cell, torch.zeros(2, 3, 4, dtype=torch.float16), "auto") is None
+    assert select_plan(cell, (torch.zeros(2, 3, 4),), "auto") is None
+    with pytest.raises(ValueError, match="backend must be one of"):
+        rk.dynamic_rnn(cell, torch.zeros(2, 3, 4), backend="cuda")
+    with pytest.raises(ValueError, match="float16"):
+        rk.dynamic_rnn(cell, torch.zeros(2, 3, 4, dtype=torch.float16), backend="fused")
