@@ -75,7 +75,7 @@ class GRUSequence(torch.autograd.Function):
     def backward(ctx: Any, d_out: Tensor, d_h_final: Tensor) -> tuple[Any, ...]:
         data, h0, x_kernel, w_gh, w_ch, gates, candidates, reset_h, out = ctx.saved_tensors
         packing: Packing = ctx.packing
-        U, depth = h0.shape[1], data.shape[1]
+        U = h0.shape[1]
         d_out = d_out.clone()
         d_out.index_add_(0, last_rows(packing, data.device), d_h_final)
         d_gates, d_candidates = torch.empty_like(gates), torch.empty_like(candidates)

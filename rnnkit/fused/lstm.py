@@ -29,12 +29,12 @@ _tanh_backward = torch.ops.aten.tanh_backward
 
 @dataclass(frozen=True)
 class LSTMConfig:
+    """The cell's numbers; peepholes and projection are on when their weights are given."""
+
     units: int
     forget_bias: float
     cell_clip: float | None
     proj_clip: float | None
-    peepholes: bool
-    projection: bool
 
 
 def _reorder_gates(kernel: Tensor, bias: Tensor, units: int, forget_bias: float) -> tuple[Tensor, Tensor]:
@@ -48,6 +48,17 @@ def _restore_gate_order(grad: Tensor, units: int) -> Tensor:
     """Inverse of the column reordering, for gradients: ``(i, f, o, j)`` -> ``(i, j, f, o)``."""
     i, f, o, j = grad.split(units, -1)
     return torch.cat([i, j, f, o], -1)
+
+
+def _clip_(values: Tensor, limit: float, kept: Tensor) -> None:
+    """Clamp ``values`` to ``[-limit, limit]`` in place; ``kept`` records where the gradient
+    passes (``|value| <= limit``, as ``torch.clamp``'s and TF's ``clip_by_value``'s)."""
+    torch.le(values.abs(), limit, out=kept)
+    values.clamp_(-limit, limit)
+
+
+def _mask_like(values: Tensor, wanted: bool) -> Tensor | None:
+    return torch.empty(values.shape, dtype=torch.bool, device=values.device) if wanted else None
 
 
 class LSTMSequence(torch.autograd.Function):
@@ -76,44 +87,39 @@ class LSTMSequence(torch.autograd.Function):
         gates = torch.addmm(bias_p, data, w_x)  # [N, 4U]: (i, f, o, j), activated in place below
         cells = torch.empty(data.shape[0], U, dtype=data.dtype, device=data.device)
         tanh_cells = torch.empty_like(cells)
+        candidates = torch.empty_like(cells)  # tanh(j), contiguous: tanh on a strided block is slow
         hidden = None if projection is None else torch.empty_like(cells)  # m before the projection
         out = torch.empty(data.shape[0], w_h.shape[0], dtype=data.dtype, device=data.device)
-        clip_mask = torch.empty(cells.shape, dtype=torch.bool, device=data.device) if config.cell_clip is not None else None
-        proj_mask = (
-            torch.empty(out.shape, dtype=torch.bool, device=data.device)
-            if projection is not None and config.proj_clip is not None
-            else None
-        )
-        w_if = torch.stack([w_i, w_f]) if config.peepholes else None  # [2, U]
-        sigmoid_width = 2 * U if config.peepholes else 3 * U
+        clip_mask = _mask_like(cells, config.cell_clip is not None)
+        proj_mask = _mask_like(out, projection is not None and config.proj_clip is not None)
+        w_if = torch.stack([w_i, w_f]) if w_i is not None and w_f is not None else None  # [2, U]
+        sigmoid_width = 3 * U if w_if is None else 2 * U  # o waits for the new c with peepholes
         h_prev, c_prev = h0, c0
-        for t, (n, start) in enumerate(zip(packing.batch_sizes, packing.offsets)):
+        for n, start in zip(packing.batch_sizes, packing.offsets):
             rows = slice(start, start + n)
             z = gates[rows]
             z.addmm_(h_prev[:n], w_h)
             if w_if is not None:
                 z[:, : 2 * U].view(n, 2, U).addcmul_(c_prev[:n].unsqueeze(1), w_if)
             z[:, :sigmoid_width].sigmoid_()
-            z[:, 3 * U :].tanh_()
-            i, f, o, j = z[:, :U], z[:, U : 2 * U], z[:, 2 * U : 3 * U], z[:, 3 * U :]
+            j = candidates[rows].copy_(z[:, 3 * U :]).tanh_()
+            i, f, o = z[:, :U], z[:, U : 2 * U], z[:, 2 * U : 3 * U]
             c = torch.mul(f, c_prev[:n], out=cells[rows]).addcmul_(i, j)
-            if config.cell_clip is not None:
-                assert clip_mask is not None
-                torch.le(c.abs(), config.cell_clip, out=clip_mask[rows])
-                c.clamp_(-config.cell_clip, config.cell_clip)
-            if config.peepholes:
+            if clip_mask is not None and config.cell_clip is not None:
+                _clip_(c, config.cell_clip, clip_mask[rows])
+            if w_o is not None:
                 o.addcmul_(c, w_o).sigmoid_()
             tc = torch.tanh(c, out=tanh_cells[rows])
             m = torch.mul(o, tc, out=out[rows] if hidden is None else hidden[rows])
             if projection is not None:
                 m = torch.mm(m, projection, out=out[rows])
-                if proj_mask is not None:
-                    torch.le(m.abs(), config.proj_clip, out=proj_mask[rows])
-                    m.clamp_(-config.proj_clip, config.proj_clip)  # type: ignore[arg-type]
+                if proj_mask is not None and config.proj_clip is not None:
+                    _clip_(m, config.proj_clip, proj_mask[rows])
             h_prev, c_prev = out[rows], cells[rows]
         last = last_rows(packing, data.device)
         ctx.save_for_backward(
-            data, h0, c0, kernel_p, gates, cells, tanh_cells, hidden, out, w_o, w_if, projection, clip_mask, proj_mask
+            data, h0, c0, kernel_p, gates, candidates, cells, tanh_cells, hidden, out, w_o, w_if, projection,
+            clip_mask, proj_mask,
         )
         ctx.config, ctx.packing = config, packing
         return out, out.index_select(0, last), cells.index_select(0, last)
@@ -121,8 +127,8 @@ class LSTMSequence(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, d_out: Tensor, d_h_final: Tensor, d_c_final: Tensor) -> tuple[Any, ...]:
-        (data, h0, c0, kernel_p, gates, cells, tanh_cells, hidden, out, w_o, w_if, projection, clip_mask,
-         proj_mask) = ctx.saved_tensors
+        (data, h0, c0, kernel_p, gates, candidates, cells, tanh_cells, hidden, out, w_o, w_if, projection,
+         clip_mask, proj_mask) = ctx.saved_tensors
         config: LSTMConfig = ctx.config
         packing: Packing = ctx.packing
         U, depth = config.units, data.shape[1]
@@ -140,7 +146,7 @@ class LSTMSequence(torch.autograd.Function):
             rows = slice(start, start + n)
             c_prev = c0[:n] if t == 0 else cells[starts[t - 1] : starts[t - 1] + n]
             z, dz = gates[rows], d_gates[rows]
-            i, f, o, j = z[:, :U], z[:, U : 2 * U], z[:, 2 * U : 3 * U], z[:, 3 * U :]
+            i, f, o, j = z[:, :U], z[:, U : 2 * U], z[:, 2 * U : 3 * U], candidates[rows]
             dm = d_out[rows] + d_h[:n]
             if projection is not None:
                 if proj_mask is not None:
@@ -150,7 +156,7 @@ class LSTMSequence(torch.autograd.Function):
             tc = tanh_cells[rows]
             torch.ops.aten.sigmoid_backward.grad_input(dm * tc, o, grad_input=dz[:, 2 * U : 3 * U])
             dc = _tanh_backward(dm * o, tc).add_(d_c[:n])
-            if config.peepholes:
+            if w_o is not None:
                 dc.addcmul_(dz[:, 2 * U : 3 * U], w_o)
             if clip_mask is not None:
                 dc.mul_(clip_mask[rows])
@@ -172,7 +178,7 @@ class LSTMSequence(torch.autograd.Function):
         d_kernel = _restore_gate_order(d_kernel_p, U)
         d_bias = _restore_gate_order(d_gates.sum(0), U)
         d_w_i = d_w_f = d_w_o = d_projection = None
-        if config.peepholes:
+        if w_if is not None:
             c_prev_all = torch.cat([c0[:n0], cells[:0] if prev is None else cells.index_select(0, prev)])
             d_w_i = (d_gates[:, :U] * c_prev_all).sum(0)
             d_w_f = (d_gates[:, U : 2 * U] * c_prev_all).sum(0)

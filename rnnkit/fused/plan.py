@@ -26,6 +26,7 @@ from ..wrappers import DropoutWrapper, MultiRNNCell, ResidualWrapper, _add_resid
 from .gru import GRUSequence, RNNSequence
 from .lstm import LSTMConfig, LSTMSequence
 from .packing import Packing, make_packing, pack, sort_rows, unpack, unsort_rows
+from .torch_lstm import is_torch_lstm_math, torch_lstm_layer
 
 
 class _Layer:
@@ -58,9 +59,10 @@ class _LSTMLayer(_Layer):
 
     def run(self, data: Tensor, packing: Packing, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         cell = self.cell
-        config = LSTMConfig(
-            cell.num_units, cell.forget_bias, cell.cell_clip, cell.proj_clip, cell.use_peepholes, cell.num_proj is not None
-        )
+        if packing.flat_index is None and is_torch_lstm_math(cell):
+            out, h, c = torch_lstm_layer(data, packing, state[0], state[1], cell)
+            return out, [h, c]
+        config = LSTMConfig(cell.num_units, cell.forget_bias, cell.cell_clip, cell.proj_clip)
         peepholes = (cell.w_i_diag, cell.w_f_diag, cell.w_o_diag) if cell.use_peepholes else (None, None, None)
         projection = cell.projection["kernel"] if cell.num_proj is not None else None
         h0, c0 = state
