@@ -135,13 +135,21 @@ def test_static_and_bidirectional_runners_use_the_same_path() -> None:
     torch.testing.assert_close(st_bw, expected[2], rtol=1e-12, atol=1e-12)
 
 
-def test_no_grad_inference() -> None:
-    cell = _build(rk.BasicLSTMCell(4), 3, torch.float32)
-    x = torch.randn(2, 5, 3)
+@pytest.mark.parametrize("lengths", [None, [5, 2, 0, 5, 3, 1]])
+def test_no_grad_inference(lengths: list[int] | None) -> None:
+    # plain LSTMs run as PyTorch's LSTM, with variable lengths one call per run of equal sizes
+    cell = _build(rk.MultiRNNCell([rk.BasicLSTMCell(4), rk.BasicLSTMCell(4, state_is_tuple=False)]), 3, F64)
+    x = torch.randn(6, 5, 3, dtype=F64)
+    init = rk.map_state(torch.randn_like, cell.zero_state(6, F64))
     with torch.no_grad():
-        out, state = rk.dynamic_rnn(cell, x, backend="fused")
+        out, state = rk.dynamic_rnn(cell, x, sequence_length=lengths, initial_state=init, backend="fused")
+        expected, expected_state = rk.dynamic_rnn(
+            cell, x, sequence_length=lengths, initial_state=init, backend="reference"
+        )
     assert not out.requires_grad
-    torch.testing.assert_close(out, rk.dynamic_rnn(cell, x, backend="reference")[0].detach())
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    for a, b in zip(rk.flatten_state(state), rk.flatten_state(expected_state)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["stack", "gru", "basic_rnn"])
