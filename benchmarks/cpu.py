@@ -52,12 +52,14 @@ CONFIGS = [
            lambda: nn.LSTM(128, 128, batch_first=True), _lstm_flops),
     Config("lstm peep+clip+proj128 B64 T100 H256", 64, 100, 256,
            lambda: rk.LSTMCell(256, use_peepholes=True, cell_clip=3.0, num_proj=128),
-           lambda: nn.LSTM(256, 256, proj_size=128, batch_first=True), lambda b, s: _lstm_flops(b, s, proj=128), proj=128),
+           lambda: nn.LSTM(256, 256, proj_size=128, batch_first=True),
+           lambda b, s: _lstm_flops(b, s, proj=128), proj=128),
     Config("tf-gru vs nn.GRU B64 T100 H256", 64, 100, 256, lambda: rk.GRUCell(256),
            lambda: nn.GRU(256, 256, batch_first=True), _gru_flops),
     Config("2x lstm B32 T100 H256 lengths[10,100]", 32, 100, 256,
            lambda: rk.MultiRNNCell([rk.BasicLSTMCell(256), rk.BasicLSTMCell(256)]),
-           lambda: nn.LSTM(256, 256, num_layers=2, batch_first=True), lambda b, s: _lstm_flops(b, s, layers=2), lengths=True),
+           lambda: nn.LSTM(256, 256, num_layers=2, batch_first=True),
+           lambda b, s: _lstm_flops(b, s, layers=2), lengths=True),
 ]
 
 
