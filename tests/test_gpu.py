@@ -44,3 +44,23 @@ def test_zero_state_dropout_and_bidirectional_on_cuda() -> None:
     (fw, bw), _ = rk.bidirectional_dynamic_rnn(cell, rk.GRUCell(4).cuda(), torch.randn(2, 5, 3, device="cuda"),
                                                 sequence_length=torch.tensor([5, 2], device="cuda"))
     assert fw.device.type == "cuda" and torch.equal(bw[1, 2:], torch.zeros(3, 4, device="cuda"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_fused_on_cuda_equals_the_reference(dtype: torch.dtype) -> None:
+    torch.manual_seed(1)
+    cell = rk.MultiRNNCell(
+        [rk.LSTMCell(16, use_peepholes=True, cell_clip=1.0, num_proj=12), rk.GRUCell(12),
+         rk.ResidualWrapper(rk.BasicLSTMCell(12))]
+    ).to(device="cuda", dtype=dtype)
+    x = torch.randn(6, 9, 5, device="cuda", dtype=dtype)
+    lengths = torch.tensor([9, 0, 4, 12, 9, 1])
+    results = []
+    for backend in ("reference", "fused"):
+        xi = x.clone().requires_grad_()
+        out, state = rk.dynamic_rnn(cell, xi, sequence_length=lengths, backend=backend)
+        loss = out.square().sum() + sum(s.square().sum() for s in rk.flatten_state(state))
+        results.append([out, *rk.flatten_state(state), *torch.autograd.grad(loss, [xi, *cell.parameters()])])
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == F64 else dict(rtol=1e-4, atol=1e-5)
+    for a, b in zip(*results):
+        torch.testing.assert_close(b, a, **tol)

@@ -59,10 +59,12 @@ class _LSTMLayer(_Layer):
 
     def run(self, data: Tensor, packing: Packing, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         cell = self.cell
-        # PyTorch's fused LSTM where it is exact and measured faster: always when every row
-        # runs every step; with variable lengths only for inference (training through many
-        # short calls measured slower than LSTMSequence: benchmarks/cpu.py, 2x lstm lengths).
-        if is_torch_lstm_math(cell) and (packing.flat_index is None or not torch.is_grad_enabled()):
+        # PyTorch's fused LSTM (oneDNN) on the CPU where it is exact and measured faster: always
+        # when every row runs every step; with variable lengths only for inference (training
+        # through many short calls measured slower than LSTMSequence). Not on CUDA yet: cuDNN
+        # would use TF32 for float32 by default (the GPU dispatch is issue 6's).
+        use_torch = packing.flat_index is None or not torch.is_grad_enabled()
+        if data.device.type == "cpu" and use_torch and is_torch_lstm_math(cell):
             out, h, c = torch_lstm_layer(data, packing, state[0], state[1], cell)
             return out, [h, c]
         config = LSTMConfig(cell.num_units, cell.forget_bias, cell.cell_clip, cell.proj_clip)
