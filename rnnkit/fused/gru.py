@@ -80,6 +80,7 @@ class GRUSequence(torch.autograd.Function):
         d_out.index_add_(0, last_rows(packing, data.device), d_h_final)
         d_gates, d_candidates = torch.empty_like(gates), torch.empty_like(candidates)
         d_h = torch.zeros_like(h0)
+        w_gh_t, w_ch_t = w_gh.t().contiguous(), w_ch.t().contiguous()  # read at every step
         starts = packing.offsets
         for t in reversed(range(len(packing.batch_sizes))):
             n, start = packing.batch_sizes[t], starts[t]
@@ -91,10 +92,10 @@ class GRUSequence(torch.autograd.Function):
             dg, dc = d_gates[rows], d_candidates[rows]
             _sigmoid_backward(dh * (h_prev - c), u, grad_input=dg[:, U:])
             torch.ops.aten.tanh_backward.grad_input(dh - dh * u, c, grad_input=dc)
-            d_rh = dc @ w_ch.t()
+            d_rh = dc @ w_ch_t
             _sigmoid_backward(d_rh * h_prev, r, grad_input=dg[:, :U])
             d_h_prev = dh.mul_(u).addcmul_(d_rh, r)
-            d_h[:n] = d_h_prev.addmm_(dg, w_gh.t())
+            d_h[:n] = d_h_prev.addmm_(dg, w_gh_t)
         h_prev_all = _h_prev_all(h0, out, packing)
         d_x_gates = torch.cat([d_gates, d_candidates], 1)  # [N, 3U]
         d_data = d_x_gates @ x_kernel.t()
@@ -131,13 +132,14 @@ class RNNSequence(torch.autograd.Function):
         d_out.index_add_(0, last_rows(packing, data.device), d_h_final)
         d_pre = torch.empty_like(out)
         d_h = torch.zeros_like(h0)
+        w_h_t = w_h.t().contiguous()
         starts = packing.offsets
         for t in reversed(range(len(packing.batch_sizes))):
             n, start = packing.batch_sizes[t], starts[t]
             rows = slice(start, start + n)
             dz = _tanh_backward(d_out[rows] + d_h[:n], out[rows])
             d_pre[rows] = dz
-            torch.mm(dz, w_h.t(), out=d_h[:n])
+            torch.mm(dz, w_h_t, out=d_h[:n])
         h_prev_all = _h_prev_all(h0, out, packing)
         d_kernel = torch.cat([data.t() @ d_pre, h_prev_all.t() @ d_pre])
         return d_pre @ kernel[:depth].t(), d_h, d_kernel, d_pre.sum(0), None

@@ -140,6 +140,9 @@ class LSTMSequence(torch.autograd.Function):
         d_m = torch.empty_like(out) if projection is not None else None  # after proj clip
         d_h = torch.zeros_like(h0)
         d_c = d_c_final.clone()
+        # the per-step GEMMs read the transposed weights: contiguous copies, made once, are faster
+        w_h_t = w_h.t().contiguous()
+        projection_t = projection.t().contiguous() if projection is not None else None
         starts = packing.offsets
         for t in reversed(range(len(packing.batch_sizes))):
             n, start = packing.batch_sizes[t], starts[t]
@@ -148,11 +151,11 @@ class LSTMSequence(torch.autograd.Function):
             z, dz = gates[rows], d_gates[rows]
             i, f, o, j = z[:, :U], z[:, U : 2 * U], z[:, 2 * U : 3 * U], candidates[rows]
             dm = d_out[rows] + d_h[:n]
-            if projection is not None:
+            if d_m is not None and projection_t is not None:
                 if proj_mask is not None:
                     dm.mul_(proj_mask[rows])
-                d_m[rows] = dm  # type: ignore[index]
-                dm = dm @ projection.t()
+                d_m[rows] = dm
+                dm = dm @ projection_t
             tc = tanh_cells[rows]
             torch.ops.aten.sigmoid_backward.grad_input(dm * tc, o, grad_input=dz[:, 2 * U : 3 * U])
             dc = _tanh_backward(dm * o, tc).add_(d_c[:n])
@@ -167,7 +170,7 @@ class LSTMSequence(torch.autograd.Function):
             if w_if is not None:
                 d_c_prev.addcmul_(dz[:, :U], w_if[0]).addcmul_(dz[:, U : 2 * U], w_if[1])
             d_c[:n] = d_c_prev
-            torch.mm(dz, w_h.t(), out=d_h[:n])
+            torch.mm(dz, w_h_t, out=d_h[:n])
 
         prev = previous_rows(packing, data.device)
         n0 = packing.batch_sizes[0]
