@@ -81,9 +81,9 @@ def static_rnn(
 ) -> tuple[list[Any], Any]:
     """Run ``cell`` over a Python list of ``T`` step inputs, each ``[B, D]`` (or nested).
 
-    Same semantics as :func:`dynamic_rnn` (note TF's argument order: ``initial_state``,
-    ``dtype``, then ``sequence_length``). Returns ``(list of T outputs [B, output_size],
-    final_state)``.
+    Same semantics and ``backend`` as :func:`dynamic_rnn` (note TF's argument order:
+    ``initial_state``, ``dtype``, then ``sequence_length``). Returns ``(list of T outputs
+    [B, output_size], final_state)``.
     """
     check_is_cell(cell, "cell")
     batch_size, first = _check_step_list(inputs)
