@@ -213,3 +213,11 @@ def test_backend_selection() -> None:
         rk.dynamic_rnn(cell, torch.zeros(2, 3, 4), backend="cuda")
     with pytest.raises(ValueError, match="float16"):
         rk.dynamic_rnn(cell, torch.zeros(2, 3, 4, dtype=torch.float16), backend="fused")
+
+
+@pytest.mark.parametrize("backend", ["reference", "fused"])
+def test_empty_batch(backend: str) -> None:
+    cell = rk.MultiRNNCell([rk.LSTMCell(3, use_peepholes=True), rk.GRUCell(2)])
+    out, state = rk.dynamic_rnn(cell, torch.randn(0, 4, 2), sequence_length=torch.zeros(0), backend=backend)
+    assert list(out.shape) == [0, 4, 2]
+    assert [list(s.shape) for s in rk.flatten_state(state)] == [[0, 3], [0, 3], [0, 2]]
