@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .native import kernels
 from .packing import Packing, last_rows, previous_rows
 
 _sigmoid_backward = torch.ops.aten.sigmoid_backward
@@ -50,6 +51,13 @@ def _restore_gate_order(grad: Tensor, units: int) -> Tensor:
     return torch.cat([i, j, f, o], -1)
 
 
+_ABSENT = torch.empty(0)  # an optional tensor that is not there (the compiled kernels' convention)
+
+
+def _given(t: Tensor | None) -> Tensor:
+    return _ABSENT if t is None else t
+
+
 def _clip_(values: Tensor, limit: float, kept: Tensor) -> None:
     """Clamp ``values`` to ``[-limit, limit]`` in place; ``kept`` records where the gradient
     passes (``|value| <= limit``, as ``torch.clamp``'s and TF's ``clip_by_value``'s)."""
@@ -59,6 +67,61 @@ def _clip_(values: Tensor, limit: float, kept: Tensor) -> None:
 
 def _mask_like(values: Tensor, wanted: bool) -> Tensor | None:
     return torch.empty(values.shape, dtype=torch.bool, device=values.device) if wanted else None
+
+
+def forward_pointwise_torch(
+    z: Tensor, c_prev: Tensor, w_if: Tensor, w_o: Tensor, clip: float,
+    j: Tensor, c: Tensor, tc: Tensor, m: Tensor, kept: Tensor,
+) -> None:
+    """One step's pointwise forward on ``n`` rows, in torch ops (``lstm_cpu.cpp`` is the same
+    in one pass): activates ``z`` [n, 4U] (i, f, o, j) in place and writes ``j = tanh(j)``,
+    the new (clipped) ``c``, ``tanh(c)``, ``m = o * tanh(c)`` and, if clipping, ``kept``.
+    Absent peepholes are empty tensors; ``clip < 0`` means no clipping."""
+    n, U = c.shape
+    peepholes = w_if.numel() > 0
+    if peepholes:
+        z[:, : 2 * U].view(n, 2, U).addcmul_(c_prev.unsqueeze(1), w_if)
+    z[:, : 2 * U if peepholes else 3 * U].sigmoid_()  # with peepholes o waits for the new c
+    j.copy_(z[:, 3 * U :]).tanh_()  # contiguous: tanh on a strided block is much slower
+    i, f, o = z[:, :U], z[:, U : 2 * U], z[:, 2 * U : 3 * U]
+    torch.mul(f, c_prev, out=c).addcmul_(i, j)
+    if clip >= 0:
+        _clip_(c, clip, kept)
+    if peepholes:
+        o.addcmul_(c, w_o).sigmoid_()
+    torch.mul(o, torch.tanh(c, out=tc), out=m)
+
+
+def backward_pointwise_torch(
+    z: Tensor, j: Tensor, c_prev: Tensor, tc: Tensor, dm: Tensor, d_c: Tensor,
+    w_if: Tensor, w_o: Tensor, kept: Tensor, dz: Tensor,
+) -> None:
+    """One step's pointwise backward: from ``dm`` (the gradient of ``m``) and ``d_c`` (the
+    gradient reaching the new ``c`` from the next step) write the gate pre-activation
+    gradients ``dz`` [n, 4U] and replace ``d_c`` by the gradient of ``c_prev``."""
+    U = j.shape[1]
+    i, f, o = z[:, :U], z[:, U : 2 * U], z[:, 2 * U : 3 * U]
+    _sigmoid_backward.grad_input(dm * tc, o, grad_input=dz[:, 2 * U : 3 * U])
+    dc = _tanh_backward(dm * o, tc).add_(d_c)
+    if w_o.numel() > 0:
+        dc.addcmul_(dz[:, 2 * U : 3 * U], w_o)
+    if kept.numel() > 0:
+        dc.mul_(kept)
+    _sigmoid_backward.grad_input(dc * c_prev, f, grad_input=dz[:, U : 2 * U])
+    _sigmoid_backward.grad_input(dc * j, i, grad_input=dz[:, :U])
+    _tanh_backward.grad_input(dc * i, j, grad_input=dz[:, 3 * U :])
+    d_c_prev = dc.mul_(f)
+    if w_if.numel() > 0:
+        d_c_prev.addcmul_(dz[:, :U], w_if[0]).addcmul_(dz[:, U : 2 * U], w_if[1])
+    d_c.copy_(d_c_prev)
+
+
+def _pointwise(device: torch.device) -> tuple[Any, Any]:
+    """The compiled step kernels on the CPU when they build, else the torch ones."""
+    compiled = kernels() if device.type == "cpu" else None
+    if compiled is None:
+        return forward_pointwise_torch, backward_pointwise_torch
+    return compiled.lstm_forward_pointwise, compiled.lstm_backward_pointwise
 
 
 class LSTMSequence(torch.autograd.Function):
@@ -93,24 +156,17 @@ class LSTMSequence(torch.autograd.Function):
         clip_mask = _mask_like(cells, config.cell_clip is not None)
         proj_mask = _mask_like(out, projection is not None and config.proj_clip is not None)
         w_if = torch.stack([w_i, w_f]) if w_i is not None and w_f is not None else None  # [2, U]
-        sigmoid_width = 3 * U if w_if is None else 2 * U  # o waits for the new c with peepholes
+        forward_pointwise, _ = _pointwise(data.device)
+        clip = -1.0 if config.cell_clip is None else config.cell_clip
         h_prev, c_prev = h0, c0
         for n, start in zip(packing.batch_sizes, packing.offsets):
             rows = slice(start, start + n)
-            z = gates[rows]
-            z.addmm_(h_prev[:n], w_h)
-            if w_if is not None:
-                z[:, : 2 * U].view(n, 2, U).addcmul_(c_prev[:n].unsqueeze(1), w_if)
-            z[:, :sigmoid_width].sigmoid_()
-            j = candidates[rows].copy_(z[:, 3 * U :]).tanh_()
-            i, f, o = z[:, :U], z[:, U : 2 * U], z[:, 2 * U : 3 * U]
-            c = torch.mul(f, c_prev[:n], out=cells[rows]).addcmul_(i, j)
-            if clip_mask is not None and config.cell_clip is not None:
-                _clip_(c, config.cell_clip, clip_mask[rows])
-            if w_o is not None:
-                o.addcmul_(c, w_o).sigmoid_()
-            tc = torch.tanh(c, out=tanh_cells[rows])
-            m = torch.mul(o, tc, out=out[rows] if hidden is None else hidden[rows])
+            z = gates[rows].addmm_(h_prev[:n], w_h)
+            m = out[rows] if hidden is None else hidden[rows]
+            kept = _ABSENT if clip_mask is None else clip_mask[rows]
+            forward_pointwise(
+                z, c_prev[:n], _given(w_if), _given(w_o), clip, candidates[rows], cells[rows], tanh_cells[rows], m, kept
+            )
             if projection is not None:
                 m = torch.mm(m, projection, out=out[rows])
                 if proj_mask is not None and config.proj_clip is not None:
@@ -140,6 +196,7 @@ class LSTMSequence(torch.autograd.Function):
         d_m = torch.empty_like(out) if projection is not None else None  # after proj clip
         d_h = torch.zeros_like(h0)
         d_c = d_c_final.clone()
+        _, backward_pointwise = _pointwise(data.device)
         # the per-step GEMMs read the transposed weights: contiguous copies, made once, are faster
         w_h_t = w_h.t().contiguous()
         projection_t = projection.t().contiguous() if projection is not None else None
@@ -148,28 +205,18 @@ class LSTMSequence(torch.autograd.Function):
             n, start = packing.batch_sizes[t], starts[t]
             rows = slice(start, start + n)
             c_prev = c0[:n] if t == 0 else cells[starts[t - 1] : starts[t - 1] + n]
-            z, dz = gates[rows], d_gates[rows]
-            i, f, o, j = z[:, :U], z[:, U : 2 * U], z[:, 2 * U : 3 * U], candidates[rows]
             dm = d_out[rows] + d_h[:n]
             if d_m is not None and projection_t is not None:
                 if proj_mask is not None:
                     dm.mul_(proj_mask[rows])
                 d_m[rows] = dm
                 dm = dm @ projection_t
-            tc = tanh_cells[rows]
-            torch.ops.aten.sigmoid_backward.grad_input(dm * tc, o, grad_input=dz[:, 2 * U : 3 * U])
-            dc = _tanh_backward(dm * o, tc).add_(d_c[:n])
-            if w_o is not None:
-                dc.addcmul_(dz[:, 2 * U : 3 * U], w_o)
-            if clip_mask is not None:
-                dc.mul_(clip_mask[rows])
-            torch.ops.aten.sigmoid_backward.grad_input(dc * c_prev, f, grad_input=dz[:, U : 2 * U])
-            torch.ops.aten.sigmoid_backward.grad_input(dc * j, i, grad_input=dz[:, :U])
-            torch.ops.aten.tanh_backward.grad_input(dc * i, j, grad_input=dz[:, 3 * U :])
-            d_c_prev = dc.mul_(f)
-            if w_if is not None:
-                d_c_prev.addcmul_(dz[:, :U], w_if[0]).addcmul_(dz[:, U : 2 * U], w_if[1])
-            d_c[:n] = d_c_prev
+            kept = _ABSENT if clip_mask is None else clip_mask[rows]
+            dz = d_gates[rows]
+            backward_pointwise(
+                gates[rows], candidates[rows], c_prev, tanh_cells[rows], dm, d_c[:n], _given(w_if), _given(w_o),
+                kept, dz,
+            )
             torch.mm(dz, w_h_t, out=d_h[:n])
 
         prev = previous_rows(packing, data.device)

@@ -59,10 +59,10 @@ class _LSTMLayer(_Layer):
 
     def run(self, data: Tensor, packing: Packing, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         cell = self.cell
-        # PyTorch's fused LSTM (oneDNN) on the CPU where it is exact and measured faster: always
-        # when every row runs every step; with variable lengths only for inference (training
-        # through many short calls measured slower than LSTMSequence). Not on CUDA yet: cuDNN
-        # would use TF32 for float32 by default (the GPU dispatch is issue 6's).
+        # PyTorch's fused LSTM (oneDNN) on the CPU where it is exact and not slower: always when
+        # every row runs every step; with variable lengths only for inference (training through
+        # one call per run of equal batch sizes measured slower than LSTMSequence). Not on CUDA
+        # yet: cuDNN would use TF32 for float32 by default (the GPU dispatch is issue 6's).
         use_torch = packing.flat_index is None or not torch.is_grad_enabled()
         if data.device.type == "cpu" and use_torch and is_torch_lstm_math(cell):
             out, h, c = torch_lstm_layer(data, packing, state[0], state[1], cell)

@@ -1,0 +1,142 @@
+// rnnkit: the pointwise part of one LSTM step, forward and backward, in one pass each.
+//
+// Built at first use by rnnkit/fused/native.py (torch.utils.cpp_extension); the pure-torch
+// path in lstm.py does the same math when no compiler is available.
+//
+// Layout (see lstm.py): the gate pre-activations z of a step are [n, 4U] rows with the blocks
+// (i, f, o, j); forget_bias is already in f. Every [n, U] argument is a block of rows with its
+// own row stride. Sigmoid is 1 / (1 + exp(-x)) and tanh is 2 * sigmoid(2x) - 1, both on the
+// vectorized exp (torch's tanh is scalar on this build and dominated the step).
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+#include <cmath>
+
+namespace {
+
+template <typename scalar_t>
+struct Rows {  // a [n, width] block of rows: element (r, u) at data[r * stride + u]
+  scalar_t* data;
+  int64_t stride;
+  explicit Rows(const torch::Tensor& t) : data(t.data_ptr<scalar_t>()), stride(t.stride(0)) {}
+  scalar_t* row(int64_t r) const { return data + r * stride; }
+};
+
+template <typename scalar_t>
+const scalar_t* maybe_data(const torch::Tensor& t) {
+  return t.defined() && t.numel() > 0 ? t.data_ptr<scalar_t>() : nullptr;
+}
+
+template <typename scalar_t>
+void forward_rows(const torch::Tensor& z_t, const torch::Tensor& c_prev_t, const torch::Tensor& w_if_t,
+                  const torch::Tensor& w_o_t, double clip, const torch::Tensor& j_t, const torch::Tensor& c_t,
+                  const torch::Tensor& tc_t, const torch::Tensor& m_t, const torch::Tensor& mask_t) {
+  using Vec = at::vec::Vectorized<scalar_t>;
+  const int64_t n = z_t.size(0), U = c_t.size(1);
+  Rows<scalar_t> z(z_t), c_prev(c_prev_t), j_out(j_t), c_out(c_t), tc_out(tc_t), m_out(m_t);
+  const scalar_t* w_i = maybe_data<scalar_t>(w_if_t);
+  const scalar_t* w_f = w_i ? w_i + U : nullptr;
+  const scalar_t* w_o = maybe_data<scalar_t>(w_o_t);
+  bool* mask = mask_t.defined() && mask_t.numel() > 0 ? mask_t.data_ptr<bool>() : nullptr;
+  const int64_t mask_stride = mask ? mask_t.stride(0) : 0;
+  const Vec one{scalar_t(1)}, two{scalar_t(2)}, limit{static_cast<scalar_t>(clip)};
+  auto sigmoid = [&](const Vec& x) { return one / (one + x.neg().exp()); };
+  auto tanh = [&](const Vec& x) { return two / (one + (x * Vec(scalar_t(-2))).exp()) - one; };
+  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+    scalar_t unclipped[Vec::size()];
+    for (int64_t r = begin; r < end; ++r) {
+      scalar_t* zr = z.row(r);
+      for (int64_t u = 0; u < U; u += Vec::size()) {
+        const int64_t count = std::min<int64_t>(Vec::size(), U - u);
+        const Vec cp = Vec::loadu(c_prev.row(r) + u, count);
+        Vec i = Vec::loadu(zr + u, count), f = Vec::loadu(zr + U + u, count);
+        Vec o = Vec::loadu(zr + 2 * U + u, count);
+        const Vec j = tanh(Vec::loadu(zr + 3 * U + u, count));
+        if (w_i) {
+          i = i + Vec::loadu(w_i + u, count) * cp;
+          f = f + Vec::loadu(w_f + u, count) * cp;
+        }
+        i = sigmoid(i);
+        f = sigmoid(f);
+        Vec c = f * cp + i * j;
+        if (mask) {
+          c.store(unclipped, count);
+          for (int64_t k = 0; k < count; ++k) mask[r * mask_stride + u + k] = std::abs(unclipped[k]) <= clip;
+          c = at::vec::clamp(c, limit.neg(), limit);
+        }
+        if (w_o) o = o + Vec::loadu(w_o + u, count) * c;
+        o = sigmoid(o);
+        const Vec tc = tanh(c);
+        i.store(zr + u, count);
+        f.store(zr + U + u, count);
+        o.store(zr + 2 * U + u, count);
+        j.store(j_out.row(r) + u, count);
+        c.store(c_out.row(r) + u, count);
+        tc.store(tc_out.row(r) + u, count);
+        (o * tc).store(m_out.row(r) + u, count);
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void backward_rows(const torch::Tensor& z_t, const torch::Tensor& j_t, const torch::Tensor& c_prev_t,
+                   const torch::Tensor& tc_t, const torch::Tensor& dm_t,
+                   const torch::Tensor& dc_t, const torch::Tensor& w_if_t, const torch::Tensor& w_o_t,
+                   const torch::Tensor& mask_t, const torch::Tensor& dz_t) {
+  const int64_t n = z_t.size(0), U = j_t.size(1);
+  Rows<scalar_t> z(z_t), j(j_t), c_prev(c_prev_t), tc(tc_t), dm(dm_t), dc(dc_t), dz(dz_t);
+  const scalar_t* w_i = maybe_data<scalar_t>(w_if_t);
+  const scalar_t* w_f = w_i ? w_i + U : nullptr;
+  const scalar_t* w_o = maybe_data<scalar_t>(w_o_t);
+  const bool* mask = mask_t.defined() && mask_t.numel() > 0 ? mask_t.data_ptr<bool>() : nullptr;
+  const int64_t mask_stride = mask ? mask_t.stride(0) : 0;
+  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const scalar_t *zr = z.row(r), *jr = j.row(r), *cpr = c_prev.row(r), *tcr = tc.row(r), *dmr = dm.row(r);
+      scalar_t *dcr = dc.row(r), *dzr = dz.row(r);
+      for (int64_t u = 0; u < U; ++u) {
+        const scalar_t i = zr[u], f = zr[U + u], o = zr[2 * U + u], g = jr[u], t = tcr[u], d_m = dmr[u];
+        const scalar_t dz_o = d_m * t * o * (1 - o);
+        scalar_t d_c = d_m * o * (1 - t * t) + dcr[u];
+        if (w_o) d_c += dz_o * w_o[u];
+        if (mask && !mask[r * mask_stride + u]) d_c = 0;
+        const scalar_t dz_i = d_c * g * i * (1 - i);
+        const scalar_t dz_f = d_c * cpr[u] * f * (1 - f);
+        dzr[u] = dz_i;
+        dzr[U + u] = dz_f;
+        dzr[2 * U + u] = dz_o;
+        dzr[3 * U + u] = d_c * i * (1 - g * g);
+        scalar_t d_c_prev = d_c * f;
+        if (w_i) d_c_prev += dz_i * w_i[u] + dz_f * w_f[u];
+        dcr[u] = d_c_prev;  // the carry: d_c of the previous step, written in place
+      }
+    }
+  });
+}
+
+void lstm_forward_pointwise(torch::Tensor z, torch::Tensor c_prev, torch::Tensor w_if, torch::Tensor w_o,
+                            double clip, torch::Tensor j, torch::Tensor c, torch::Tensor tc, torch::Tensor m,
+                            torch::Tensor mask) {
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "lstm_forward_pointwise", [&] {
+    forward_rows<scalar_t>(z, c_prev, w_if, w_o, clip, j, c, tc, m, mask);
+  });
+}
+
+void lstm_backward_pointwise(torch::Tensor z, torch::Tensor j, torch::Tensor c_prev, torch::Tensor tc,
+                             torch::Tensor dm, torch::Tensor dc, torch::Tensor w_if, torch::Tensor w_o,
+                             torch::Tensor mask, torch::Tensor dz) {
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "lstm_backward_pointwise", [&] {
+    backward_rows<scalar_t>(z, j, c_prev, tc, dm, dc, w_if, w_o, mask, dz);
+  });
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
+  module.def("lstm_forward_pointwise", &lstm_forward_pointwise, "one LSTM step's pointwise forward, in place");
+  module.def("lstm_backward_pointwise", &lstm_backward_pointwise, "one LSTM step's pointwise backward");
+}

@@ -1,0 +1,80 @@
+"""The compiled LSTM step kernels (lstm_cpu.cpp) equal their torch twins, and the fused LSTM
+equals the reference on both."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+import rnnkit as rk
+from rnnkit.fused import lstm as fused_lstm
+from rnnkit.fused.lstm import backward_pointwise_torch, forward_pointwise_torch
+from rnnkit.fused.native import kernels
+
+EMPTY = torch.empty(0)
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    module = kernels()
+    if module is None and shutil.which("c++") is None:
+        pytest.skip("no C++ compiler: the pure-torch path is the one in use")
+    assert module is not None, "a compiler is present but the kernels did not build (see the log)"
+    return module
+
+
+def _step_inputs(dtype: torch.dtype, n: int, units: int, peepholes: bool, clip: bool):
+    g = torch.Generator().manual_seed(0)
+    wide = torch.randn(n, 6 * units, dtype=dtype, generator=g) * 3  # rows with a stride
+    z = wide[:, : 4 * units]
+    c_prev = torch.randn(n, 2 * units, dtype=dtype, generator=g)[:, :units]
+    w_if = torch.randn(2, units, dtype=dtype, generator=g) if peepholes else EMPTY
+    w_o = torch.randn(units, dtype=dtype, generator=g) if peepholes else EMPTY
+    kept = torch.empty(n, units, dtype=torch.bool) if clip else EMPTY
+    return z, c_prev, w_if, w_o, (0.8 if clip else -1.0), kept
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("peepholes", [False, True])
+@pytest.mark.parametrize("clip", [False, True])
+def test_forward_and_backward_kernels_match_torch(compiled, dtype, peepholes, clip) -> None:
+    n, units = 5, 19  # not a multiple of the vector width
+    results = []
+    for forward, backward in (
+        (forward_pointwise_torch, backward_pointwise_torch),
+        (compiled.lstm_forward_pointwise, compiled.lstm_backward_pointwise),
+    ):
+        z, c_prev, w_if, w_o, limit, kept = _step_inputs(dtype, n, units, peepholes, clip)
+        z = z.clone()
+        j, c, tc, m = (torch.empty(n, units, dtype=dtype) for _ in range(4))
+        forward(z, c_prev, w_if, w_o, limit, j, c, tc, m, kept)
+        g = torch.Generator().manual_seed(1)
+        dm = torch.randn(n, units, dtype=dtype, generator=g)
+        d_c = torch.randn(n, units, dtype=dtype, generator=g)
+        dz = torch.empty(n, 4 * units, dtype=dtype)
+        backward(z, j, c_prev, tc, dm, d_c, w_if, w_o, kept, dz)
+        results.append([z, j, c, tc, m, dz, d_c] + ([kept] if clip else []))
+    tol = dict(rtol=1e-12, atol=1e-14) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+    for name, a, b in zip(["z", "j", "c", "tc", "m", "dz", "d_c_prev", "kept"], *results):
+        torch.testing.assert_close(b, a, **tol, msg=lambda msg: f"{name}: {msg}")
+
+
+@pytest.mark.parametrize("compiled_kernels", [False, True], ids=["torch_steps", "compiled_steps"])
+def test_fused_lstm_equals_the_reference_with_either_kernels(compiled_kernels, monkeypatch) -> None:
+    if compiled_kernels and kernels() is None:
+        pytest.skip("no compiled kernels on this machine")
+    if not compiled_kernels:
+        monkeypatch.setattr(fused_lstm, "kernels", lambda: None)
+    torch.manual_seed(2)
+    cell = rk.LSTMCell(6, use_peepholes=True, cell_clip=0.5, num_proj=4, proj_clip=0.7, input_size=3, dtype=torch.float64)
+    x = torch.randn(4, 7, 3, dtype=torch.float64)
+    results = []
+    for backend in ("reference", "fused"):
+        xi = x.clone().requires_grad_()
+        out, state = rk.dynamic_rnn(cell, xi, sequence_length=[7, 3, 0, 5], backend=backend)
+        loss = (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum() + state.c.sum()
+        results.append([out, *state, *torch.autograd.grad(loss, [xi, *cell.parameters()])])
+    for a, b in zip(*results):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
