@@ -78,3 +78,15 @@ def test_fused_lstm_equals_the_reference_with_either_kernels(compiled_kernels, m
         results.append([out, *state, *torch.autograd.grad(loss, [xi, *cell.parameters()])])
     for a, b in zip(*results):
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(torch.float32, 4e-7), (torch.float64, 2e-15)])
+def test_compiled_tanh_keeps_relative_precision(compiled, dtype, rtol) -> None:
+    units = 64
+    magnitudes = torch.logspace(-7, 1.3, units, dtype=dtype)  # tiny to saturated
+    x = torch.cat([magnitudes, -magnitudes]).view(2, units)
+    z = torch.zeros(2, 4 * units, dtype=dtype)
+    z[:, 3 * units :] = x
+    j, c, tc, m = (torch.empty(2, units, dtype=dtype) for _ in range(4))
+    compiled.lstm_forward_pointwise(z, torch.zeros(2, units, dtype=dtype), EMPTY, EMPTY, -1.0, j, c, tc, m, EMPTY)
+    torch.testing.assert_close(j, torch.tanh(x), rtol=rtol, atol=0)
