@@ -1,4 +1,4 @@
-"""The compiled LSTM step kernels (lstm_cpu.cpp) equal their torch twins, and the fused LSTM
+"""The compiled RNN step kernels (rnn_cpu.cpp) equal their torch twins, and the fused LSTM
 equals the reference on both."""
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ import pytest
 import torch
 
 import rnnkit as rk
+from rnnkit.fused import gru as fused_gru
 from rnnkit.fused import lstm as fused_lstm
+from rnnkit.fused.gru import gates_forward_torch, output_backward_torch, output_forward_torch, reset_backward_torch
 from rnnkit.fused.lstm import backward_pointwise_torch, forward_pointwise_torch
 from rnnkit.fused.native import kernels
 
@@ -90,3 +92,50 @@ def test_compiled_tanh_keeps_relative_precision(compiled, dtype, rtol) -> None:
     j, c, tc, m = (torch.empty(2, units, dtype=dtype) for _ in range(4))
     compiled.lstm_forward_pointwise(z, torch.zeros(2, units, dtype=dtype), EMPTY, EMPTY, -1.0, j, c, tc, m, EMPTY)
     torch.testing.assert_close(j, torch.tanh(x), rtol=rtol, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gru_kernels_match_torch(compiled, dtype) -> None:
+    n, units = 5, 19
+    results = []
+    for kernels_used in (
+        (gates_forward_torch, output_forward_torch, output_backward_torch, reset_backward_torch),
+        (compiled.gru_gates_forward, compiled.gru_output_forward, compiled.gru_output_backward,
+         compiled.gru_reset_backward),
+    ):
+        gates_forward, output_forward, output_backward, reset_backward = kernels_used
+        g_ = torch.Generator().manual_seed(0)
+        g = (torch.randn(n, 3 * units, dtype=dtype, generator=g_) * 3)[:, : 2 * units].clone()
+        h_prev = torch.randn(n, 2 * units, dtype=dtype, generator=g_)[:, :units]
+        c = torch.randn(n, units, dtype=dtype, generator=g_) * 3
+        rh, h = torch.empty(n, units, dtype=dtype), torch.empty(n, units, dtype=dtype)
+        gates_forward(g, h_prev, rh)
+        output_forward(c, g, h_prev, h)
+        dh = torch.randn(n, units, dtype=dtype, generator=g_)
+        d_rh = torch.randn(n, units, dtype=dtype, generator=g_)
+        dg, dc, dh_prev = torch.empty(n, 2 * units, dtype=dtype), torch.empty(n, units, dtype=dtype), torch.empty(n, units, dtype=dtype)
+        output_backward(dh, g, c, h_prev, dg, dc, dh_prev)
+        reset_backward(d_rh, g, h_prev, dg, dh_prev)
+        results.append([g, rh, c, h, dg, dc, dh_prev])
+    tol = dict(rtol=1e-12, atol=1e-14) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+    for name, a, b in zip(["g", "rh", "c", "h", "dg", "dc", "dh_prev"], *results):
+        torch.testing.assert_close(b, a, **tol, msg=lambda msg: f"{name}: {msg}")
+
+
+@pytest.mark.parametrize("compiled_kernels", [False, True], ids=["torch_steps", "compiled_steps"])
+def test_fused_gru_equals_the_reference_with_either_kernels(compiled_kernels, monkeypatch) -> None:
+    if compiled_kernels and kernels() is None:
+        pytest.skip("no compiled kernels on this machine")
+    if not compiled_kernels:
+        monkeypatch.setattr(fused_gru, "kernels", lambda: None)
+    torch.manual_seed(3)
+    cell = rk.GRUCell(6, input_size=3, dtype=torch.float64)
+    x = torch.randn(4, 7, 3, dtype=torch.float64)
+    results = []
+    for backend in ("reference", "fused"):
+        xi = x.clone().requires_grad_()
+        out, state = rk.dynamic_rnn(cell, xi, sequence_length=[7, 3, 0, 5], backend=backend)
+        loss = (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum() + state.sum()
+        results.append([out, state, *torch.autograd.grad(loss, [xi, *cell.parameters()])])
+    for a, b in zip(*results):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)

@@ -20,10 +20,56 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .native import kernels
 from .packing import Packing, last_rows, previous_rows
 
 _sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input
 _tanh_backward = torch.ops.aten.tanh_backward
+
+
+def gates_forward_torch(g: Tensor, h_prev: Tensor, rh: Tensor) -> None:
+    """``g = sigmoid(g)`` in place ([n, 2U]: r, u) and ``rh = r * h_prev``."""
+    g.sigmoid_()
+    torch.mul(g[:, : h_prev.shape[1]], h_prev, out=rh)
+
+
+def output_forward_torch(c: Tensor, g: Tensor, h_prev: Tensor, h: Tensor) -> None:
+    """``c = tanh(c)`` in place and ``h = u * h_prev + (1 - u) * c``."""
+    c.tanh_()
+    torch.sub(h_prev, c, out=h).mul_(g[:, c.shape[1] :]).add_(c)
+
+
+def output_backward_torch(
+    dh: Tensor, g: Tensor, c: Tensor, h_prev: Tensor, dg: Tensor, dc: Tensor, dh_prev: Tensor
+) -> None:
+    """From ``dh`` (gradient of the new h): the u pre-activation gradient into ``dg[:, U:]``,
+    the candidate pre-activation gradient into ``dc``, and ``dh_prev = dh * u``."""
+    U = c.shape[1]
+    u = g[:, U:]
+    _sigmoid_backward(dh * (h_prev - c), u, grad_input=dg[:, U:])
+    _tanh_backward.grad_input(dh - dh * u, c, grad_input=dc)
+    torch.mul(dh, u, out=dh_prev)
+
+
+def reset_backward_torch(d_rh: Tensor, g: Tensor, h_prev: Tensor, dg: Tensor, dh_prev: Tensor) -> None:
+    """From ``d_rh`` (gradient of r * h_prev): the r pre-activation gradient into ``dg[:, :U]``,
+    and ``dh_prev += d_rh * r``."""
+    r = g[:, : h_prev.shape[1]]
+    _sigmoid_backward(d_rh * h_prev, r, grad_input=dg[:, : h_prev.shape[1]])
+    dh_prev.addcmul_(d_rh, r)
+
+
+def _pointwise(device: torch.device) -> tuple[Any, Any, Any, Any]:
+    """The compiled GRU step kernels on the CPU when they build, else the torch twins."""
+    compiled = kernels() if device.type == "cpu" else None
+    if compiled is None:
+        return gates_forward_torch, output_forward_torch, output_backward_torch, reset_backward_torch
+    return (
+        compiled.gru_gates_forward,
+        compiled.gru_output_forward,
+        compiled.gru_output_backward,
+        compiled.gru_reset_backward,
+    )
 
 
 def _h_prev_all(h0: Tensor, out: Tensor, packing: Packing) -> Tensor:
@@ -56,15 +102,15 @@ class GRUSequence(torch.autograd.Function):
         candidates = projected[:, 2 * U :].contiguous()  # becomes c after activation
         reset_h = torch.empty(data.shape[0], U, dtype=data.dtype, device=data.device)
         out = torch.empty_like(reset_h)
+        gates_forward, output_forward, _, _ = _pointwise(data.device)
         h_prev = h0
         for n, start in zip(packing.batch_sizes, packing.offsets):
             rows = slice(start, start + n)
-            g = gates[rows].addmm_(h_prev[:n], w_gh).sigmoid_()
-            r, u = g[:, :U], g[:, U:]
-            rh = torch.mul(r, h_prev[:n], out=reset_h[rows])
-            c = candidates[rows].addmm_(rh, w_ch).tanh_()
-            h = torch.sub(h_prev[:n], c, out=out[rows]).mul_(u).add_(c)  # u * h + (1 - u) * c
-            h_prev = h
+            g = gates[rows].addmm_(h_prev[:n], w_gh)
+            gates_forward(g, h_prev[:n], reset_h[rows])
+            c = candidates[rows].addmm_(reset_h[rows], w_ch)
+            output_forward(c, g, h_prev[:n], out[rows])
+            h_prev = out[rows]
         last = last_rows(packing, data.device)
         ctx.save_for_backward(data, h0, x_kernel, w_gh, w_ch, gates, candidates, reset_h, out)
         ctx.packing = packing
@@ -81,21 +127,17 @@ class GRUSequence(torch.autograd.Function):
         d_gates, d_candidates = torch.empty_like(gates), torch.empty_like(candidates)
         d_h = torch.zeros_like(h0)
         w_gh_t, w_ch_t = w_gh.t().contiguous(), w_ch.t().contiguous()  # read at every step
+        _, _, output_backward, reset_backward = _pointwise(data.device)
         starts = packing.offsets
         for t in reversed(range(len(packing.batch_sizes))):
             n, start = packing.batch_sizes[t], starts[t]
             rows = slice(start, start + n)
             h_prev = h0[:n] if t == 0 else out[starts[t - 1] : starts[t - 1] + n]
-            r, u = gates[rows, :U], gates[rows, U:]
-            c = candidates[rows]
+            g, dg, dc = gates[rows], d_gates[rows], d_candidates[rows]
             dh = d_out[rows] + d_h[:n]
-            dg, dc = d_gates[rows], d_candidates[rows]
-            _sigmoid_backward(dh * (h_prev - c), u, grad_input=dg[:, U:])
-            torch.ops.aten.tanh_backward.grad_input(dh - dh * u, c, grad_input=dc)
-            d_rh = dc @ w_ch_t
-            _sigmoid_backward(d_rh * h_prev, r, grad_input=dg[:, :U])
-            d_h_prev = dh.mul_(u).addcmul_(d_rh, r)
-            d_h[:n] = d_h_prev.addmm_(dg, w_gh_t)
+            output_backward(dh, g, candidates[rows], h_prev, dg, dc, d_h[:n])
+            reset_backward(dc @ w_ch_t, g, h_prev, dg, d_h[:n])
+            d_h[:n].addmm_(dg, w_gh_t)
         h_prev_all = _h_prev_all(h0, out, packing)
         d_x_gates = torch.cat([d_gates, d_candidates], 1)  # [N, 3U]
         d_data = d_x_gates @ x_kernel.t()

@@ -73,7 +73,7 @@ def forward_pointwise_torch(
     z: Tensor, c_prev: Tensor, w_if: Tensor, w_o: Tensor, clip: float,
     j: Tensor, c: Tensor, tc: Tensor, m: Tensor, kept: Tensor,
 ) -> None:
-    """One step's pointwise forward on ``n`` rows, in torch ops (``lstm_cpu.cpp`` is the same
+    """One step's pointwise forward on ``n`` rows, in torch ops (``rnn_cpu.cpp`` is the same
     in one pass): activates ``z`` [n, 4U] (i, f, o, j) in place and writes ``j = tanh(j)``,
     the new (clipped) ``c``, ``tanh(c)``, ``m = o * tanh(c)`` and, if clipping, ``kept``.
     Absent peepholes are empty tensors; ``clip < 0`` means no clipping."""

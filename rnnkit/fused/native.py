@@ -1,4 +1,4 @@
-"""The compiled pointwise kernels (``lstm_cpu.cpp``), built at first use and cached.
+"""The compiled pointwise kernels (``rnn_cpu.cpp``), built at first use and cached.
 
 ``torch.utils.cpp_extension`` compiles the source once per machine and torch version (about a
 minute) into torch's extension cache; later imports load the cached library. Where no
@@ -18,7 +18,7 @@ from types import ModuleType
 import torch
 
 _LOG = logging.getLogger(__name__)
-_SOURCE = Path(__file__).with_name("lstm_cpu.cpp")
+_SOURCE = Path(__file__).with_name("rnn_cpu.cpp")
 _CAPABILITY_FLAGS = {
     "AVX2": ["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"],
     "AVX512": [
@@ -47,8 +47,8 @@ def _build() -> ModuleType | None:
 
         capability = torch.backends.cpu.get_cpu_capability()
         flags = ["-O3", "-fopenmp", *_CAPABILITY_FLAGS.get(capability, ["-DCPU_CAPABILITY=DEFAULT"])]
-        name = f"rnnkit_lstm_cpu_{capability.lower()}"
+        name = f"rnnkit_rnn_cpu_{capability.lower()}"
         return load(name, [str(_SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"], verbose=False)
     except Exception as error:  # no compiler, no headers, a failed build: the torch path works
-        _LOG.warning("rnnkit: compiled LSTM kernels unavailable (%s); using the pure-torch path", error)
+        _LOG.warning("rnnkit: compiled RNN kernels unavailable (%s); using the pure-torch path", error)
         return None

@@ -1,7 +1,7 @@
-// rnnkit: the pointwise part of one LSTM step, forward and backward, in one pass each.
+// rnnkit: the pointwise parts of one LSTM or GRU step, forward and backward, one pass each.
 //
 // Built at first use by rnnkit/fused/native.py (torch.utils.cpp_extension); the pure-torch
-// path in lstm.py does the same math when no compiler is available.
+// twins in lstm.py and gru.py do the same math when no compiler is available.
 //
 // Layout (see lstm.py): the gate pre-activations z of a step are [n, 4U] rows with the blocks
 // (i, f, o, j); forget_bias is already in f. Every [n, U] argument is a block of rows with its
@@ -157,9 +157,113 @@ void lstm_backward_pointwise(torch::Tensor z, torch::Tensor j, torch::Tensor c_p
   });
 }
 
+// ---- GRU (gru.py): g = [r, u] pre-activations [n, 2U]; c the candidate pre-activation [n, U]
+
+template <typename scalar_t>
+void gru_gates_rows(const torch::Tensor& g_t, const torch::Tensor& h_prev_t, const torch::Tensor& rh_t) {
+  using Vec = at::vec::Vectorized<scalar_t>;
+  const int64_t n = g_t.size(0), U = h_prev_t.size(1);
+  Rows<scalar_t> g(g_t), h_prev(h_prev_t), rh(rh_t);
+  const Vec one(scalar_t(1));
+  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      scalar_t* gr = g.row(r);
+      for (int64_t u = 0; u < 2 * U; u += Vec::size()) {
+        const int64_t count = std::min<int64_t>(Vec::size(), 2 * U - u);
+        (one / (one + Vec::loadu(gr + u, count).neg().exp())).store(gr + u, count);
+      }
+      for (int64_t u = 0; u < U; ++u) rh.row(r)[u] = gr[u] * h_prev.row(r)[u];
+    }
+  });
+}
+
+template <typename scalar_t>
+void gru_output_rows(const torch::Tensor& c_t, const torch::Tensor& g_t, const torch::Tensor& h_prev_t,
+                     const torch::Tensor& h_t) {
+  using Vec = at::vec::Vectorized<scalar_t>;
+  const int64_t n = c_t.size(0), U = c_t.size(1);
+  Rows<scalar_t> c(c_t), g(g_t), h_prev(h_prev_t), h(h_t);
+  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      scalar_t* cr = c.row(r);
+      const scalar_t *ur = g.row(r) + U, *hp = h_prev.row(r);
+      for (int64_t u = 0; u < U; u += Vec::size()) {
+        const int64_t count = std::min<int64_t>(Vec::size(), U - u);
+        const Vec cand = accurate_tanh<scalar_t>(Vec::loadu(cr + u, count));
+        const Vec update = Vec::loadu(ur + u, count), prev = Vec::loadu(hp + u, count);
+        cand.store(cr + u, count);
+        (update * (prev - cand) + cand).store(h.row(r) + u, count);  // u * h + (1 - u) * c
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void gru_output_backward_rows(const torch::Tensor& dh_t, const torch::Tensor& g_t, const torch::Tensor& c_t,
+                              const torch::Tensor& h_prev_t, const torch::Tensor& dg_t, const torch::Tensor& dc_t,
+                              const torch::Tensor& dh_prev_t) {
+  const int64_t n = c_t.size(0), U = c_t.size(1);
+  Rows<scalar_t> dh(dh_t), g(g_t), c(c_t), h_prev(h_prev_t), dg(dg_t), dc(dc_t), dh_prev(dh_prev_t);
+  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const scalar_t *dhr = dh.row(r), *ur = g.row(r) + U, *cr = c.row(r), *hp = h_prev.row(r);
+      scalar_t *du = dg.row(r) + U, *dcr = dc.row(r), *dhp = dh_prev.row(r);
+      for (int64_t u = 0; u < U; ++u) {
+        const scalar_t d = dhr[u], up = ur[u], cand = cr[u];
+        du[u] = d * (hp[u] - cand) * up * (1 - up);
+        dcr[u] = d * (1 - up) * (1 - cand * cand);
+        dhp[u] = d * up;
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void gru_reset_backward_rows(const torch::Tensor& d_rh_t, const torch::Tensor& g_t, const torch::Tensor& h_prev_t,
+                             const torch::Tensor& dg_t, const torch::Tensor& dh_prev_t) {
+  const int64_t n = d_rh_t.size(0), U = d_rh_t.size(1);
+  Rows<scalar_t> d_rh(d_rh_t), g(g_t), h_prev(h_prev_t), dg(dg_t), dh_prev(dh_prev_t);
+  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const scalar_t *drh = d_rh.row(r), *rr = g.row(r), *hp = h_prev.row(r);
+      scalar_t *dr = dg.row(r), *dhp = dh_prev.row(r);
+      for (int64_t u = 0; u < U; ++u) {
+        dr[u] = drh[u] * hp[u] * rr[u] * (1 - rr[u]);
+        dhp[u] += drh[u] * rr[u];
+      }
+    }
+  });
+}
+
+void gru_gates_forward(torch::Tensor g, torch::Tensor h_prev, torch::Tensor rh) {
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "gru_gates_forward", [&] { gru_gates_rows<scalar_t>(g, h_prev, rh); });
+}
+
+void gru_output_forward(torch::Tensor c, torch::Tensor g, torch::Tensor h_prev, torch::Tensor h) {
+  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "gru_output_forward", [&] { gru_output_rows<scalar_t>(c, g, h_prev, h); });
+}
+
+void gru_output_backward(torch::Tensor dh, torch::Tensor g, torch::Tensor c, torch::Tensor h_prev, torch::Tensor dg,
+                         torch::Tensor dc, torch::Tensor dh_prev) {
+  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "gru_output_backward", [&] {
+    gru_output_backward_rows<scalar_t>(dh, g, c, h_prev, dg, dc, dh_prev);
+  });
+}
+
+void gru_reset_backward(torch::Tensor d_rh, torch::Tensor g, torch::Tensor h_prev, torch::Tensor dg,
+                        torch::Tensor dh_prev) {
+  AT_DISPATCH_FLOATING_TYPES(d_rh.scalar_type(), "gru_reset_backward", [&] {
+    gru_reset_backward_rows<scalar_t>(d_rh, g, h_prev, dg, dh_prev);
+  });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("lstm_forward_pointwise", &lstm_forward_pointwise, "one LSTM step's pointwise forward, in place");
   module.def("lstm_backward_pointwise", &lstm_backward_pointwise, "one LSTM step's pointwise backward");
+  module.def("gru_gates_forward", &gru_gates_forward, "GRU: sigmoid(r, u) in place and r * h");
+  module.def("gru_output_forward", &gru_output_forward, "GRU: tanh(candidate) in place and the new h");
+  module.def("gru_output_backward", &gru_output_backward, "GRU: gradients of u, the candidate and h (via u)");
+  module.def("gru_reset_backward", &gru_reset_backward, "GRU: gradient of r, adds r * d(r h) to d h_prev");
 }
