@@ -9,7 +9,8 @@ recurrent rows ``h``::
     h' = u * h + (1 - u) * c
 
 Both input projections of all steps are one GEMM; each step runs two small dependent GEMMs
-(TF's reset-before form cannot share one), forward and backward.
+(TF's reset-before form cannot share one), forward and backward, each followed by one
+pointwise pass (compiled in ``rnn_cpu.cpp`` on the CPU, else the torch twins below).
 """
 
 from __future__ import annotations

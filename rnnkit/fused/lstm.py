@@ -7,9 +7,10 @@ projection clipping), organised for speed:
 * the kernel's columns are reordered to ``(i, f, o, j)`` so the sigmoid gates are one
   contiguous block, and ``forget_bias`` is folded into the bias, once per call;
 * the input projection of all steps is one GEMM; each step adds one ``h @ W_h`` GEMM in place
-  and runs a handful of in-place pointwise ops on the rows still alive;
-* backward is written by hand: per step the gate gradients and one ``dz @ W_h^T`` GEMM; the
-  weight gradients are single GEMMs over all steps at the end.
+  and does its pointwise part on the rows still alive in one compiled pass (``rnn_cpu.cpp``,
+  CPU) or, without it (no compiler, or a GPU), as a handful of in-place torch ops;
+* backward is written by hand: per step one pointwise pass for the gate gradients and one
+  ``dz @ W_h^T`` GEMM; the weight gradients are single GEMMs over all steps at the end.
 """
 
 from __future__ import annotations
