@@ -57,7 +57,7 @@ def dynamic_rnn(
         time_major: layout of both inputs and outputs.
         backend: ``"reference"`` steps the cell in a Python loop (the specification);
             ``"fused"`` runs whole layers with hand-written backward passes (LSTM, GRU and
-            BasicRNN cells, stacks, residual and inactive dropout wrappers; raises for anything
+            BasicRNN cells, stacks, residual wrappers, input/output dropout; raises for anything
             else); ``"auto"`` (default) takes ``"fused"`` where it applies.
 
     Returns:

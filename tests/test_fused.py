@@ -188,7 +188,8 @@ class _Doubling(rk.RNNCell):
     "cell, reason",
     [
         (rk.LSTMCell(3, activation="relu"), "activation"),
-        (rk.DropoutWrapper(rk.GRUCell(3), output_keep_prob=0.5), "DropoutWrapper"),
+        (rk.DropoutWrapper(rk.GRUCell(3), state_keep_prob=0.5), "state dropout"),
+        (rk.DropoutWrapper(rk.GRUCell(3), output_keep_prob=0.5, variational_recurrent=True), "variational"),
         (rk.ResidualWrapper(rk.GRUCell(2), residual_fn=lambda i, o: o), "custom residual_fn"),
         (_Doubling(), "_Doubling has no fused implementation"),
         (rk.MultiRNNCell([rk.GRUCell(2), _Doubling()]), "layer 1"),
@@ -221,3 +222,37 @@ def test_empty_batch(backend: str) -> None:
     out, state = rk.dynamic_rnn(cell, torch.randn(0, 4, 2), sequence_length=torch.zeros(0), backend=backend)
     assert list(out.shape) == [0, 4, 2]
     assert [list(s.shape) for s in rk.flatten_state(state)] == [[0, 3], [0, 3], [0, 2]]
+
+
+def _dropout_stack(outer_residual: bool) -> Any:
+    """Layer 0 drops (almost) all of its inputs' and outputs' elements; layer 1 is residual."""
+    inner = rk.ResidualWrapper(rk.GRUCell(3))
+    layer1 = (
+        rk.ResidualWrapper(rk.DropoutWrapper(rk.GRUCell(3), output_keep_prob=1e-9))
+        if outer_residual
+        else rk.DropoutWrapper(inner, input_keep_prob=0.5, output_keep_prob=1e-9)
+    )
+    return rk.MultiRNNCell([rk.DropoutWrapper(rk.LSTMCell(3, use_peepholes=True), output_keep_prob=1e-9), layer1])
+
+
+@pytest.mark.parametrize("outer_residual", [True, False])
+def test_fused_dropout_equals_the_reference_when_everything_is_dropped(outer_residual: bool) -> None:
+    torch.manual_seed(5)
+    cell = _build(_dropout_stack(outer_residual), 3, F64)
+    assert select_plan(cell, torch.zeros(1, 1, 3, dtype=F64), "auto") is not None
+    x = torch.randn(4, 6, 3, dtype=F64)
+    _assert_match(_run_both(cell, x, [6, 2, 0, 4], None, time_major=False), F64)
+
+
+@pytest.mark.parametrize("backend", ["reference", "fused"])
+def test_output_dropout_zeroes_or_scales_each_element(backend: str) -> None:
+    torch.manual_seed(6)
+    wrapper = rk.DropoutWrapper(_build(rk.BasicLSTMCell(64), 8, torch.float32), output_keep_prob=0.5, seed=3)
+    x = torch.randn(16, 20, 8)
+    kept_all, _ = rk.dynamic_rnn(wrapper.eval(), x, backend=backend)
+    dropped, _ = rk.dynamic_rnn(wrapper.train(), x, backend=backend)
+    zero = dropped == 0
+    assert 0.45 < zero.float().mean().item() < 0.55
+    torch.testing.assert_close(dropped[~zero], 2 * kept_all[~zero])
+    again, _ = rk.dynamic_rnn(rk.DropoutWrapper(wrapper.cell, output_keep_prob=0.5, seed=3), x, backend=backend)
+    assert torch.equal(again, dropped)  # the same seed, the same masks

@@ -2,8 +2,10 @@
 
 ``make_plan(cell)`` recognises a cell tree: ``BasicLSTMCell``/``LSTMCell`` (every option),
 ``GRUCell``, ``BasicRNNCell`` with their default tanh activation, stacked in a
-``MultiRNNCell``, wrapped in ``ResidualWrapper`` (default residual) or in a
-``DropoutWrapper`` that drops nothing right now (``eval()`` mode or keep probabilities of 1).
+``MultiRNNCell``, wrapped in ``ResidualWrapper`` (default residual) and ``DropoutWrapper``
+(input and output dropout with a fresh mask per step and element, as the wrapper draws them,
+here applied to whole packed sequences; state dropout and variational masks feed back into the
+recurrence and are left to the reference loop).
 Anything else gets a reason string, and ``dynamic_rnn`` runs the reference loop (or, with
 ``backend="fused"``, raises with that reason).
 
@@ -30,11 +32,32 @@ from .torch_lstm import is_torch_lstm_math, torch_lstm_layer
 
 
 class _Layer:
-    """One recurrent layer on packed rows; its state as a list of ``[B, width]`` tensors."""
+    """One recurrent layer on packed rows, inside its wrappers (outermost first); its state as a
+    list of ``[B, width]`` tensors."""
 
-    def __init__(self, cell: Any, residual: bool) -> None:
+    def __init__(self, cell: Any, wrappers: tuple[Any, ...]) -> None:
         self.cell = cell
-        self.residual = residual
+        self.wrappers = wrappers
+
+    @property
+    def has_residual(self) -> bool:
+        return any(isinstance(w, ResidualWrapper) for w in self.wrappers)
+
+    def run_wrapped(self, data: Tensor, packing: Packing, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """:meth:`run` with the wrappers' dropout and residual applied around it."""
+        return self._through(self.wrappers, data, packing, state)
+
+    def _through(
+        self, wrappers: tuple[Any, ...], data: Tensor, packing: Packing, state: list[Tensor]
+    ) -> tuple[Tensor, list[Tensor]]:
+        if not wrappers:
+            return self.run(data, packing, state)
+        outer, inner = wrappers[0], wrappers[1:]
+        if isinstance(outer, ResidualWrapper):
+            out, final = self._through(inner, data, packing, state)
+            return out + data, final
+        out, final = self._through(inner, _dropout(outer, "input", data), packing, state)
+        return _dropout(outer, "output", out), final
 
     def state_tensors(self, state: Any) -> list[Tensor]:
         return [state]
@@ -116,7 +139,7 @@ class FusedPlan:
         depth = inputs.shape[2]
         for layer, layer_state in zip(self.layers, self.split_state(state)):
             layer.cell.ensure_built(depth, inputs.dtype)
-            if layer.residual and layer.cell.output_size != depth:
+            if layer.has_residual and layer.cell.output_size != depth:
                 raise ValueError(
                     f"ResidualWrapper: Shapes {[batch_size, depth]} and {[batch_size, layer.cell.output_size]} "
                     "are incompatible (inputs vs the cell's outputs); the cell's output_size must equal the input depth"
@@ -124,10 +147,9 @@ class FusedPlan:
             tensors = layer.state_tensors(layer_state)
             if running:
                 sorted_state = [sort_rows(s, packing) for s in tensors]
-                out, final = layer.run(data, packing, [s[:running] for s in sorted_state])
+                data, final = layer.run_wrapped(data, packing, [s[:running] for s in sorted_state])
                 final = [torch.cat([f, s[running:]]) for f, s in zip(final, sorted_state)]
                 tensors = [unsort_rows(f, packing) for f in final]
-                data = out + data if layer.residual else out
             finals.append(layer.state_from(tensors))
             depth = layer.cell.output_size
         if not running:
@@ -155,21 +177,35 @@ def make_plan(cell: Any) -> FusedPlan | str:
     return FusedPlan([layer], lambda s: [s], lambda parts: parts[0])
 
 
-def _layer_for(cell: Any, residual: bool = False) -> _Layer | str:
+def _layer_for(cell: Any, wrappers: tuple[Any, ...] = ()) -> _Layer | str:
     if isinstance(cell, DropoutWrapper):
-        keeps = (cell.input_keep_prob, cell.output_keep_prob, cell.state_keep_prob)
-        if cell.training and min(keeps) < 1.0:
-            return "DropoutWrapper drops units in training mode (the reference loop draws its masks)"
-        return _layer_for(cell.cell, residual)
+        if not _drops(cell, "input") and not _drops(cell, "output") and not _drops(cell, "state"):
+            return _layer_for(cell.cell, wrappers)  # eval() mode or keep probabilities of 1
+        if _drops(cell, "state"):
+            return "DropoutWrapper with state dropout (it feeds back into the recurrence)"
+        if cell.variational_recurrent:
+            return "DropoutWrapper with variational_recurrent=True"
+        return _layer_for(cell.cell, (*wrappers, cell))
     if isinstance(cell, ResidualWrapper):
         if cell.residual_fn is not _add_residual:
             return "ResidualWrapper with a custom residual_fn"
-        if residual:
-            return "ResidualWrapper inside a ResidualWrapper"
-        return _layer_for(cell.cell, residual=True)
+        return _layer_for(cell.cell, (*wrappers, cell))
     layer_type = _LAYERS.get(type(cell))  # exact types: a subclass may change the step
     if layer_type is None:
         return f"{type(cell).__name__} has no fused implementation"
     if cell.activation is not torch.tanh:
         return f"{cell.name} uses activation {cell.activation!r}; the fused path implements tanh"
-    return layer_type(cell, residual)
+    return layer_type(cell, wrappers)
+
+
+def _drops(wrapper: DropoutWrapper, kind: str) -> bool:
+    return wrapper.training and getattr(wrapper, f"{kind}_keep_prob") < 1.0
+
+
+def _dropout(wrapper: DropoutWrapper, kind: str, values: Tensor) -> Tensor:
+    """The wrapper's input or output dropout on packed rows: a fresh mask for every element of
+    every step, drawn as the wrapper draws it (its seed and generator)."""
+    if not _drops(wrapper, kind):
+        return values
+    keep = getattr(wrapper, f"{kind}_keep_prob")
+    return values * wrapper._mask(kind, 0, values, keep)
