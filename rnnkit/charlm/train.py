@@ -1,0 +1,246 @@
+"""``python -m rnnkit train``: train the character-level language model.
+
+A run directory holds ``config.json`` (the resolved configuration), ``metrics.jsonl`` (one line
+per evaluation), ``loss.png``, and the checkpoints ``last.pt`` and ``best.pt`` (model,
+optimizer, RNG state, step, the carried LSTM state, vocabulary and configuration), all written
+atomically. ``--resume DIR`` continues a run exactly where its last checkpoint left it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+import rnnkit as rk
+
+from . import checkpoint
+from .data import Corpus, DataError, load_text, streams, window, windows_per_epoch
+from .model import CELLS, CharLM
+from .plot import plot_losses
+
+
+@dataclass
+class TrainConfig:
+    data: str | None = field(default=None, metadata={"help": "UTF-8 file or directory (default: CPython's help texts)"})
+    cell: str = field(default="lstm", metadata={"help": f"one of {', '.join(CELLS)}"})
+    layers: int = field(default=2, metadata={"help": "stacked recurrent layers"})
+    units: int = field(default=256, metadata={"help": "units per layer (and embedding size)"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout between layers, in [0, 1)"})
+    seq_len: int = field(default=100, metadata={"help": "characters per truncated-BPTT window"})
+    batch_size: int = field(default=32, metadata={"help": "parallel streams of text"})
+    steps: int = field(default=600, metadata={"help": "optimizer steps"})
+    epochs: float | None = field(default=None, metadata={"help": "train this many epochs instead of --steps"})
+    optimizer: str = field(default="adam", metadata={"help": "adam or rmsprop"})
+    lr: float = field(default=3e-3, metadata={"help": "learning rate"})
+    clip: float = field(default=5.0, metadata={"help": "gradient norm clipping"})
+    eval_every: int = field(default=100, metadata={"help": "steps between evaluations and checkpoints"})
+    seed: int = field(default=1234, metadata={"help": "random seed"})
+    run_dir: str | None = field(default=None, metadata={"help": "run directory (default: a new one under runs/)"})
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
+
+
+class ConfigError(ValueError):
+    """A hyper-parameter that makes no sense, with a one-line reason."""
+
+
+def check_config(config: TrainConfig) -> None:
+    positive = ("layers", "units", "seq_len", "batch_size", "steps", "eval_every")
+    for name in positive:
+        if getattr(config, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}")
+    if not 0 <= config.dropout < 1:
+        raise ConfigError(f"--dropout must be in [0, 1), got {config.dropout}")
+    if not config.lr > 0 or not math.isfinite(config.lr):
+        raise ConfigError(f"--lr must be > 0, got {config.lr}")
+    if not config.clip > 0:
+        raise ConfigError(f"--clip must be > 0, got {config.clip}")
+    if config.epochs is not None and not config.epochs > 0:
+        raise ConfigError(f"--epochs must be > 0, got {config.epochs}")
+    if config.cell not in CELLS:
+        raise ConfigError(f"--cell must be one of {', '.join(CELLS)}, got {config.cell!r}")
+    if config.optimizer not in ("adam", "rmsprop"):
+        raise ConfigError(f"--optimizer must be adam or rmsprop, got {config.optimizer!r}")
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {config.device}: no CUDA device is available")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per :class:`TrainConfig` field, plus ``--resume``."""
+    for spec in dataclasses.fields(TrainConfig):
+        flag = "--" + spec.name.replace("_", "-")
+        kind = {"int": int, "float": float}.get(str(spec.type).split(" ")[0], str)
+        parser.add_argument(flag, type=kind, default=None, help=f"{spec.metadata['help']} (default: {spec.default})")
+    parser.add_argument("--resume", metavar="DIR", default=None, help="continue the run in DIR from its checkpoint")
+
+
+def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr)
+    return torch.optim.RMSprop(model.parameters(), lr=config.lr)
+
+
+def _new_run_dir() -> Path:
+    return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+@torch.no_grad()
+def evaluate(model: CharLM, ids: torch.Tensor, config: TrainConfig, device: torch.device) -> float:
+    """Mean cross-entropy (nats/char) over the validation text, from a zero state."""
+    batch = max(1, min(config.batch_size, len(ids) // (config.seq_len + 1)))
+    data = streams(ids, batch, config.seq_len, "validation").to(device)
+    model.eval()
+    state, total, count = None, 0.0, 0
+    for position in range(windows_per_epoch(data.shape[1], config.seq_len)):
+        inputs, targets = window(data, position, config.seq_len)
+        logits, state = model(inputs, state)
+        total += nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum").item()
+        count += targets.numel()
+    model.train()
+    return total / count
+
+
+RESUMABLE = {"steps", "epochs", "eval_every", "device"}  # what --resume may change
+
+
+def resumed_config(saved: dict[str, Any], given: dict[str, Any]) -> TrainConfig:
+    """The saved run's configuration with the few settings a resumed run may change."""
+    fixed = sorted(set(given) - RESUMABLE)
+    if fixed:
+        flags = ", ".join("--" + name.replace("_", "-") for name in fixed)
+        raise ConfigError(f"--resume continues a run as it was configured; {flags} cannot change")
+    return dataclasses.replace(TrainConfig(**saved["config"]), **given)
+
+
+class Run:
+    """One training run: its data, model, optimizer and where it writes."""
+
+    def __init__(self, config: TrainConfig, resume: Path | None = None, saved: dict[str, Any] | None = None) -> None:
+        check_config(config)
+        self.config = config
+        self.device = torch.device(config.device)
+        text, self.source = load_text(config.data)
+        self.corpus = Corpus.from_text(text, vocab=saved["vocab"] if saved else None)
+        self.train_ids = streams(self.corpus.train, config.batch_size, config.seq_len, "training").to(self.device)
+        streams(self.corpus.valid, 1, config.seq_len, "validation")  # fails early if too short
+        self.windows = windows_per_epoch(self.train_ids.shape[1], config.seq_len)
+        if config.epochs is not None:
+            self.config = config = dataclasses.replace(config, steps=max(1, round(config.epochs * self.windows)))
+        torch.manual_seed(config.seed)
+        self.model = CharLM(len(self.corpus.vocab), config.cell, config.layers, config.units, config.dropout)
+        self.model.to(self.device)
+        self.optimizer = _optimizer(config, self.model)
+        self.step, self.state, self.best_val = 0, None, math.inf
+        self.run_dir = Path(resume if resume is not None else (config.run_dir or _new_run_dir()))
+        if saved is not None:
+            self._restore(saved)
+        elif (self.run_dir / "last.pt").exists():
+            raise checkpoint.CheckpointError(f"{self.run_dir} already holds a run; use --resume {self.run_dir}")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        try:
+            self.model.load_state_dict(saved["model"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as error:
+            message = f"{self.run_dir}: the checkpoint does not fit this model ({error})"
+            raise checkpoint.CheckpointError(message) from None
+        self.step, self.best_val = saved["step"], saved["best_val"]
+        self.state = rk.map_state(lambda t: t.to(self.device), saved["state"]) if saved["state"] is not None else None
+        torch.set_rng_state(saved["rng"])
+
+    def checkpoint_dict(self) -> dict[str, Any]:
+        return {
+            "config": dataclasses.asdict(self.config),
+            "vocab": self.corpus.vocab,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "position": self.step % self.windows,
+            "state": rk.map_state(lambda t: t.cpu(), self.state) if self.state is not None else None,
+            "rng": torch.get_rng_state(),
+            "best_val": self.best_val,
+        }
+
+    def train_step(self) -> float:
+        position = self.step % self.windows
+        if position == 0:
+            self.state = None  # a new epoch starts every stream from a zero state
+        inputs, targets = window(self.train_ids, position, self.config.seq_len)
+        logits, state = self.model(inputs, rk.detach_state(self.state))
+        loss = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        self.optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+        self.optimizer.step()
+        self.state = rk.detach_state(state)
+        self.step += 1
+        return loss.item()
+
+    def write_config(self) -> None:
+        info = {"config": dataclasses.asdict(self.config), "corpus": self.source, "corpus_sha256": self.corpus.sha256,
+                "vocab_size": len(self.corpus.vocab), "train_chars": len(self.corpus.train),
+                "valid_chars": len(self.corpus.valid), "rnnkit": rk.__version__, "torch": torch.__version__}
+        checkpoint.atomic_write(self.run_dir / "config.json", lambda f: Path(f).write_text(json.dumps(info, indent=2)))
+
+
+def train(config: TrainConfig, resume: Path | None = None, saved: dict[str, Any] | None = None) -> Path:
+    """Train a run, or continue the one in ``resume`` (its checkpoint ``saved``); returns its
+    directory."""
+    run = Run(config, resume, saved)
+    config = run.config
+    run.write_config()
+    metrics_path = run.run_dir / "metrics.jsonl"
+    chars_per_step = config.batch_size * config.seq_len
+    bar = tqdm(total=config.steps, initial=run.step, desc="train", unit="step", disable=None)
+    losses, started = [], time.perf_counter()
+    while run.step < config.steps:
+        losses.append(run.train_step())
+        speed = chars_per_step * len(losses) / (time.perf_counter() - started)
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", bpc=f"{losses[-1] / math.log(2):.3f}", chars_s=f"{speed:,.0f}")
+        if run.step % config.eval_every == 0 or run.step == config.steps:
+            val = evaluate(run.model, run.corpus.valid, config, run.device)
+            record = {"step": run.step, "train_loss": sum(losses) / len(losses), "val_loss": val,
+                      "val_bpc": val / math.log(2), "chars_per_s": speed}
+            with metrics_path.open("a") as out:
+                out.write(json.dumps(record) + "\n")
+            bar.write(f"step {run.step}: val loss {val:.3f} nats/char, {val / math.log(2):.3f} bits/char")
+            if val < run.best_val:
+                run.best_val = val
+                checkpoint.save(run.run_dir / "best.pt", run.checkpoint_dict())
+            checkpoint.save(run.run_dir / "last.pt", run.checkpoint_dict())
+            plot_losses(metrics_path, run.run_dir / "loss.png")
+            losses, started = [], time.perf_counter()
+    bar.close()
+    print(f"checkpoints: {run.run_dir / 'last.pt'} (best: {run.run_dir / 'best.pt'}); plot: {run.run_dir / 'loss.png'}")
+    return run.run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rnnkit train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    fields = (f.name for f in dataclasses.fields(TrainConfig))
+    given = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
+    try:
+        if args.resume:
+            saved = checkpoint.load(Path(args.resume))
+            train(resumed_config(saved, given), Path(args.resume), saved)
+        else:
+            train(TrainConfig(**given))
+    except (ConfigError, DataError, checkpoint.CheckpointError) as error:
+        print(f"error: {error}")
+        return 2
+    return 0

@@ -1,0 +1,100 @@
+"""The training application: it learns, samples, resumes exactly, and refuses bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rnnkit.__main__ import main as cli
+from rnnkit.charlm import checkpoint
+
+TINY = ["--units", "32", "--layers", "2", "--batch-size", "8", "--seq-len", "20", "--eval-every", "10"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "text.txt"
+    path.write_text("the quick brown fox jumps over the lazy dog. " * 200, encoding="utf-8")
+    return path
+
+
+def _train(run_dir: Path, corpus: Path, *extra: str) -> int:
+    return cli(["train", "--data", str(corpus), "--run-dir", str(run_dir), *TINY, *extra])
+
+
+def test_loss_decreases_and_the_run_directory_is_complete(tmp_path, corpus) -> None:
+    assert _train(tmp_path / "run", corpus, "--steps", "60", "--lr", "0.01") == 0
+    run = tmp_path / "run"
+    assert {p.name for p in run.iterdir()} >= {"config.json", "metrics.jsonl", "loss.png", "last.pt", "best.pt"}
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    first, last = records[0], records[-1]
+    assert last["val_loss"] < 0.8 * first["val_loss"]
+    assert (run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sample_has_the_requested_length_and_vocabulary(tmp_path, corpus, capsys) -> None:
+    assert _train(tmp_path / "run", corpus, "--steps", "20") == 0
+    capsys.readouterr()
+    assert cli(["sample", str(tmp_path / "run"), "--prime", "the ", "--length", "50", "--temperature", "0.5"]) == 0
+    text = capsys.readouterr().out.rstrip("\n")
+    assert len(text) == 4 + 50 and text.startswith("the ")
+    assert set(text) <= set(corpus.read_text())
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path, corpus) -> None:
+    assert _train(tmp_path / "straight", corpus, "--steps", "30", "--dropout", "0.2") == 0
+    assert _train(tmp_path / "split", corpus, "--steps", "20", "--dropout", "0.2") == 0
+    assert cli(["train", "--resume", str(tmp_path / "split"), "--steps", "30"]) == 0
+    straight = checkpoint.load(tmp_path / "straight")
+    resumed = checkpoint.load(tmp_path / "split")
+    assert resumed["step"] == straight["step"] == 30
+    for name, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][name]), name
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data", "/no/such/file"], "no such file"),
+        (["--units", "0"], "--units must be >= 1"),
+        (["--dropout", "1.5"], "--dropout must be in"),
+        (["--lr", "-1"], "--lr must be > 0"),
+        (["--cell", "rnn"], "--cell must be one of"),
+        (["--batch-size", "100000"], "shorter than one batch"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, corpus, capsys, args, message) -> None:
+    base = ["train", "--run-dir", str(tmp_path / "run"), "--steps", "1"]
+    if "--data" not in args:
+        base += ["--data", str(corpus)]
+    assert cli(base + args) == 2
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("error: ") and message in out and "\n" not in out
+
+
+def test_bad_files_exit_2(tmp_path, capsys) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"\xff\xfe\x00bad")
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "last.pt").write_bytes(b"not a checkpoint")
+    for argv, message in (
+        (["train", "--data", str(empty)], "empty"),
+        (["train", "--data", str(binary)], "not UTF-8"),
+        (["train", "--resume", str(corrupt)], "not a readable checkpoint"),
+        (["sample", str(tmp_path / "nowhere")], "no checkpoint"),
+    ):
+        assert cli(argv) == 2, argv
+        assert message in capsys.readouterr().out
+
+
+def test_module_entry_point(tmp_path) -> None:
+    result = subprocess.run([sys.executable, "-m", "rnnkit"], capture_output=True, text=True)
+    assert result.returncode == 2 and "usage" in result.stdout
