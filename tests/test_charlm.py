@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import rnnkit as rk
 from rnnkit.__main__ import main as cli
 from rnnkit.charlm import checkpoint
 
@@ -98,3 +99,29 @@ def test_bad_files_exit_2(tmp_path, capsys) -> None:
 def test_module_entry_point(tmp_path) -> None:
     result = subprocess.run([sys.executable, "-m", "rnnkit"], capture_output=True, text=True)
     assert result.returncode == 2 and "usage" in result.stdout
+
+
+def test_two_processes_equal_one_over_the_same_global_batch(tmp_path, corpus) -> None:
+    # torchrun, 2 processes over loopback (gloo): DDP averages the gradients of the two halves
+    args = ["--data", str(corpus), *TINY, "--steps", "10", "--dropout", "0"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    result = subprocess.run(
+        [*launcher, "-m", "rnnkit", "train", *args, "--run-dir", str(tmp_path / "two")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _train(tmp_path / "one", corpus, "--steps", "10", "--dropout", "0") == 0
+    two, one = checkpoint.load(tmp_path / "two"), checkpoint.load(tmp_path / "one")
+    for name, value in one["model"].items():
+        torch.testing.assert_close(two["model"][name], value, rtol=1e-5, atol=1e-6, msg=name)
+    for a, b in zip(rk.flatten_state(two["state"]), rk.flatten_state(one["state"])):
+        assert a.shape == b.shape  # the whole batch's carried state, gathered from both
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_batch_must_split_evenly_across_processes(tmp_path, corpus) -> None:
+    from rnnkit.charlm.distributed import World
+    from rnnkit.charlm.train import ConfigError, Run, TrainConfig
+
+    with pytest.raises(ConfigError, match="multiple of the 3 processes"):
+        Run(TrainConfig(data=str(corpus), batch_size=8, run_dir=str(tmp_path / "r")), world=World(0, 3))

@@ -26,6 +26,7 @@ import rnnkit as rk
 
 from . import checkpoint
 from .data import Corpus, DataError, load_text, streams, window, windows_per_epoch
+from .distributed import World, gather_rows, join, leave
 from .model import CELLS, CharLM
 from .plot import plot_losses
 
@@ -125,13 +126,21 @@ def resumed_config(saved: dict[str, Any], given: dict[str, Any]) -> TrainConfig:
 class Run:
     """One training run: its data, model, optimizer and where it writes."""
 
-    def __init__(self, config: TrainConfig, resume: Path | None = None, saved: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, config: TrainConfig, resume: Path | None = None, saved: dict[str, Any] | None = None,
+        world: World | None = None,
+    ) -> None:
+        world = world or World()
         check_config(config)
-        self.config = config
-        self.device = torch.device(config.device)
+        if config.batch_size % world.size:
+            raise ConfigError(f"--batch-size {config.batch_size} must be a multiple of the {world.size} processes")
+        self.config, self.world = config, world
+        self.device = torch.device(f"cuda:{world.local_rank}" if config.device == "cuda" else config.device)
         text, self.source = load_text(config.data)
         self.corpus = Corpus.from_text(text, vocab=saved["vocab"] if saved else None)
-        self.train_ids = streams(self.corpus.train, config.batch_size, config.seq_len, "training").to(self.device)
+        all_streams = streams(self.corpus.train, config.batch_size, config.seq_len, "training")
+        self.shard = config.batch_size // world.size  # this process's streams
+        self.train_ids = all_streams[world.rank * self.shard : (world.rank + 1) * self.shard].to(self.device)
         streams(self.corpus.valid, 1, config.seq_len, "validation")  # fails early if too short
         self.windows = windows_per_epoch(self.train_ids.shape[1], config.seq_len)
         if config.epochs is not None:
@@ -139,6 +148,10 @@ class Run:
         torch.manual_seed(config.seed)
         self.model = CharLM(len(self.corpus.vocab), config.cell, config.layers, config.units, config.dropout)
         self.model.to(self.device)
+        self.net: nn.Module = self.model  # what trains: the model, or DDP around it
+        if world.size > 1:
+            device_ids = [self.device] if self.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
         self.optimizer = _optimizer(config, self.model)
         self.step, self.state, self.best_val = 0, None, math.inf
         self.run_dir = Path(resume if resume is not None else (config.run_dir or _new_run_dir()))
@@ -146,7 +159,8 @@ class Run:
             self._restore(saved)
         elif (self.run_dir / "last.pt").exists():
             raise checkpoint.CheckpointError(f"{self.run_dir} already holds a run; use --resume {self.run_dir}")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if world.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
 
     def _restore(self, saved: dict[str, Any]) -> None:
         try:
@@ -156,10 +170,16 @@ class Run:
             message = f"{self.run_dir}: the checkpoint does not fit this model ({error})"
             raise checkpoint.CheckpointError(message) from None
         self.step, self.best_val = saved["step"], saved["best_val"]
-        self.state = rk.map_state(lambda t: t.to(self.device), saved["state"]) if saved["state"] is not None else None
+        rows = slice(self.world.rank * self.shard, (self.world.rank + 1) * self.shard)
+        if saved["state"] is not None:  # the whole batch's carried state: this process takes its rows
+            self.state = rk.map_state(lambda t: t[rows].to(self.device), saved["state"])
         torch.set_rng_state(saved["rng"])
 
     def checkpoint_dict(self) -> dict[str, Any]:
+        """Everything to continue exactly (a collective under torchrun: every process calls it)."""
+        state = None
+        if self.state is not None:
+            state = rk.map_state(lambda t: gather_rows(t, self.world).cpu(), self.state)
         return {
             "config": dataclasses.asdict(self.config),
             "vocab": self.corpus.vocab,
@@ -167,7 +187,7 @@ class Run:
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
             "position": self.step % self.windows,
-            "state": rk.map_state(lambda t: t.cpu(), self.state) if self.state is not None else None,
+            "state": state,
             "rng": torch.get_rng_state(),
             "best_val": self.best_val,
         }
@@ -177,7 +197,7 @@ class Run:
         if position == 0:
             self.state = None  # a new epoch starts every stream from a zero state
         inputs, targets = window(self.train_ids, position, self.config.seq_len)
-        logits, state = self.model(inputs, rk.detach_state(self.state))
+        logits, state = self.net(inputs, rk.detach_state(self.state))
         loss = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
         self.optimizer.zero_grad()
         loss.backward()
@@ -196,13 +216,21 @@ class Run:
 
 def train(config: TrainConfig, resume: Path | None = None, saved: dict[str, Any] | None = None) -> Path:
     """Train a run, or continue the one in ``resume`` (its checkpoint ``saved``); returns its
-    directory."""
-    run = Run(config, resume, saved)
-    config = run.config
-    run.write_config()
+    directory. Under torchrun, every process calls this."""
+    world = join(config.device)
+    try:
+        return _train(Run(config, resume, saved, world))
+    finally:
+        leave(world)
+
+
+def _train(run: Run) -> Path:
+    config, main = run.config, run.world.is_main
+    if main:
+        run.write_config()
     metrics_path = run.run_dir / "metrics.jsonl"
     chars_per_step = config.batch_size * config.seq_len
-    bar = tqdm(total=config.steps, initial=run.step, desc="train", unit="step", disable=None)
+    bar = tqdm(total=config.steps, initial=run.step, desc="train", unit="step", disable=None if main else True)
     losses, started = [], time.perf_counter()
     while run.step < config.steps:
         losses.append(run.train_step())
@@ -210,21 +238,32 @@ def train(config: TrainConfig, resume: Path | None = None, saved: dict[str, Any]
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", bpc=f"{losses[-1] / math.log(2):.3f}", chars_s=f"{speed:,.0f}")
         if run.step % config.eval_every == 0 or run.step == config.steps:
-            val = evaluate(run.model, run.corpus.valid, config, run.device)
-            record = {"step": run.step, "train_loss": sum(losses) / len(losses), "val_loss": val,
-                      "val_bpc": val / math.log(2), "chars_per_s": speed}
-            with metrics_path.open("a") as out:
-                out.write(json.dumps(record) + "\n")
-            bar.write(f"step {run.step}: val loss {val:.3f} nats/char, {val / math.log(2):.3f} bits/char")
-            if val < run.best_val:
-                run.best_val = val
-                checkpoint.save(run.run_dir / "best.pt", run.checkpoint_dict())
-            checkpoint.save(run.run_dir / "last.pt", run.checkpoint_dict())
-            plot_losses(metrics_path, run.run_dir / "loss.png")
+            saved = run.checkpoint_dict()  # a collective: every process takes part
+            if main:
+                _evaluate_and_save(run, saved, sum(losses) / len(losses), speed, metrics_path, bar)
             losses, started = [], time.perf_counter()
     bar.close()
-    print(f"checkpoints: {run.run_dir / 'last.pt'} (best: {run.run_dir / 'best.pt'}); plot: {run.run_dir / 'loss.png'}")
+    if main:
+        where = run.run_dir
+        print(f"checkpoints: {where / 'last.pt'} (best: {where / 'best.pt'}); plot: {where / 'loss.png'}")
     return run.run_dir
+
+
+def _evaluate_and_save(
+    run: Run, saved: dict[str, Any], train_loss: float, speed: float, metrics_path: Path, bar: Any
+) -> None:
+    """Rank 0's part of an evaluation: validation loss, metrics line, checkpoints, plot."""
+    val = evaluate(run.model, run.corpus.valid, run.config, run.device)
+    record = {"step": run.step, "train_loss": train_loss, "val_loss": val, "val_bpc": val / math.log(2),
+              "chars_per_s": speed}
+    with metrics_path.open("a") as out:
+        out.write(json.dumps(record) + "\n")
+    bar.write(f"step {run.step}: val loss {val:.3f} nats/char, {val / math.log(2):.3f} bits/char")
+    if val < run.best_val:
+        run.best_val = saved["best_val"] = val
+        checkpoint.save(run.run_dir / "best.pt", saved)
+    checkpoint.save(run.run_dir / "last.pt", saved)
+    plot_losses(metrics_path, run.run_dir / "loss.png")
 
 
 def main(argv: list[str] | None = None) -> int:
