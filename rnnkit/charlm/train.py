@@ -174,6 +174,8 @@ class Run:
         if saved["state"] is not None:  # the whole batch's carried state: this process takes its rows
             self.state = rk.map_state(lambda t: t[rows].to(self.device), saved["state"])
         torch.set_rng_state(saved["rng"])
+        if saved.get("cuda_rng") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(saved["cuda_rng"], self.device)
 
     def checkpoint_dict(self) -> dict[str, Any]:
         """Everything to continue exactly (a collective under torchrun: every process calls it)."""
@@ -189,6 +191,7 @@ class Run:
             "position": self.step % self.windows,
             "state": state,
             "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             "best_val": self.best_val,
         }
 
