@@ -125,3 +125,13 @@ def test_batch_must_split_evenly_across_processes(tmp_path, corpus) -> None:
 
     with pytest.raises(ConfigError, match="multiple of the 3 processes"):
         Run(TrainConfig(data=str(corpus), batch_size=8, run_dir=str(tmp_path / "r")), world=World(0, 3))
+
+
+def test_a_checkpoint_that_does_not_fit_its_config_is_a_clear_error(tmp_path, corpus, capsys) -> None:
+    assert _train(tmp_path / "run", corpus, "--steps", "10") == 0
+    saved = checkpoint.load(tmp_path / "run")
+    saved["config"]["units"] = 48  # the weights are for 32 units
+    checkpoint.save(tmp_path / "run" / "last.pt", {k: v for k, v in saved.items() if k != "format"})
+    capsys.readouterr()
+    assert cli(["train", "--resume", str(tmp_path / "run"), "--steps", "20"]) == 2
+    assert "does not fit this model" in capsys.readouterr().out
