@@ -13,6 +13,7 @@ Cells do one step; runners loop over time::
 from .activations import resolve_activation
 from .cell_base import RNNCell
 from .cells import BasicLSTMCell, BasicRNNCell, GRUCell, LSTMCell
+from .interop.tf_load import load_tf_checkpoint
 from .layers import RNN, BidirectionalRNN
 from .rnn import bidirectional_dynamic_rnn, dynamic_rnn, reverse_sequence, static_bidirectional_rnn, static_rnn
 from .state import LSTMStateTuple, detach_state, flatten_state, map_state, pack_state
@@ -38,6 +39,7 @@ __all__ = [
     "detach_state",
     "dynamic_rnn",
     "flatten_state",
+    "load_tf_checkpoint",
     "load_tf_variables",
     "map_state",
     "pack_state",

@@ -1,0 +1,1 @@
+"""Weights from elsewhere: TensorFlow checkpoints read without TensorFlow (``tf_checkpoint``)."""

@@ -1,0 +1,184 @@
+"""The TF checkpoint reader, against bundles written by an independent minimal writer
+(tests/tf_bundle.py), and load_tf_checkpoint against TensorFlow's golden cases."""
+
+from __future__ import annotations
+
+import random
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import rnnkit as rk
+from rnnkit.interop.tf_checkpoint import FormatError, TFCheckpoint, list_variables, load_variables
+
+from .golden import cell_from_spec, golden_cases
+from .tf_bundle import write_bundle
+
+RNG = np.random.default_rng(0)
+TENSORS = {
+    "rnn/basic_lstm_cell/kernel": RNG.standard_normal((7, 12)).astype(np.float32),
+    "rnn/basic_lstm_cell/bias": RNG.standard_normal(12).astype(np.float32),
+    "double": RNG.standard_normal((3, 2)),
+    "half": RNG.standard_normal(5).astype(np.float16),
+    "count": np.array(7, dtype=np.int64),
+    "flags": np.array([True, False, True]),
+    "ints": np.arange(6, dtype=np.int32).reshape(2, 3),
+    "big": RNG.standard_normal((40, 30)).astype(np.float32),
+}
+
+
+def _check_all(path, expected=TENSORS) -> None:
+    arrays = load_variables(path)
+    for name, value in expected.items():
+        assert arrays[name].dtype == value.dtype and arrays[name].shape == value.shape, name
+        assert np.array_equal(arrays[name], value), name
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+def test_every_dtype_shape_and_shard_reads_back_exactly(tmp_path, shards) -> None:
+    write_bundle(tmp_path / "model.ckpt", TENSORS, shards=shards)
+    _check_all(tmp_path / "model.ckpt")
+    _check_all(tmp_path / "model.ckpt.index")
+    assert list_variables(tmp_path / "model.ckpt") == sorted((n, list(v.shape)) for n, v in TENSORS.items())
+
+
+def test_partitioned_variables_are_reassembled(tmp_path) -> None:
+    write_bundle(tmp_path / "p", TENSORS, partitioned={"big": 3, "rnn/basic_lstm_cell/kernel": 2})
+    _check_all(tmp_path / "p")
+    assert "big" in TFCheckpoint(tmp_path / "p").names()
+
+
+def test_bfloat16_is_widened_and_strings_are_skipped(tmp_path) -> None:
+    values = np.array([1.0, -2.5, 3.140625], dtype=np.float32)  # exact in bfloat16
+    write_bundle(tmp_path / "b", {"x": np.ones(2, np.float32)}, bfloat16={"bf": values}, strings={"s": [b"ab", b"c"]})
+    with pytest.warns(UserWarning, match="string tensors not loaded: s"):
+        arrays = load_variables(tmp_path / "b")
+    assert np.array_equal(arrays["bf"], values) and "s" not in arrays
+    with pytest.raises(FormatError, match="string tensor"):
+        TFCheckpoint(tmp_path / "b").read("s")
+
+
+def test_a_directory_reads_its_checkpoint_state_file(tmp_path) -> None:
+    write_bundle(tmp_path / "model.ckpt-7", TENSORS)
+    (tmp_path / "checkpoint").write_text(
+        'model_checkpoint_path: "model.ckpt-7"\nall_model_checkpoint_paths: "model.ckpt-7"\n'
+    )
+    _check_all(tmp_path)
+
+
+def _corrupt(path, position: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[position] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+def test_bad_files_give_clear_errors(tmp_path) -> None:
+    write_bundle(tmp_path / "m", TENSORS)
+    index, data = tmp_path / "m.index", tmp_path / "m.data-00000-of-00001"
+    original_index, original_data = index.read_bytes(), data.read_bytes()
+
+    _corrupt(data, 10)
+    with pytest.raises(FormatError, match=r"m\.data-00000: checksum mismatch in tensor"):
+        load_variables(tmp_path / "m")
+    assert load_variables(tmp_path / "m", verify=False)  # the check can be switched off
+    data.write_bytes(original_data[:-8])
+    with pytest.raises(FormatError, match="outside shard 0"):
+        load_variables(tmp_path / "m")
+    data.unlink()
+    with pytest.raises(FormatError, match="missing shard file"):
+        load_variables(tmp_path / "m")
+    data.write_bytes(original_data)
+
+    index.write_bytes(original_index[:-1])
+    with pytest.raises(FormatError, match="bad magic|too short"):
+        TFCheckpoint(tmp_path / "m")
+    index.write_bytes(original_index[:20])
+    with pytest.raises(FormatError, match="too short"):
+        TFCheckpoint(tmp_path / "m")
+    index.write_bytes(original_index)
+    _corrupt(index, 5)
+    with pytest.raises(FormatError, match="checksum mismatch in the block"):
+        TFCheckpoint(tmp_path / "m")
+    with pytest.raises(FormatError, match="no such checkpoint index"):
+        TFCheckpoint(tmp_path / "nothing")
+
+
+def test_an_unknown_dtype_is_named(tmp_path) -> None:
+    from .tf_bundle import entry_proto, field_bytes, field_varint, write_table
+
+    data = np.ones(2, np.float32).tobytes()
+    write_table(tmp_path / "u.index", [
+        (b"", field_varint(1, 1) + field_bytes(3, field_varint(1, 1))),
+        (b"weird", entry_proto(99, (2,), 0, 0, data)),
+    ])
+    (tmp_path / "u.data-00000-of-00001").write_bytes(data)
+    with pytest.raises(FormatError, match=r"weird has an unsupported dtype \(DataType 99\)"):
+        load_variables(tmp_path / "u")
+
+
+def test_fuzzed_files_give_the_right_tensors_or_a_clean_error(tmp_path) -> None:
+    write_bundle(tmp_path / "f", TENSORS, shards=2, partitioned={"big": 2})
+    files = [tmp_path / "f.index", tmp_path / "f.data-00000-of-00002", tmp_path / "f.data-00001-of-00002"]
+    originals = {f: f.read_bytes() for f in files}
+    chooser = random.Random(1234)
+    outcomes = {"ok": 0, "error": 0}
+    for _ in range(150):
+        target = chooser.choice(files)
+        data = bytearray(originals[target])
+        if chooser.random() < 0.2:
+            data = data[: chooser.randrange(len(data))]
+        else:
+            for _ in range(chooser.randint(1, 3)):
+                data[chooser.randrange(len(data))] = chooser.randrange(256)
+        target.write_bytes(bytes(data))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                arrays = load_variables(tmp_path / "f")
+        except ValueError:
+            outcomes["error"] += 1
+        else:
+            outcomes["ok"] += 1  # a flip that changed nothing read (or the same value): must be exact
+            for name, value in TENSORS.items():
+                assert np.array_equal(arrays[name], value), name
+        target.write_bytes(originals[target])
+    assert outcomes["error"] > 100
+
+
+CASES = [c for c in golden_cases() if c.spec["runner"] == "dynamic_rnn"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_load_tf_checkpoint_reproduces_tensorflow(tmp_path, case) -> None:
+    scope = f"{case.spec.get('scope', 'case')}/rnn"
+    variables = case.prefixed("var/")
+    saved = dict(variables)
+    for name, value in variables.items():  # what a TF1 Saver writes beside the weights
+        saved[f"{name}/Adam"] = np.zeros_like(value)
+        saved[f"{name}/Adam_1"] = np.zeros_like(value)
+    saved["global_step"] = np.array(100, dtype=np.int64)
+    saved[f"{scope}/beta1_power"] = np.array(0.9)
+    write_bundle(tmp_path / "model.ckpt", saved)
+    cell = cell_from_spec(case.spec["cell"])
+    assert rk.load_tf_checkpoint(cell, tmp_path / "model.ckpt", scope=scope) == rk.LoadResult([], [], [])
+    inputs = torch.from_numpy(case.arrays["inputs"])
+    lengths = case.arrays.get("sequence_length")
+    initial = case.leaves("initial_state")
+    state = rk.pack_state(cell.state_size, [torch.from_numpy(a) for a in initial]) if initial else None
+    out, _ = rk.dynamic_rnn(
+        cell, inputs, sequence_length=None if lengths is None else torch.from_numpy(lengths),
+        initial_state=state, time_major=case.spec.get("time_major", False),
+    )
+    torch.testing.assert_close(out, torch.from_numpy(case.arrays["outputs"]), rtol=1e-10, atol=1e-10)
+
+
+def test_legacy_weights_and_biases_names(tmp_path) -> None:
+    kernel, bias = TENSORS["rnn/basic_lstm_cell/kernel"], TENSORS["rnn/basic_lstm_cell/bias"]
+    write_bundle(tmp_path / "old", {"rnn/basic_lstm_cell/weights": kernel, "rnn/basic_lstm_cell/biases": bias})
+    cell = rk.BasicLSTMCell(3)
+    rk.load_tf_checkpoint(cell, tmp_path / "old")
+    assert np.array_equal(cell.kernel.detach().numpy(), kernel) and cell.input_size == 4
+    with pytest.raises(ValueError, match="missing"):
+        rk.load_tf_checkpoint(rk.GRUCell(3), tmp_path / "old")
