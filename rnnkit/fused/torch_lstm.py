@@ -33,8 +33,9 @@ def is_torch_lstm_math(cell: Any) -> bool:
     )
 
 
-def _torch_weights(cell: Any, depth: int) -> list[Tensor]:
-    """``[W_ih, W_hh, b_ih, b_hh]`` in PyTorch's layout and gate order, from TF's."""
+def torch_lstm_weights(cell: Any, depth: int) -> list[Tensor]:
+    """``[W_ih, W_hh, b_ih, b_hh]`` in PyTorch's layout and gate order, from an LSTM cell's TF
+    weights, under autograd (``forget_bias`` folded into ``b_ih``; ``b_hh`` is zero)."""
     units = cell.num_units
     i, j, f, o = cell.kernel.split(units, 1)
     kernel = torch.cat([i, f, j, o], 1)
@@ -59,7 +60,7 @@ def torch_lstm_layer(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Packed ``data`` ``[N, D]`` -> ``(out [N, U], h_final [k, U], c_final [k, U])``."""
     depth = data.shape[1]
-    weights = _torch_weights(cell, depth)
+    weights = torch_lstm_weights(cell, depth)
     train = torch.is_grad_enabled()
     outputs, finished_h, finished_c = [], [], []
     h, c = h0, c0

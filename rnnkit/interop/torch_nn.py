@@ -1,0 +1,102 @@
+"""Conversions between rnnkit's TF-layout LSTMs and ``torch.nn.LSTM``, where the math is the same.
+
+A TF LSTM (``BasicLSTMCell``/``LSTMCell`` without peepholes, cell clipping or projection
+clipping, tanh) is ``torch.nn.LSTM``'s math once the gate blocks go from TF's ``(i, j, f, o)``
+to PyTorch's ``(i, f, g=j, o)``, the kernel ``[D+H, 4U]`` is split into ``weight_ih = kernel[:D].T``
+and ``weight_hh = kernel[D:].T``, and ``forget_bias`` is folded into ``bias_ih``'s f block
+(``bias_hh`` = 0). A projection (``num_proj``, no clip) is ``proj_size`` with
+``weight_hr = projection.T``. TF's reset-before GRU has no ``torch.nn.GRU`` equivalent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..cells import BasicLSTMCell, LSTMCell
+from ..fused.torch_lstm import torch_lstm_weights
+from ..wrappers import MultiRNNCell
+
+__all__ = ["from_torch_lstm", "to_torch_lstm"]
+
+
+def _layers(cell: Any) -> list[Any]:
+    layers = cell.layers if isinstance(cell, MultiRNNCell) else [cell]
+    for i, layer in enumerate(layers):
+        if type(layer) not in (BasicLSTMCell, LSTMCell):
+            raise ValueError(f"layer {i}: {type(layer).__name__} has no torch.nn.LSTM equivalent (LSTM cells only)")
+        problems = [
+            what
+            for what, present in (
+                ("peepholes", layer.use_peepholes),
+                ("cell_clip", layer.cell_clip is not None),
+                ("proj_clip", layer.proj_clip is not None),
+                ("a non-tanh activation", layer.activation is not torch.tanh),
+            )
+            if present
+        ]
+        if problems:
+            raise ValueError(f"layer {i} ({layer.name}) has no torch.nn.LSTM equivalent: it uses {', '.join(problems)}")
+        if not layer.built:
+            raise ValueError(f"layer {i} ({layer.name}) is not built yet: call it once or give input_size=")
+    units = {layer.num_units for layer in layers}
+    projections = {layer.num_proj for layer in layers}
+    if len(units) > 1 or len(projections) > 1:
+        raise ValueError("torch.nn.LSTM needs the same num_units and num_proj in every layer")
+    return layers
+
+
+def _torch_to_tf_rows(matrix: Tensor, units: int) -> Tensor:
+    i, f, g, o = matrix.split(units, 0)
+    return torch.cat([i, g, f, o], 0)
+
+
+def to_torch_lstm(cell: Any, batch_first: bool = True) -> nn.LSTM:
+    """An ``nn.LSTM`` computing what ``dynamic_rnn(cell, ...)`` computes (for a LSTM cell or a
+    MultiRNNCell of them with equal sizes). Its outputs equal rnnkit's; its ``(h_n, c_n)`` are
+    the last layer states stacked ``[layers, B, H]``."""
+    layers = _layers(cell)
+    first = layers[0]
+    lstm = nn.LSTM(
+        first.input_size, first.num_units, num_layers=len(layers), batch_first=batch_first,
+        proj_size=first.num_proj or 0, dtype=first.kernel.dtype, device=first.kernel.device,
+    )
+    with torch.no_grad():
+        for k, layer in enumerate(layers):
+            weights = torch_lstm_weights(layer, layer.input_size)
+            for name, value in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), weights):
+                getattr(lstm, f"{name}_l{k}").copy_(value)
+            if layer.num_proj is not None:
+                getattr(lstm, f"weight_hr_l{k}").copy_(layer.projection["kernel"].t())
+    return lstm
+
+
+def from_torch_lstm(lstm: nn.LSTM) -> Any:
+    """TF-layout cells computing what ``lstm`` computes: an ``LSTMCell`` (``forget_bias=0``,
+    the two biases summed), or a ``MultiRNNCell`` of them for several layers."""
+    if not isinstance(lstm, nn.LSTM):
+        raise TypeError(f"lstm must be a torch.nn.LSTM, got {type(lstm).__name__}")
+    if lstm.bidirectional:
+        raise ValueError("a bidirectional nn.LSTM maps to two stacks: convert each direction's layers separately")
+    if lstm.dropout:
+        raise ValueError("nn.LSTM's dropout between layers has no exact TF-cell equivalent; set dropout=0")
+    units, proj = lstm.hidden_size, lstm.proj_size or None
+    cells = []
+    with torch.no_grad():
+        for k in range(lstm.num_layers):
+            w_ih, w_hh = getattr(lstm, f"weight_ih_l{k}"), getattr(lstm, f"weight_hh_l{k}")
+            cell = LSTMCell(
+                units, num_proj=proj, forget_bias=0.0, input_size=w_ih.shape[1], dtype=w_ih.dtype, device=w_ih.device
+            )
+            cell.kernel.copy_(torch.cat([_torch_to_tf_rows(w_ih, units), _torch_to_tf_rows(w_hh, units)], 1).t())
+            if lstm.bias:
+                total = getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}")
+                cell.bias.copy_(_torch_to_tf_rows(total, units))
+            else:
+                cell.bias.zero_()
+            if proj is not None:
+                cell.projection["kernel"].copy_(getattr(lstm, f"weight_hr_l{k}").t())
+            cells.append(cell)
+    return cells[0] if len(cells) == 1 else MultiRNNCell(cells)

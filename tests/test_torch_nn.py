@@ -1,0 +1,75 @@
+"""Conversions to and from torch.nn.LSTM: both sides run on the same inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import rnnkit as rk
+from rnnkit.interop.torch_nn import from_torch_lstm, to_torch_lstm
+
+F64 = torch.float64
+
+
+def _built(cell, depth: int):
+    cell(torch.zeros(1, depth, dtype=F64), cell.zero_state(1, F64))
+    return cell
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: rk.BasicLSTMCell(5, forget_bias=0.7),
+        lambda: rk.LSTMCell(5, num_proj=3, forget_bias=1.0),
+        lambda: rk.MultiRNNCell([rk.BasicLSTMCell(4), rk.LSTMCell(4, forget_bias=0.3)]),
+    ],
+)
+def test_to_torch_lstm_computes_the_same(make) -> None:
+    torch.manual_seed(0)
+    cell = _built(make(), 3)
+    lstm = to_torch_lstm(cell)
+    x = torch.randn(2, 6, 3, dtype=F64)
+    expected, state = rk.dynamic_rnn(cell, x, backend="reference")
+    actual, (h_n, c_n) = lstm(x)
+    torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+    last = state[-1] if isinstance(cell, rk.MultiRNNCell) else state
+    torch.testing.assert_close(h_n[-1], last.h, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(c_n[-1], last.c, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("layers, proj", [(1, 0), (2, 0), (2, 3)])
+def test_from_torch_lstm_computes_the_same(layers: int, proj: int) -> None:
+    torch.manual_seed(1)
+    lstm = nn.LSTM(4, 5, num_layers=layers, proj_size=proj, batch_first=True, dtype=F64)
+    cell = from_torch_lstm(lstm)
+    x = torch.randn(3, 7, 4, dtype=F64)
+    expected, _ = lstm(x)
+    actual, _ = rk.dynamic_rnn(cell, x, backend="reference")
+    torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+    assert isinstance(cell, rk.MultiRNNCell) == (layers > 1)
+
+
+@pytest.mark.parametrize(
+    "cell, message",
+    [
+        (rk.LSTMCell(3, use_peepholes=True, input_size=2), "peepholes"),
+        (rk.LSTMCell(3, cell_clip=1.0, input_size=2), "cell_clip"),
+        (rk.LSTMCell(3, activation="relu", input_size=2), "non-tanh"),
+        (rk.GRUCell(3, input_size=2), "GRUCell has no torch.nn.LSTM equivalent"),
+        (rk.BasicLSTMCell(3), "not built yet"),
+        (rk.MultiRNNCell([rk.BasicLSTMCell(3, input_size=2), rk.BasicLSTMCell(4, input_size=3)]), "same num_units"),
+    ],
+)
+def test_variants_without_an_equivalent_are_refused(cell, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        to_torch_lstm(cell)
+
+
+def test_from_torch_lstm_refusals() -> None:
+    with pytest.raises(ValueError, match="bidirectional"):
+        from_torch_lstm(nn.LSTM(2, 3, bidirectional=True))
+    with pytest.raises(ValueError, match="dropout"):
+        from_torch_lstm(nn.LSTM(2, 3, num_layers=2, dropout=0.5))
+    with pytest.raises(TypeError, match="torch.nn.LSTM"):
+        from_torch_lstm(nn.GRU(2, 3))
