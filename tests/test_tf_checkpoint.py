@@ -182,3 +182,27 @@ def test_legacy_weights_and_biases_names(tmp_path) -> None:
     assert np.array_equal(cell.kernel.detach().numpy(), kernel) and cell.input_size == 4
     with pytest.raises(ValueError, match="missing"):
         rk.load_tf_checkpoint(rk.GRUCell(3), tmp_path / "old")
+
+
+def test_convert_command(tmp_path, capsys) -> None:
+    from safetensors.torch import load_file
+
+    from rnnkit.__main__ import main as cli
+
+    saved = dict(TENSORS)
+    saved["rnn/basic_lstm_cell/kernel/Adam"] = np.zeros((7, 12), np.float32)
+    write_bundle(tmp_path / "c", saved)
+    assert cli(["convert", str(tmp_path / "c"), "--list"]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert "rnn/basic_lstm_cell/kernel\t[7, 12]" in listing and len(listing) == len(saved)
+    assert cli(["convert", str(tmp_path / "c"), str(tmp_path / "w.pt"), "--scope", "rnn"]) == 0
+    weights = torch.load(tmp_path / "w.pt")
+    assert sorted(weights) == ["rnn/basic_lstm_cell/bias", "rnn/basic_lstm_cell/kernel"]  # no optimizer slot
+    cell = rk.BasicLSTMCell(3)
+    rk.load_tf_variables(cell, weights)
+    assert torch.equal(cell.kernel.detach(), torch.from_numpy(TENSORS["rnn/basic_lstm_cell/kernel"]))
+    assert cli(["convert", str(tmp_path / "c"), str(tmp_path / "w.safetensors")]) == 0
+    assert torch.equal(load_file(tmp_path / "w.safetensors")["big"], torch.from_numpy(TENSORS["big"]))
+    capsys.readouterr()
+    assert cli(["convert", str(tmp_path / "missing"), str(tmp_path / "x.pt")]) == 2
+    assert capsys.readouterr().out.startswith("error: ")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .._files import atomic_write
 
 FORMAT = "rnnkit-charlm-1"
 _KEYS = ("format", "config", "vocab", "model", "optimizer", "step", "position", "state", "rng", "best_val")
@@ -15,20 +15,6 @@ _KEYS = ("format", "config", "vocab", "model", "optimizer", "step", "position", 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used, with a one-line reason."""
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(file_path)`` on a temporary file beside ``path``, then rename it into place:
-    a reader (or a killed run) sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def save(path: Path, checkpoint: dict[str, Any]) -> None:

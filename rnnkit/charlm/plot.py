@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from .checkpoint import atomic_write
+from .._files import atomic_write
 
 
 def plot_losses(metrics_path: Path, png_path: Path) -> None:

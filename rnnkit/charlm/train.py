@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 import rnnkit as rk
 
+from .._files import atomic_write
 from . import checkpoint
 from .data import Corpus, DataError, load_text, streams, window, windows_per_epoch
 from .distributed import World, gather_rows, join, leave
@@ -214,7 +215,7 @@ class Run:
         info = {"config": dataclasses.asdict(self.config), "corpus": self.source, "corpus_sha256": self.corpus.sha256,
                 "vocab_size": len(self.corpus.vocab), "train_chars": len(self.corpus.train),
                 "valid_chars": len(self.corpus.valid), "rnnkit": rk.__version__, "torch": torch.__version__}
-        checkpoint.atomic_write(self.run_dir / "config.json", lambda f: Path(f).write_text(json.dumps(info, indent=2)))
+        atomic_write(self.run_dir / "config.json", lambda f: Path(f).write_text(json.dumps(info, indent=2)))
 
 
 def train(config: TrainConfig, resume: Path | None = None, saved: dict[str, Any] | None = None) -> Path:

@@ -1,0 +1,66 @@
+"""``python -m rnnkit convert``: a TF checkpoint's variables to a PyTorch or safetensors file.
+
+    python -m rnnkit convert model.ckpt-1000 --list            # names, shapes, dtypes
+    python -m rnnkit convert model.ckpt-1000 weights.pt        # {TF name: tensor}, torch.save
+    python -m rnnkit convert model.ckpt-1000 weights.safetensors --scope encoder/rnn
+
+Optimizer slots are left out unless ``--keep-optimizer``; string tensors are skipped. Load the
+result into a cell with ``rk.load_tf_variables(cell, torch.load("weights.pt"), scope=...)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from .._files import atomic_write
+from ._wire import FormatError
+from .tf_checkpoint import TFCheckpoint
+from .tf_load import _is_optimizer_state
+
+
+def convert(source: str, destination: Path, scope: str | None, keep_optimizer: bool) -> int:
+    """Write the variables; returns how many."""
+    checkpoint = TFCheckpoint(source)
+    prefix = f"{scope}/" if scope else ""
+    names = [
+        n for n in checkpoint.names()
+        if n.startswith(prefix) and not checkpoint.is_string(n) and (keep_optimizer or not _is_optimizer_state(n))
+    ]
+    tensors = {name: torch.from_numpy(checkpoint.read(name).copy()) for name in names}
+    if destination.suffix == ".safetensors":
+        try:
+            from safetensors.torch import save_file
+        except ImportError:
+            raise FormatError("writing .safetensors needs the safetensors package: pip install safetensors") from None
+        atomic_write(destination, lambda file: save_file(tensors, file))
+    else:
+        atomic_write(destination, lambda file: torch.save(tensors, file))
+    return len(tensors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rnnkit convert", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", help="a TF checkpoint: prefix, .index file, or directory")
+    parser.add_argument("destination", nargs="?", help="a .pt or .safetensors file")
+    parser.add_argument("--list", action="store_true", help="list the checkpoint's variables and stop")
+    parser.add_argument("--scope", default=None, help="only the variables under this scope")
+    parser.add_argument("--keep-optimizer", action="store_true", help="keep optimizer slots and step counters")
+    args = parser.parse_args(argv)
+    try:
+        if args.list:
+            checkpoint = TFCheckpoint(args.source)
+            for name in checkpoint.names():
+                print(f"{name}\t{list(checkpoint.shape(name))}")
+            return 0
+        if args.destination is None:
+            raise FormatError("give a destination file (.pt or .safetensors), or --list")
+        count = convert(args.source, Path(args.destination), args.scope, args.keep_optimizer)
+        print(f"wrote {count} tensors to {args.destination}")
+    except (FormatError, KeyError, OSError) as error:
+        print(f"error: {error}")
+        return 2
+    return 0
