@@ -206,3 +206,47 @@ def test_convert_command(tmp_path, capsys) -> None:
     capsys.readouterr()
     assert cli(["convert", str(tmp_path / "missing"), str(tmp_path / "x.pt")]) == 2
     assert capsys.readouterr().out.startswith("error: ")
+
+
+def _tf0_name(name: str) -> str:
+    """A current TF variable name as TF 0.x wrote it."""
+    import re
+
+    name = re.sub(r"/multi_rnn_cell/cell_(\d+)/", r"/MultiRNNCell/Cell\1/", name)
+    for new, old in (("basic_lstm_cell/kernel", "BasicLSTMCell/Linear/Matrix"),
+                     ("basic_lstm_cell/bias", "BasicLSTMCell/Linear/Bias"),
+                     ("gru_cell/gates/kernel", "GRUCell/Gates/Linear/Matrix"),
+                     ("gru_cell/gates/bias", "GRUCell/Gates/Linear/Bias"),
+                     ("gru_cell/candidate/kernel", "GRUCell/Candidate/Linear/Matrix"),
+                     ("gru_cell/candidate/bias", "GRUCell/Candidate/Linear/Bias"),
+                     ("lstm_cell/bias", "LSTMCell/B"), ("lstm_cell/w_f_diag", "LSTMCell/W_F_diag"),
+                     ("lstm_cell/w_i_diag", "LSTMCell/W_I_diag"), ("lstm_cell/w_o_diag", "LSTMCell/W_O_diag")):
+        name = name.replace(new, old)
+    return name
+
+
+def test_tf0_names_and_sharded_old_lstm_kernels_load(tmp_path) -> None:
+    case = next(c for c in golden_cases() if c.name == "multi_lstm_gru_peephole_seqlen")
+    saved = {}
+    for name, value in case.prefixed("var/").items():
+        if name.endswith("lstm_cell/kernel") and "basic" not in name:
+            scope = name[: -len("/lstm_cell/kernel")]
+            saved[_tf0_name(f"{scope}/LSTMCell/W_0")] = value[:4]
+            saved[_tf0_name(f"{scope}/LSTMCell/W_1")] = value[4:]
+        else:
+            saved[_tf0_name(name)] = value
+    assert not any("multi_rnn_cell" in n for n in saved)
+    write_bundle(tmp_path / "old", saved)
+    cell = cell_from_spec(case.spec["cell"])
+    rk.load_tf_checkpoint(cell, tmp_path / "old", scope="case/rnn")
+    for name, value in rk.tf_variables(cell, "case/rnn").items():
+        assert np.array_equal(value.detach().numpy(), case.arrays[f"var/{name}"]), name
+
+
+def test_cudnn_compatible_lstm_names(tmp_path) -> None:
+    kernel, bias = TENSORS["rnn/basic_lstm_cell/kernel"], TENSORS["rnn/basic_lstm_cell/bias"]
+    write_bundle(tmp_path / "cudnn", {"rnn/multi_rnn_cell/cell_0/cudnn_compatible_lstm_cell/kernel": kernel,
+                                      "rnn/multi_rnn_cell/cell_0/cudnn_compatible_lstm_cell/bias": bias})
+    cell = rk.MultiRNNCell([rk.LSTMCell(3, forget_bias=0.0)])
+    rk.load_tf_checkpoint(cell, tmp_path / "cudnn")
+    assert np.array_equal(cell.layers[0].bias.detach().numpy(), bias)
