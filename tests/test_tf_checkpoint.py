@@ -250,3 +250,14 @@ def test_cudnn_compatible_lstm_names(tmp_path) -> None:
     cell = rk.MultiRNNCell([rk.LSTMCell(3, forget_bias=0.0)])
     rk.load_tf_checkpoint(cell, tmp_path / "cudnn")
     assert np.array_equal(cell.layers[0].bias.detach().numpy(), bias)
+
+
+def test_v1_checkpoints_read_back_exactly(tmp_path) -> None:
+    from .tf_bundle import write_v1
+
+    write_v1(tmp_path / "model-v1", TENSORS, parts={"big": 3})
+    _check_all(tmp_path / "model-v1")
+    kernel = TENSORS["rnn/basic_lstm_cell/kernel"]
+    cell = rk.BasicLSTMCell(3)
+    rk.load_tf_checkpoint(cell, tmp_path / "model-v1")
+    assert np.array_equal(cell.kernel.detach().numpy(), kernel)

@@ -161,3 +161,47 @@ def write_bundle(prefix: Path, tensors: dict[str, np.ndarray], shards: int = 1,
     write_table(Path(f"{prefix}.index"), entries)
     for number, data in enumerate(shard_data):
         Path(f"{prefix}.data-{number:05d}-of-{shards:05d}").write_bytes(bytes(data))
+
+
+def _tensor_proto(array: np.ndarray) -> bytes:
+    """A TensorProto with typed repeated fields, as the V1 writer stored them."""
+    dtype = DTYPE_NUMBERS[array.dtype]
+    flat = array.reshape(-1)
+    out = field_varint(1, dtype) + field_bytes(2, shape_proto(array.shape))
+    if array.dtype == np.float32:
+        return out + field_bytes(5, flat.astype("<f4").tobytes())
+    if array.dtype == np.float64:
+        return out + field_bytes(6, flat.astype("<f8").tobytes())
+    if array.dtype == np.float16:
+        return out + field_bytes(13, b"".join(varint(int(v)) for v in flat.view(np.uint16)))
+    if array.dtype in (np.int64, np.int32, np.bool_):
+        number = {np.dtype(np.int64): 10, np.dtype(np.int32): 7, np.dtype(np.bool_): 11}[array.dtype]
+        return out + field_bytes(number, b"".join(varint(int(v)) for v in flat))
+    return out + field_bytes(4, flat.tobytes())  # tensor_content
+
+
+def write_v1(prefix: Path, tensors: dict[str, np.ndarray], parts: dict[str, int] | None = None) -> None:
+    """A V1 checkpoint (one file at ``prefix``): metadata under the empty key, then one entry per
+    slice; ``parts[name] = k`` stores a tensor as ``k`` slices along axis 0."""
+    parts = parts or {}
+    metas, entries = b"", []
+    for name, array in sorted(tensors.items()):
+        array = np.array(array, order="C")
+        bounds = np.array_split(np.arange(array.shape[0]), parts[name]) if name in parts else [None]
+        slice_protos = []
+        for number, rows in enumerate(bounds):
+            if rows is None:
+                piece, extent = array, b""
+            else:
+                piece = array[rows[0] : rows[-1] + 1]
+                extent = field_bytes(1, field_varint(1, int(rows[0])) + field_varint(2, len(rows)))
+                extent += b"".join(field_bytes(1, b"") for _ in array.shape[1:])
+            slice_protos.append(extent)
+            saved = field_bytes(1, name.encode()) + field_bytes(2, extent) + field_bytes(3, _tensor_proto(piece))
+            entries.append((name.encode() + bytes([1, number]), field_bytes(2, saved)))
+        meta = field_bytes(1, name.encode()) + field_bytes(2, shape_proto(array.shape))
+        meta += field_varint(3, DTYPE_NUMBERS[array.dtype])
+        meta += b"".join(field_bytes(4, s) for s in slice_protos)
+        metas += field_bytes(1, meta)
+    entries.append((b"", field_bytes(1, metas)))
+    write_table(Path(prefix), entries)

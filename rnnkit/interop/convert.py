@@ -17,13 +17,13 @@ import torch
 
 from .._files import atomic_write
 from ._wire import FormatError
-from .tf_checkpoint import TFCheckpoint
+from .tf_checkpoint import open_checkpoint
 from .tf_load import _is_optimizer_state
 
 
 def convert(source: str, destination: Path, scope: str | None, keep_optimizer: bool) -> int:
     """Write the variables; returns how many."""
-    checkpoint = TFCheckpoint(source)
+    checkpoint = open_checkpoint(source)
     prefix = f"{scope}/" if scope else ""
     names = [
         n for n in checkpoint.names()
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.list:
-            checkpoint = TFCheckpoint(args.source)
+            checkpoint = open_checkpoint(args.source)
             for name in checkpoint.names():
                 print(f"{name}\t{list(checkpoint.shape(name))}")
             return 0

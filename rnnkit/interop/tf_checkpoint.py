@@ -8,8 +8,9 @@ every tensor read (``verify=False`` skips the tensors' checks). Shard files are 
 so a large checkpoint is not read whole.
 
 Partitioned variables (``fixed_size_partitioner``, ``LSTMCell(num_unit_shards=...)``) are
-reassembled; string tensors are listed but not loaded. Not yet read: the old V1 format and the
-snappy-compressed index blocks of TF 1.1-era merged bundles (both raise a clear error).
+reassembled; string tensors are listed but not loaded. The old V1 format is read by
+``tf_checkpoint_v1`` (``open_checkpoint`` picks the reader). Not read: the snappy-compressed
+index blocks of TF 1.1-era merged bundles (a clear error).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 
 from ._wire import FormatError, crc32c, proto_fields, read_varint, signed64, unmask_crc
 
-__all__ = ["FormatError", "TFCheckpoint", "list_variables", "load_variables"]
+__all__ = ["FormatError", "TFCheckpoint", "list_variables", "load_variables", "open_checkpoint"]
 
 _MAGIC = 0xDB4775248B80FB57
 _FOOTER = 48
@@ -179,8 +180,6 @@ class TFCheckpoint:
         self.verify = verify
         index = Path(f"{self.prefix}.index")
         if not index.is_file():
-            if self.prefix.is_file():
-                raise FormatError(f"{self.prefix}: a V1 checkpoint (no .index file); only the V2 format is read")
             raise FormatError(f"{index}: no such checkpoint index")
         self._index = index
         entries = _table(index)
@@ -287,17 +286,30 @@ def _slice_key_name(key: bytes, where: Path) -> str:
     raise FormatError(f"{where}: a malformed partitioned-variable key")
 
 
+def open_checkpoint(path: str | Path, verify: bool = True) -> Any:
+    """A V2 checkpoint (``TFCheckpoint``) or a V1 one (``TFCheckpointV1``), by what is on disk."""
+    from .tf_checkpoint_v1 import TFCheckpointV1, v1_files
+
+    prefix = _resolve_prefix(path)
+    if Path(f"{prefix}.index").is_file():
+        return TFCheckpoint(prefix, verify=verify)
+    files = v1_files(prefix)
+    if files:
+        return TFCheckpointV1(files)
+    raise FormatError(f"{prefix}: no checkpoint there (neither {prefix}.index nor a V1 file)")
+
+
 def list_variables(path: str | Path) -> list[tuple[str, list[int]]]:
     """``(name, shape)`` of every tensor in the checkpoint, sorted by name (as TF's
     ``tf.train.list_variables``)."""
-    checkpoint = TFCheckpoint(path)
+    checkpoint = open_checkpoint(path)
     return [(name, list(checkpoint.shape(name))) for name in checkpoint.names()]
 
 
 def load_variables(path: str | Path, names: list[str] | None = None, verify: bool = True) -> dict[str, np.ndarray]:
     """The numeric tensors of a checkpoint by name (all, or ``names``); string tensors are
     skipped with a warning. Arrays are read-only views of the memory-mapped shard files."""
-    checkpoint = TFCheckpoint(path, verify=verify)
+    checkpoint = open_checkpoint(path, verify=verify)
     wanted = checkpoint.names() if names is None else list(names)
     result, skipped = {}, []
     for name in wanted:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..tfvars import LoadResult, load_tf_variables
-from .tf_checkpoint import TFCheckpoint
+from .tf_checkpoint import open_checkpoint
 
 __all__ = ["load_tf_checkpoint"]
 
@@ -84,7 +84,7 @@ def load_tf_checkpoint(cell: Any, path: str | Path, scope: str | None = "rnn", s
     ``.index`` file, or a directory with a ``checkpoint`` file) into ``cell`` (a cell, a cell
     tree or an rnnkit layer), building lazy cells from the shapes. ``strict`` as in
     :func:`rnnkit.load_tf_variables`."""
-    checkpoint = TFCheckpoint(path)
+    checkpoint = open_checkpoint(path)
     prefix = f"{scope}/" if scope else ""
     names = [n for n in checkpoint.names() if n.startswith(prefix) and not _is_optimizer_state(n)]
     arrays = {name: checkpoint.read(name) for name in names if not checkpoint.is_string(name)}
