@@ -255,7 +255,16 @@ class GRUCell(_OneTensorStateCell):
 
     Output and state are ``h'``. Weights: ``gates/kernel`` [D+U, 2U], ``gates/bias`` [2U]
     (1.0), ``candidate/kernel`` [D+U, U], ``candidate/bias`` [U] (0.0). ``bias_initializer``,
-    when given, initializes both biases; ``kernel_initializer`` both kernels.
+    when given, initializes all biases; ``kernel_initializer`` all kernels.
+
+    ``reset_after=True`` is the GRU of cuDNN, PyTorch and Keras (TF1's
+    ``CudnnCompatibleGRUCell``), the reset gate applied AFTER the hidden matmul::
+
+        c = act(x @ candidate/input_projection/kernel + candidate/input_projection/bias
+                + r * (h @ candidate/hidden_projection/kernel + candidate/hidden_projection/bias))
+
+    with ``input_projection`` [D, U] and ``hidden_projection`` [U, U] in place of
+    ``candidate/kernel``; it runs on the reference loop.
     """
 
     gates: nn.ParameterDict  # gates.kernel [D+U, 2U], gates.bias [2U]
@@ -271,26 +280,39 @@ class GRUCell(_OneTensorStateCell):
         name: str | None = None,
         dtype: torch.dtype | None = None,
         *,
+        reset_after: bool = False,
         input_size: int | None = None,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__(name=name, dtype=dtype, device=device)
         self.num_units = units = _check_units(num_units, "num_units")
         self.activation = resolve_activation(activation)
+        self.reset_after = bool(reset_after)
         kernel_init = resolve_initializer(kernel_initializer, glorot_uniform_, "kernel_initializer")
         gates_bias_init = resolve_initializer(bias_initializer, constant(1.0), "bias_initializer")
         candidate_bias_init = resolve_initializer(bias_initializer, zeros_, "bias_initializer")
         self._add_variable("gates/kernel", (units, 2 * units), kernel_init, input_rows=True)
         self._add_variable("gates/bias", (2 * units,), gates_bias_init)
-        self._add_variable("candidate/kernel", (units, units), kernel_init, input_rows=True)
-        self._add_variable("candidate/bias", (units,), candidate_bias_init)
+        if self.reset_after:
+            self._add_variable("candidate/input_projection/kernel", (0, units), kernel_init, input_rows=True)
+            self._add_variable("candidate/input_projection/bias", (units,), candidate_bias_init)
+            self._add_variable("candidate/hidden_projection/kernel", (units, units), kernel_init)
+            self._add_variable("candidate/hidden_projection/bias", (units,), candidate_bias_init)
+        else:
+            self._add_variable("candidate/kernel", (units, units), kernel_init, input_rows=True)
+            self._add_variable("candidate/bias", (units,), candidate_bias_init)
         if input_size is not None:
             self.build(input_size)
 
     def step(self, inputs: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         gates = torch.sigmoid(torch.cat([inputs, state], 1) @ self.gates["kernel"] + self.gates["bias"])
         r, u = gates.chunk(2, dim=1)
-        candidate = torch.cat([inputs, r * state], 1) @ self.candidate["kernel"] + self.candidate["bias"]
+        if self.reset_after:
+            x_part, h_part = self.candidate["input_projection"], self.candidate["hidden_projection"]
+            hidden = state @ h_part["kernel"] + h_part["bias"]
+            candidate = inputs @ x_part["kernel"] + x_part["bias"] + r * hidden
+        else:
+            candidate = torch.cat([inputs, r * state], 1) @ self.candidate["kernel"] + self.candidate["bias"]
         c = self.activation(candidate)
         new_h = u * state + (1 - u) * c
         return new_h, new_h

@@ -261,3 +261,16 @@ def test_v1_checkpoints_read_back_exactly(tmp_path) -> None:
     cell = rk.BasicLSTMCell(3)
     rk.load_tf_checkpoint(cell, tmp_path / "model-v1")
     assert np.array_equal(cell.kernel.detach().numpy(), kernel)
+
+
+def test_cudnn_compatible_gru_names_load_into_a_reset_after_gru(tmp_path) -> None:
+    source = rk.GRUCell(3, reset_after=True, input_size=2)
+    arrays = {
+        name.replace("/gru_cell/", "/cudnn_compatible_gru_cell/"): p.detach().numpy()
+        for name, p in rk.tf_variables(source).items()
+    }
+    write_bundle(tmp_path / "g", arrays)
+    target = rk.GRUCell(3, reset_after=True)
+    rk.load_tf_checkpoint(target, tmp_path / "g")
+    x = torch.randn(2, 5, 2)
+    torch.testing.assert_close(rk.dynamic_rnn(target, x)[0], rk.dynamic_rnn(source, x)[0], rtol=0, atol=0)

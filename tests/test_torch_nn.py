@@ -73,3 +73,29 @@ def test_from_torch_lstm_refusals() -> None:
         from_torch_lstm(nn.LSTM(2, 3, num_layers=2, dropout=0.5))
     with pytest.raises(TypeError, match="torch.nn.LSTM"):
         from_torch_lstm(nn.GRU(2, 3))
+
+
+def test_gru_conversions_both_ways() -> None:
+    from rnnkit.interop.torch_nn import from_torch_gru, to_torch_gru
+
+    torch.manual_seed(2)
+    gru = nn.GRU(4, 5, num_layers=2, batch_first=True, dtype=F64)
+    cell = from_torch_gru(gru)
+    x = torch.randn(3, 6, 4, dtype=F64)
+    expected, h_n = gru(x)
+    actual, state = rk.dynamic_rnn(cell, x)  # reset-after GRUs run on the reference loop
+    torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(state[-1], h_n[-1], rtol=1e-12, atol=1e-12)
+    back = to_torch_gru(cell)
+    torch.testing.assert_close(back(x)[0], expected, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="reset-before"):
+        to_torch_gru(rk.GRUCell(3, input_size=2))
+
+
+def test_reset_after_gru_gradcheck_and_tf_names() -> None:
+    cell = rk.GRUCell(3, reset_after=True, input_size=2, dtype=F64)
+    assert list(rk.tf_variables(cell, "rnn"))[2] == "rnn/gru_cell/candidate/input_projection/kernel"
+    x = torch.randn(2, 4, 2, dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: rk.dynamic_rnn(cell, x, sequence_length=[4, 1])[0], (x,))
+    with pytest.raises(ValueError, match="reset_after"):
+        rk.dynamic_rnn(cell, x, backend="fused")

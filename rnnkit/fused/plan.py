@@ -195,6 +195,8 @@ def _layer_for(cell: Any, wrappers: tuple[Any, ...] = ()) -> _Layer | str:
         return f"{type(cell).__name__} has no fused implementation"
     if cell.activation is not torch.tanh:
         return f"{cell.name} uses activation {cell.activation!r}; the fused path implements tanh"
+    if getattr(cell, "reset_after", False):
+        return "GRUCell(reset_after=True) (the fused GRU is TF's reset-before form)"
     return layer_type(cell, wrappers)
 
 

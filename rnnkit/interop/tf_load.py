@@ -10,7 +10,8 @@ accepted:
   (``W_1``, ... when sharded: concatenated), ``B``, ``W_F_diag``, ``W_I_diag``, ``W_O_diag``,
   ``W_P_0``;
 * the TF1 cuDNN path's canonical ``cudnn_compatible_lstm_cell`` (an ``LSTMCell`` layout; build
-  the cell with ``forget_bias=0.0``, as cuDNN has no forget bias).
+  the cell with ``forget_bias=0.0``, as cuDNN has no forget bias) and
+  ``cudnn_compatible_gru_cell`` (into ``GRUCell(reset_after=True)``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ _ALIASES = tuple(
         (r"/LSTMCell/W_([FIO])_diag$", lambda m: f"/lstm_cell/w_{m.group(1).lower()}_diag"),
         (r"/LSTMCell/W_P_0$", "/lstm_cell/projection/kernel"),
         (r"/cudnn_compatible_lstm_cell/", "/lstm_cell/"),
+        (r"/cudnn_compatible_gru_cell/", "/gru_cell/"),
     )
 )
 _OLD_LSTM_SHARD = re.compile(r"^(.*)/LSTMCell/W_(\d+)$")  # kernel shards, concatenated along axis 0

@@ -5,7 +5,12 @@ clipping, tanh) is ``torch.nn.LSTM``'s math once the gate blocks go from TF's ``
 to PyTorch's ``(i, f, g=j, o)``, the kernel ``[D+H, 4U]`` is split into ``weight_ih = kernel[:D].T``
 and ``weight_hh = kernel[D:].T``, and ``forget_bias`` is folded into ``bias_ih``'s f block
 (``bias_hh`` = 0). A projection (``num_proj``, no clip) is ``proj_size`` with
-``weight_hr = projection.T``. TF's reset-before GRU has no ``torch.nn.GRU`` equivalent.
+``weight_hr = projection.T``.
+
+``torch.nn.GRU`` is ``GRUCell(reset_after=True)``: gate order (r, z, n) against TF's (r, u);
+``gates/kernel`` holds ``W_ir, W_iz`` over ``W_hr, W_hz`` with the two biases summed,
+``candidate/input_projection`` is ``W_in, b_in`` and ``candidate/hidden_projection`` is
+``W_hn, b_hn``. TF's default reset-before ``GRUCell`` has no ``torch.nn.GRU`` equivalent.
 """
 
 from __future__ import annotations
@@ -15,11 +20,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..cells import BasicLSTMCell, LSTMCell
+from ..cells import BasicLSTMCell, GRUCell, LSTMCell
 from ..fused.torch_lstm import torch_lstm_weights
 from ..wrappers import MultiRNNCell
 
-__all__ = ["from_torch_lstm", "to_torch_lstm"]
+__all__ = ["from_torch_gru", "from_torch_lstm", "to_torch_gru", "to_torch_lstm"]
 
 
 def _layers(cell: Any) -> list[Any]:
@@ -98,5 +103,68 @@ def from_torch_lstm(lstm: nn.LSTM) -> Any:
                 cell.bias.zero_()
             if proj is not None:
                 cell.projection["kernel"].copy_(getattr(lstm, f"weight_hr_l{k}").t())
+            cells.append(cell)
+    return cells[0] if len(cells) == 1 else MultiRNNCell(cells)
+
+
+def _gru_layers(cell: Any) -> list[Any]:
+    layers = cell.layers if isinstance(cell, MultiRNNCell) else [cell]
+    for i, layer in enumerate(layers):
+        if type(layer) is not GRUCell:
+            raise ValueError(f"layer {i}: {type(layer).__name__} has no torch.nn.GRU equivalent (GRU cells only)")
+        if not layer.reset_after:
+            raise ValueError(
+                f"layer {i} ({layer.name}) is TF's reset-before GRU: torch.nn.GRU is GRUCell(reset_after=True)"
+            )
+        if layer.activation is not torch.tanh:
+            raise ValueError(f"layer {i} ({layer.name}) has no torch.nn.GRU equivalent: a non-tanh activation")
+        if not layer.built:
+            raise ValueError(f"layer {i} ({layer.name}) is not built yet: call it once or give input_size=")
+    if len({layer.num_units for layer in layers}) > 1:
+        raise ValueError("torch.nn.GRU needs the same num_units in every layer")
+    return layers
+
+
+def to_torch_gru(cell: Any, batch_first: bool = True) -> nn.GRU:
+    """An ``nn.GRU`` computing what ``dynamic_rnn(cell, ...)`` computes, for a
+    ``GRUCell(reset_after=True)`` or a MultiRNNCell of them."""
+    layers = _gru_layers(cell)
+    first = layers[0]
+    gru = nn.GRU(first.input_size, first.num_units, num_layers=len(layers), batch_first=batch_first,
+                 dtype=first.gates["kernel"].dtype, device=first.gates["kernel"].device)
+    with torch.no_grad():
+        for k, layer in enumerate(layers):
+            depth, gates, candidate = layer.input_size, layer.gates, layer.candidate
+            x_part, h_part = candidate["input_projection"], candidate["hidden_projection"]
+            getattr(gru, f"weight_ih_l{k}").copy_(torch.cat([gates["kernel"][:depth], x_part["kernel"]], 1).t())
+            getattr(gru, f"weight_hh_l{k}").copy_(torch.cat([gates["kernel"][depth:], h_part["kernel"]], 1).t())
+            getattr(gru, f"bias_ih_l{k}").copy_(torch.cat([gates["bias"], x_part["bias"]]))
+            getattr(gru, f"bias_hh_l{k}").copy_(torch.cat([torch.zeros_like(gates["bias"]), h_part["bias"]]))
+    return gru
+
+
+def from_torch_gru(gru: nn.GRU) -> Any:
+    """``GRUCell(reset_after=True)`` cells computing what ``gru`` computes (a MultiRNNCell for
+    several layers)."""
+    if not isinstance(gru, nn.GRU):
+        raise TypeError(f"gru must be a torch.nn.GRU, got {type(gru).__name__}")
+    if gru.bidirectional:
+        raise ValueError("a bidirectional nn.GRU maps to two stacks: convert each direction's layers separately")
+    if gru.dropout:
+        raise ValueError("nn.GRU's dropout between layers has no exact TF-cell equivalent; set dropout=0")
+    units, cells = gru.hidden_size, []
+    with torch.no_grad():
+        for k in range(gru.num_layers):
+            w_ih, w_hh = getattr(gru, f"weight_ih_l{k}"), getattr(gru, f"weight_hh_l{k}")
+            zeros = torch.zeros(3 * units, dtype=w_ih.dtype, device=w_ih.device)
+            b_ih = getattr(gru, f"bias_ih_l{k}") if gru.bias else zeros
+            b_hh = getattr(gru, f"bias_hh_l{k}") if gru.bias else zeros
+            cell = GRUCell(units, reset_after=True, input_size=w_ih.shape[1], dtype=w_ih.dtype, device=w_ih.device)
+            cell.gates["kernel"].copy_(torch.cat([w_ih[: 2 * units], w_hh[: 2 * units]], 1).t())
+            cell.gates["bias"].copy_(b_ih[: 2 * units] + b_hh[: 2 * units])
+            cell.candidate["input_projection"]["kernel"].copy_(w_ih[2 * units :].t())
+            cell.candidate["input_projection"]["bias"].copy_(b_ih[2 * units :])
+            cell.candidate["hidden_projection"]["kernel"].copy_(w_hh[2 * units :].t())
+            cell.candidate["hidden_projection"]["bias"].copy_(b_hh[2 * units :])
             cells.append(cell)
     return cells[0] if len(cells) == 1 else MultiRNNCell(cells)
