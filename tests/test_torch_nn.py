@@ -99,3 +99,27 @@ def test_reset_after_gru_gradcheck_and_tf_names() -> None:
     assert torch.autograd.gradcheck(lambda x: rk.dynamic_rnn(cell, x, sequence_length=[4, 1])[0], (x,))
     with pytest.raises(ValueError, match="reset_after"):
         rk.dynamic_rnn(cell, x, backend="fused")
+
+
+def test_convert_command_between_rnnkit_and_torch_nn(tmp_path, capsys) -> None:
+    from rnnkit.__main__ import main as cli
+
+    torch.manual_seed(3)
+    lstm = nn.LSTM(3, 4, num_layers=2, batch_first=True)
+    torch.save(lstm, tmp_path / "lstm.pt")
+    assert cli(["convert", str(tmp_path / "lstm.pt"), str(tmp_path / "cell.pt")]) == 0
+    cell = torch.load(tmp_path / "cell.pt", weights_only=False)
+    x = torch.randn(2, 5, 3)
+    torch.testing.assert_close(rk.dynamic_rnn(cell, x)[0], lstm(x)[0], rtol=1e-5, atol=1e-6)
+    assert cli(["convert", str(tmp_path / "cell.pt"), str(tmp_path / "back.pt")]) == 0
+    back = torch.load(tmp_path / "back.pt", weights_only=False)
+    assert isinstance(back, nn.LSTM)
+    torch.testing.assert_close(back(x)[0], lstm(x)[0], rtol=1e-5, atol=1e-6)
+    gru = nn.GRU(3, 4, batch_first=True)
+    torch.save(gru, tmp_path / "gru.pt")
+    assert cli(["convert", str(tmp_path / "gru.pt"), str(tmp_path / "gcell.pt")]) == 0
+    assert torch.load(tmp_path / "gcell.pt", weights_only=False).reset_after
+    torch.save(rk.LSTMCell(3, use_peepholes=True, input_size=2), tmp_path / "peep.pt")
+    capsys.readouterr()
+    assert cli(["convert", str(tmp_path / "peep.pt"), str(tmp_path / "x.pt")]) == 2
+    assert "peepholes" in capsys.readouterr().out
