@@ -32,8 +32,11 @@ def join(device: str) -> World:
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size == 1:
         return World()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.startswith("cuda"):
+        torch.cuda.set_device(local_rank)  # before NCCL starts: one GPU per process
     dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return World(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
 def leave(world: World) -> None:
