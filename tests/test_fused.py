@@ -135,9 +135,17 @@ def test_static_and_bidirectional_runners_use_the_same_path() -> None:
     torch.testing.assert_close(st_bw, expected[2], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled_loops", "without_compiler"])
 @pytest.mark.parametrize("lengths", [None, [5, 2, 0, 5, 3, 1]])
-def test_no_grad_inference(lengths: list[int] | None) -> None:
-    # plain LSTMs run as PyTorch's LSTM, with variable lengths one call per run of equal sizes
+def test_no_grad_inference(lengths: list[int] | None, compiled: bool, monkeypatch) -> None:
+    # plain LSTMs run as PyTorch's LSTM; with variable lengths and no compiled step loops, one
+    # call per run of equal batch sizes
+    if not compiled:
+        import rnnkit.fused.lstm
+        import rnnkit.fused.plan
+
+        monkeypatch.setattr(rnnkit.fused.plan, "kernels", lambda: None)
+        monkeypatch.setattr(rnnkit.fused.lstm, "kernels", lambda: None)
     cell = _build(rk.MultiRNNCell([rk.BasicLSTMCell(4), rk.BasicLSTMCell(4, state_is_tuple=False)]), 3, F64)
     x = torch.randn(6, 5, 3, dtype=F64)
     init = rk.map_state(torch.randn_like, cell.zero_state(6, F64))

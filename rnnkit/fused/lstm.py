@@ -117,12 +117,62 @@ def backward_pointwise_torch(
     d_c.copy_(d_c_prev)
 
 
-def _pointwise(device: torch.device) -> tuple[Any, Any]:
-    """The compiled step kernels on the CPU when they build, else the torch ones."""
+def forward_steps_torch(
+    gates: Tensor, h0: Tensor, c0: Tensor, w_h: Tensor, w_if: Tensor, w_o: Tensor, projection: Tensor,
+    clip: float, proj_clip: float, batch_sizes: list[int], candidates: Tensor, cells: Tensor,
+    tanh_cells: Tensor, hidden: Tensor, out: Tensor, clip_mask: Tensor, proj_mask: Tensor,
+) -> None:
+    """The forward step loop over packed rows (``lstm_forward_steps`` in ``rnn_cpu.cpp`` is the
+    same loop in C++). Absent tensors are empty; ``clip``/``proj_clip`` < 0 mean no clipping."""
+    h_prev, c_prev, start = h0, c0, 0
+    for n in batch_sizes:
+        rows = slice(start, start + n)
+        z = gates[rows].addmm_(h_prev[:n], w_h)
+        m = out[rows] if projection.numel() == 0 else hidden[rows]
+        kept = clip_mask[rows] if clip_mask.numel() else clip_mask
+        step_outputs = (candidates[rows], cells[rows], tanh_cells[rows], m, kept)
+        forward_pointwise_torch(z, c_prev[:n], w_if, w_o, clip, *step_outputs)
+        if projection.numel():
+            m = torch.mm(m, projection, out=out[rows])
+            if proj_clip >= 0:
+                _clip_(m, proj_clip, proj_mask[rows])
+        h_prev, c_prev, start = out[rows], cells[rows], start + n
+
+
+def backward_steps_torch(
+    gates: Tensor, candidates: Tensor, cells: Tensor, tanh_cells: Tensor, c0: Tensor, d_out: Tensor,
+    d_h: Tensor, d_c: Tensor, d_gates: Tensor, d_m: Tensor, w_h_t: Tensor, projection_t: Tensor,
+    w_if: Tensor, w_o: Tensor, clip_mask: Tensor, proj_mask: Tensor, batch_sizes: list[int],
+) -> None:
+    """The backward step loop (``lstm_backward_steps`` in C++): fills ``d_gates`` (and ``d_m``,
+    the gradient of the projection's output), leaves the initial state's gradients in ``d_h``
+    and ``d_c``."""
+    starts = [0]
+    for n in batch_sizes[:-1]:
+        starts.append(starts[-1] + n)
+    for t in reversed(range(len(batch_sizes))):
+        n, start = batch_sizes[t], starts[t]
+        rows = slice(start, start + n)
+        c_prev = c0[:n] if t == 0 else cells[starts[t - 1] : starts[t - 1] + n]
+        dm = d_out[rows] + d_h[:n]
+        if projection_t.numel():
+            if proj_mask.numel():
+                dm.mul_(proj_mask[rows])
+            d_m[rows] = dm
+            dm = dm @ projection_t
+        kept = clip_mask[rows] if clip_mask.numel() else clip_mask
+        dz = d_gates[rows]
+        saved = (gates[rows], candidates[rows], c_prev, tanh_cells[rows])
+        backward_pointwise_torch(*saved, dm, d_c[:n], w_if, w_o, kept, dz)
+        torch.mm(dz, w_h_t, out=d_h[:n])
+
+
+def _steps(device: torch.device) -> tuple[Any, Any]:
+    """The compiled step loops on the CPU when they build, else the torch twins."""
     compiled = kernels() if device.type == "cpu" else None
     if compiled is None:
-        return forward_pointwise_torch, backward_pointwise_torch
-    return compiled.lstm_forward_pointwise, compiled.lstm_backward_pointwise
+        return forward_steps_torch, backward_steps_torch
+    return compiled.lstm_forward_steps, compiled.lstm_backward_steps
 
 
 class LSTMSequence(torch.autograd.Function):
@@ -157,22 +207,14 @@ class LSTMSequence(torch.autograd.Function):
         clip_mask = _mask_like(cells, config.cell_clip is not None)
         proj_mask = _mask_like(out, projection is not None and config.proj_clip is not None)
         w_if = torch.stack([w_i, w_f]) if w_i is not None and w_f is not None else None  # [2, U]
-        forward_pointwise, _ = _pointwise(data.device)
-        clip = -1.0 if config.cell_clip is None else config.cell_clip
-        h_prev, c_prev = h0, c0
-        for n, start in zip(packing.batch_sizes, packing.offsets):
-            rows = slice(start, start + n)
-            z = gates[rows].addmm_(h_prev[:n], w_h)
-            m = out[rows] if hidden is None else hidden[rows]
-            kept = _ABSENT if clip_mask is None else clip_mask[rows]
-            forward_pointwise(
-                z, c_prev[:n], _given(w_if), _given(w_o), clip, candidates[rows], cells[rows], tanh_cells[rows], m, kept
-            )
-            if projection is not None:
-                m = torch.mm(m, projection, out=out[rows])
-                if proj_mask is not None and config.proj_clip is not None:
-                    _clip_(m, config.proj_clip, proj_mask[rows])
-            h_prev, c_prev = out[rows], cells[rows]
+        forward_steps, _ = _steps(data.device)
+        forward_steps(
+            gates, h0, c0, w_h, _given(w_if), _given(w_o), _given(projection),
+            -1.0 if config.cell_clip is None else config.cell_clip,
+            -1.0 if config.proj_clip is None else config.proj_clip,
+            list(packing.batch_sizes), candidates, cells, tanh_cells, _given(hidden), out,
+            _given(clip_mask), _given(proj_mask),
+        )
         last = last_rows(packing, data.device)
         ctx.save_for_backward(
             data, h0, c0, kernel_p, gates, candidates, cells, tanh_cells, hidden, out, w_o, w_if, projection,
@@ -197,28 +239,15 @@ class LSTMSequence(torch.autograd.Function):
         d_m = torch.empty_like(out) if projection is not None else None  # after proj clip
         d_h = torch.zeros_like(h0)
         d_c = d_c_final.clone()
-        _, backward_pointwise = _pointwise(data.device)
+        _, backward_steps = _steps(data.device)
         # the per-step GEMMs read the transposed weights: contiguous copies, made once, are faster
         w_h_t = w_h.t().contiguous()
         projection_t = projection.t().contiguous() if projection is not None else None
-        starts = packing.offsets
-        for t in reversed(range(len(packing.batch_sizes))):
-            n, start = packing.batch_sizes[t], starts[t]
-            rows = slice(start, start + n)
-            c_prev = c0[:n] if t == 0 else cells[starts[t - 1] : starts[t - 1] + n]
-            dm = d_out[rows] + d_h[:n]
-            if d_m is not None and projection_t is not None:
-                if proj_mask is not None:
-                    dm.mul_(proj_mask[rows])
-                d_m[rows] = dm
-                dm = dm @ projection_t
-            kept = _ABSENT if clip_mask is None else clip_mask[rows]
-            dz = d_gates[rows]
-            backward_pointwise(
-                gates[rows], candidates[rows], c_prev, tanh_cells[rows], dm, d_c[:n], _given(w_if), _given(w_o),
-                kept, dz,
-            )
-            torch.mm(dz, w_h_t, out=d_h[:n])
+        backward_steps(
+            gates, candidates, cells, tanh_cells, c0, d_out, d_h, d_c, d_gates, _given(d_m), w_h_t,
+            _given(projection_t), _given(w_if), _given(w_o), _given(clip_mask), _given(proj_mask),
+            list(packing.batch_sizes),
+        )
 
         prev = previous_rows(packing, data.device)
         n0 = packing.batch_sizes[0]

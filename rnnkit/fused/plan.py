@@ -27,6 +27,7 @@ from ..state import LSTMStateTuple
 from ..wrappers import DropoutWrapper, MultiRNNCell, ResidualWrapper, _add_residual
 from .gru import GRUSequence, RNNSequence
 from .lstm import LSTMConfig, LSTMSequence
+from .native import kernels
 from .packing import Packing, make_packing, pack, sort_rows, unpack, unsort_rows
 from .torch_lstm import is_torch_lstm_math, torch_lstm_layer
 
@@ -83,10 +84,11 @@ class _LSTMLayer(_Layer):
     def run(self, data: Tensor, packing: Packing, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         cell = self.cell
         # PyTorch's fused LSTM (oneDNN) on the CPU where it is exact and not slower: always when
-        # every row runs every step; with variable lengths only for inference (training through
-        # one call per run of equal batch sizes measured slower than LSTMSequence). Not on CUDA
-        # yet: cuDNN would use TF32 for float32 by default (the GPU dispatch is issue 6's).
-        use_torch = packing.flat_index is None or not torch.is_grad_enabled()
+        # every row runs every step; with variable lengths only for inference without the
+        # compiled step loops (one call per run of equal batch sizes measured slower than
+        # LSTMSequence in training, and than its compiled loops in inference). Not on CUDA yet:
+        # cuDNN would use TF32 for float32 by default (the GPU dispatch is issue 6's).
+        use_torch = packing.flat_index is None or (not torch.is_grad_enabled() and kernels() is None)
         if data.device.type == "cpu" and use_torch and is_torch_lstm_math(cell):
             out, h, c = torch_lstm_layer(data, packing, state[0], state[1], cell)
             return out, [h, c]

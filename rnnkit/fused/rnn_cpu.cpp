@@ -157,6 +157,64 @@ void lstm_backward_pointwise(torch::Tensor z, torch::Tensor j, torch::Tensor c_p
   });
 }
 
+// ---- the LSTM's step loops (lstm.py: forward_steps_torch, backward_steps_torch are the twins)
+
+void lstm_forward_steps(torch::Tensor gates, torch::Tensor h0, torch::Tensor c0, torch::Tensor w_h,
+                        torch::Tensor w_if, torch::Tensor w_o, torch::Tensor projection, double clip,
+                        double proj_clip, std::vector<int64_t> batch_sizes, torch::Tensor candidates,
+                        torch::Tensor cells, torch::Tensor tanh_cells, torch::Tensor hidden, torch::Tensor out,
+                        torch::Tensor clip_mask, torch::Tensor proj_mask) {
+  const bool projected = projection.numel() > 0;
+  torch::Tensor h_prev = h0, c_prev = c0;
+  int64_t start = 0;
+  for (const int64_t n : batch_sizes) {
+    auto rows = [&](const torch::Tensor& t) { return t.numel() ? t.narrow(0, start, n) : t; };
+    torch::Tensor z = gates.narrow(0, start, n);
+    z.addmm_(h_prev.narrow(0, 0, n), w_h);
+    torch::Tensor m = projected ? hidden.narrow(0, start, n) : out.narrow(0, start, n);
+    lstm_forward_pointwise(z, c_prev.narrow(0, 0, n), w_if, w_o, clip, rows(candidates), rows(cells),
+                           rows(tanh_cells), m, rows(clip_mask));
+    if (projected) {
+      torch::Tensor projected_m = out.narrow(0, start, n);
+      at::mm_out(projected_m, m, projection);
+      if (proj_clip >= 0) {
+        torch::Tensor kept = proj_mask.narrow(0, start, n);
+        at::le_out(kept, projected_m.abs(), proj_clip);
+        projected_m.clamp_(-proj_clip, proj_clip);
+      }
+    }
+    h_prev = out.narrow(0, start, n);
+    c_prev = cells.narrow(0, start, n);
+    start += n;
+  }
+}
+
+void lstm_backward_steps(torch::Tensor gates, torch::Tensor candidates, torch::Tensor cells,
+                         torch::Tensor tanh_cells, torch::Tensor c0, torch::Tensor d_out, torch::Tensor d_h,
+                         torch::Tensor d_c, torch::Tensor d_gates, torch::Tensor d_m, torch::Tensor w_h_t,
+                         torch::Tensor projection_t, torch::Tensor w_if, torch::Tensor w_o, torch::Tensor clip_mask,
+                         torch::Tensor proj_mask, std::vector<int64_t> batch_sizes) {
+  const bool projected = projection_t.numel() > 0;
+  std::vector<int64_t> starts(batch_sizes.size(), 0);
+  for (size_t t = 1; t < batch_sizes.size(); ++t) starts[t] = starts[t - 1] + batch_sizes[t - 1];
+  for (int64_t t = static_cast<int64_t>(batch_sizes.size()) - 1; t >= 0; --t) {
+    const int64_t n = batch_sizes[t], start = starts[t];
+    torch::Tensor c_prev = t == 0 ? c0.narrow(0, 0, n) : cells.narrow(0, starts[t - 1], n);
+    torch::Tensor dm = d_out.narrow(0, start, n) + d_h.narrow(0, 0, n);
+    if (projected) {
+      if (proj_mask.numel()) dm.mul_(proj_mask.narrow(0, start, n));
+      d_m.narrow(0, start, n).copy_(dm);
+      dm = at::mm(dm, projection_t);
+    }
+    torch::Tensor kept = clip_mask.numel() ? clip_mask.narrow(0, start, n) : clip_mask;
+    torch::Tensor dz = d_gates.narrow(0, start, n);
+    lstm_backward_pointwise(gates.narrow(0, start, n), candidates.narrow(0, start, n), c_prev,
+                            tanh_cells.narrow(0, start, n), dm, d_c.narrow(0, 0, n), w_if, w_o, kept, dz);
+    torch::Tensor d_h_rows = d_h.narrow(0, 0, n);
+    at::mm_out(d_h_rows, dz, w_h_t);
+  }
+}
+
 // ---- GRU (gru.py): g = [r, u] pre-activations [n, 2U]; c the candidate pre-activation [n, U]
 
 template <typename scalar_t>
@@ -262,6 +320,8 @@ void gru_reset_backward(torch::Tensor d_rh, torch::Tensor g, torch::Tensor h_pre
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("lstm_forward_pointwise", &lstm_forward_pointwise, "one LSTM step's pointwise forward, in place");
   module.def("lstm_backward_pointwise", &lstm_backward_pointwise, "one LSTM step's pointwise backward");
+  module.def("lstm_forward_steps", &lstm_forward_steps, "an LSTM layer's forward step loop");
+  module.def("lstm_backward_steps", &lstm_backward_steps, "an LSTM layer's backward step loop");
   module.def("gru_gates_forward", &gru_gates_forward, "GRU: sigmoid(r, u) in place and r * h");
   module.def("gru_output_forward", &gru_output_forward, "GRU: tanh(candidate) in place and the new h");
   module.def("gru_output_backward", &gru_output_backward, "GRU: gradients of u, the candidate and h (via u)");
