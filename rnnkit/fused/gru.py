@@ -60,17 +60,47 @@ def reset_backward_torch(d_rh: Tensor, g: Tensor, h_prev: Tensor, dg: Tensor, dh
     dh_prev.addcmul_(d_rh, r)
 
 
-def _pointwise(device: torch.device) -> tuple[Any, Any, Any, Any]:
-    """The compiled GRU step kernels on the CPU when they build, else the torch twins."""
+def forward_steps_torch(
+    gates: Tensor, candidates: Tensor, reset_h: Tensor, out: Tensor, h0: Tensor, w_gh: Tensor, w_ch: Tensor,
+    batch_sizes: list[int],
+) -> None:
+    """The forward step loop over packed rows (``gru_forward_steps`` in ``rnn_cpu.cpp``)."""
+    h_prev, start = h0, 0
+    for n in batch_sizes:
+        rows = slice(start, start + n)
+        g = gates[rows].addmm_(h_prev[:n], w_gh)
+        gates_forward_torch(g, h_prev[:n], reset_h[rows])
+        c = candidates[rows].addmm_(reset_h[rows], w_ch)
+        output_forward_torch(c, g, h_prev[:n], out[rows])
+        h_prev, start = out[rows], start + n
+
+
+def backward_steps_torch(
+    gates: Tensor, candidates: Tensor, out: Tensor, h0: Tensor, d_out: Tensor, d_h: Tensor, d_gates: Tensor,
+    d_candidates: Tensor, w_gh_t: Tensor, w_ch_t: Tensor, batch_sizes: list[int],
+) -> None:
+    """The backward step loop (``gru_backward_steps``): fills ``d_gates`` and ``d_candidates``
+    and leaves the initial state's gradient in ``d_h``."""
+    starts = [0]
+    for n in batch_sizes[:-1]:
+        starts.append(starts[-1] + n)
+    for t in reversed(range(len(batch_sizes))):
+        n, start = batch_sizes[t], starts[t]
+        rows = slice(start, start + n)
+        h_prev = h0[:n] if t == 0 else out[starts[t - 1] : starts[t - 1] + n]
+        g, dg, dc = gates[rows], d_gates[rows], d_candidates[rows]
+        dh = d_out[rows] + d_h[:n]
+        output_backward_torch(dh, g, candidates[rows], h_prev, dg, dc, d_h[:n])
+        reset_backward_torch(dc @ w_ch_t, g, h_prev, dg, d_h[:n])
+        d_h[:n].addmm_(dg, w_gh_t)
+
+
+def _steps(device: torch.device) -> tuple[Any, Any]:
+    """The compiled GRU step loops on the CPU when they build, else the torch twins."""
     compiled = kernels() if device.type == "cpu" else None
     if compiled is None:
-        return gates_forward_torch, output_forward_torch, output_backward_torch, reset_backward_torch
-    return (
-        compiled.gru_gates_forward,
-        compiled.gru_output_forward,
-        compiled.gru_output_backward,
-        compiled.gru_reset_backward,
-    )
+        return forward_steps_torch, backward_steps_torch
+    return compiled.gru_forward_steps, compiled.gru_backward_steps
 
 
 def _h_prev_all(h0: Tensor, out: Tensor, packing: Packing) -> Tensor:
@@ -103,15 +133,8 @@ class GRUSequence(torch.autograd.Function):
         candidates = projected[:, 2 * U :].contiguous()  # becomes c after activation
         reset_h = torch.empty(data.shape[0], U, dtype=data.dtype, device=data.device)
         out = torch.empty_like(reset_h)
-        gates_forward, output_forward, _, _ = _pointwise(data.device)
-        h_prev = h0
-        for n, start in zip(packing.batch_sizes, packing.offsets):
-            rows = slice(start, start + n)
-            g = gates[rows].addmm_(h_prev[:n], w_gh)
-            gates_forward(g, h_prev[:n], reset_h[rows])
-            c = candidates[rows].addmm_(reset_h[rows], w_ch)
-            output_forward(c, g, h_prev[:n], out[rows])
-            h_prev = out[rows]
+        forward_steps, _ = _steps(data.device)
+        forward_steps(gates, candidates, reset_h, out, h0, w_gh, w_ch, list(packing.batch_sizes))
         last = last_rows(packing, data.device)
         ctx.save_for_backward(data, h0, x_kernel, w_gh, w_ch, gates, candidates, reset_h, out)
         ctx.packing = packing
@@ -128,17 +151,10 @@ class GRUSequence(torch.autograd.Function):
         d_gates, d_candidates = torch.empty_like(gates), torch.empty_like(candidates)
         d_h = torch.zeros_like(h0)
         w_gh_t, w_ch_t = w_gh.t().contiguous(), w_ch.t().contiguous()  # read at every step
-        _, _, output_backward, reset_backward = _pointwise(data.device)
-        starts = packing.offsets
-        for t in reversed(range(len(packing.batch_sizes))):
-            n, start = packing.batch_sizes[t], starts[t]
-            rows = slice(start, start + n)
-            h_prev = h0[:n] if t == 0 else out[starts[t - 1] : starts[t - 1] + n]
-            g, dg, dc = gates[rows], d_gates[rows], d_candidates[rows]
-            dh = d_out[rows] + d_h[:n]
-            output_backward(dh, g, candidates[rows], h_prev, dg, dc, d_h[:n])
-            reset_backward(dc @ w_ch_t, g, h_prev, dg, d_h[:n])
-            d_h[:n].addmm_(dg, w_gh_t)
+        _, backward_steps = _steps(data.device)
+        backward_steps(
+            gates, candidates, out, h0, d_out, d_h, d_gates, d_candidates, w_gh_t, w_ch_t, list(packing.batch_sizes)
+        )
         h_prev_all = _h_prev_all(h0, out, packing)
         d_x_gates = torch.cat([d_gates, d_candidates], 1)  # [N, 3U]
         d_data = d_x_gates @ x_kernel.t()

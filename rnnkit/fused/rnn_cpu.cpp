@@ -315,6 +315,42 @@ void gru_reset_backward(torch::Tensor d_rh, torch::Tensor g, torch::Tensor h_pre
   });
 }
 
+// the GRU's step loops (gru.py: forward_steps_torch, backward_steps_torch are the twins)
+
+void gru_forward_steps(torch::Tensor gates, torch::Tensor candidates, torch::Tensor reset_h, torch::Tensor out,
+                       torch::Tensor h0, torch::Tensor w_gh, torch::Tensor w_ch, std::vector<int64_t> batch_sizes) {
+  torch::Tensor h_prev = h0;
+  int64_t start = 0;
+  for (const int64_t n : batch_sizes) {
+    torch::Tensor g = gates.narrow(0, start, n), rh = reset_h.narrow(0, start, n);
+    torch::Tensor c = candidates.narrow(0, start, n), h = out.narrow(0, start, n);
+    torch::Tensor previous = h_prev.narrow(0, 0, n);
+    g.addmm_(previous, w_gh);
+    gru_gates_forward(g, previous, rh);
+    c.addmm_(rh, w_ch);
+    gru_output_forward(c, g, previous, h);
+    h_prev = h;
+    start += n;
+  }
+}
+
+void gru_backward_steps(torch::Tensor gates, torch::Tensor candidates, torch::Tensor out, torch::Tensor h0,
+                        torch::Tensor d_out, torch::Tensor d_h, torch::Tensor d_gates, torch::Tensor d_candidates,
+                        torch::Tensor w_gh_t, torch::Tensor w_ch_t, std::vector<int64_t> batch_sizes) {
+  std::vector<int64_t> starts(batch_sizes.size(), 0);
+  for (size_t t = 1; t < batch_sizes.size(); ++t) starts[t] = starts[t - 1] + batch_sizes[t - 1];
+  for (int64_t t = static_cast<int64_t>(batch_sizes.size()) - 1; t >= 0; --t) {
+    const int64_t n = batch_sizes[t], start = starts[t];
+    torch::Tensor h_prev = t == 0 ? h0.narrow(0, 0, n) : out.narrow(0, starts[t - 1], n);
+    torch::Tensor g = gates.narrow(0, start, n), dg = d_gates.narrow(0, start, n);
+    torch::Tensor dc = d_candidates.narrow(0, start, n), d_h_rows = d_h.narrow(0, 0, n);
+    torch::Tensor dh = d_out.narrow(0, start, n) + d_h_rows;
+    gru_output_backward(dh, g, candidates.narrow(0, start, n), h_prev, dg, dc, d_h_rows);
+    gru_reset_backward(at::mm(dc, w_ch_t), g, h_prev, dg, d_h_rows);
+    d_h_rows.addmm_(dg, w_gh_t);
+  }
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
@@ -322,6 +358,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("lstm_backward_pointwise", &lstm_backward_pointwise, "one LSTM step's pointwise backward");
   module.def("lstm_forward_steps", &lstm_forward_steps, "an LSTM layer's forward step loop");
   module.def("lstm_backward_steps", &lstm_backward_steps, "an LSTM layer's backward step loop");
+  module.def("gru_forward_steps", &gru_forward_steps, "a GRU layer's forward step loop");
+  module.def("gru_backward_steps", &gru_backward_steps, "a GRU layer's backward step loop");
   module.def("gru_gates_forward", &gru_gates_forward, "GRU: sigmoid(r, u) in place and r * h");
   module.def("gru_output_forward", &gru_output_forward, "GRU: tanh(candidate) in place and the new h");
   module.def("gru_output_backward", &gru_output_backward, "GRU: gradients of u, the candidate and h (via u)");
