@@ -274,3 +274,12 @@ def test_cudnn_compatible_gru_names_load_into_a_reset_after_gru(tmp_path) -> Non
     rk.load_tf_checkpoint(target, tmp_path / "g")
     x = torch.randn(2, 5, 2)
     torch.testing.assert_close(rk.dynamic_rnn(target, x)[0], rk.dynamic_rnn(source, x)[0], rtol=0, atol=0)
+
+
+def test_checkpoint_state_file_with_escaped_and_absolute_paths(tmp_path) -> None:
+    folder = tmp_path / "modèle"
+    folder.mkdir()
+    write_bundle(folder / "ckpt-1", TENSORS)
+    escaped = "".join(f"\\{b:03o}" if b > 127 else chr(b) for b in str(folder / "ckpt-1").encode())
+    (tmp_path / "checkpoint").write_text(f'model_checkpoint_path: "{escaped}"\n')
+    _check_all(tmp_path)

@@ -15,6 +15,7 @@ index blocks of TF 1.1-era merged bundles (a clear error).
 
 from __future__ import annotations
 
+import ast
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -165,11 +166,20 @@ def _resolve_prefix(path: str | Path) -> Path:
         match = re.search(r'^model_checkpoint_path:\s*"((?:[^"\\]|\\.)*)"', state.read_text(), re.MULTILINE)
         if match is None:
             raise FormatError(f"{state}: no model_checkpoint_path in it")
-        named = Path(match.group(1).encode().decode("unicode_escape"))
+        named = Path(_unescape(match.group(1)))
         return named if named.is_absolute() else path / named
     if path.suffix == ".index":
         return path.with_suffix("")
     return path
+
+
+def _unescape(text: str) -> str:
+    """A text-format proto string's contents: C escapes (``\\ooo`` octal for non-ASCII UTF-8
+    bytes, ``\\"``, ...) decoded; text that is not an escaped ASCII literal is kept as it is."""
+    try:
+        return ast.literal_eval(f'b"{text}"').decode("utf-8")
+    except (SyntaxError, ValueError, UnicodeDecodeError):
+        return text
 
 
 class TFCheckpoint:
