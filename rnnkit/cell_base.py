@@ -55,13 +55,44 @@ class VariableSpec:
         return self.shape
 
 
+class _KeepsLazyWeights:
+    """``state_dict``/``load_state_dict`` for modules whose weights may not exist yet: a lazy
+    weight is saved as it is (torch cannot detach it), and a lazy weight loaded into a lazy
+    one is skipped instead of failing the load."""
+
+    def _save_to_state_dict(self, destination: Any, prefix: str, keep_vars: bool) -> None:
+        lazy = any(isinstance(p, UninitializedParameter) for p in self._parameters.values())  # type: ignore[attr-defined]
+        super()._save_to_state_dict(destination, prefix, keep_vars or lazy)  # type: ignore[misc]
+
+    def _load_from_state_dict(
+        self, state_dict: Any, prefix: str, local_metadata: Any, strict: bool, missing_keys: list[str],
+        unexpected_keys: list[str], error_msgs: list[str],
+    ) -> None:
+        own = self._parameters  # type: ignore[attr-defined]
+        skipped = {
+            prefix + name
+            for name, param in own.items()
+            if isinstance(param, UninitializedParameter)
+            and isinstance(state_dict.get(prefix + name), UninitializedParameter)
+        }
+        kept = {key: value for key, value in state_dict.items() if key not in skipped}
+        super()._load_from_state_dict(  # type: ignore[misc]
+            kept, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        missing_keys[:] = [key for key in missing_keys if key not in skipped]
+
+
+class _VariableScope(_KeepsLazyWeights, nn.ParameterDict):
+    """A TF sub-scope of a cell (``gates/``, ``candidate/``, ``projection/``)."""
+
+
 def _snake_case(name: str) -> str:
     """TF's layer naming: ``BasicLSTMCell`` -> ``basic_lstm_cell``, ``GRUCell`` -> ``gru_cell``."""
     name = re.sub(r"(.)([A-Z][a-z0-9]+)", r"\1_\2", name)
     return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-class RNNCell(nn.Module):
+class RNNCell(_KeepsLazyWeights, nn.Module):
     """Base class of all cells.
 
     Subclasses implement :meth:`step` (the math of one step), ``state_size`` and
@@ -183,7 +214,7 @@ class RNNCell(nn.Module):
         owner: nn.Module = self
         for scope in scopes:
             if not hasattr(owner, scope):
-                owner.add_module(scope, nn.ParameterDict())
+                owner.add_module(scope, _VariableScope())
             owner = getattr(owner, scope)
         lazy = UninitializedParameter(device=self._device, dtype=self._dtype)  # type: ignore[call-arg]
         owner.register_parameter(leaf, lazy)  # type: ignore[arg-type]  # a Parameter subclass
@@ -305,6 +336,7 @@ def _build_from_state_dict(module: nn.Module, state_dict: Mapping[str, Any], pre
         spec.name: state_dict[prefix + spec.torch_name]
         for spec in module._variable_specs
         if prefix + spec.torch_name in state_dict
+        and not isinstance(state_dict[prefix + spec.torch_name], UninitializedParameter)
     }
     depth = module.infer_input_size({name: tuple(value.shape) for name, value in saved.items()})
     if depth is not None and depth > 0:

@@ -233,3 +233,16 @@ def test_a_whole_cell_pickles_with_torch_save(tmp_path) -> None:
     torch.save(cell, tmp_path / "cell.pt")
     restored = torch.load(tmp_path / "cell.pt", weights_only=False)
     assert torch.equal(restored(x, restored.zero_state(2))[0], expected)
+
+
+def test_state_dict_of_a_lazy_cell_saves_and_loads(tmp_path) -> None:
+    lazy = rk.MultiRNNCell([rk.LSTMCell(3, num_proj=2), rk.GRUCell(2)])
+    state = lazy.state_dict()
+    assert sorted(state) == sorted(n for n, _ in lazy.named_parameters())
+    other = rk.MultiRNNCell([rk.LSTMCell(3, num_proj=2), rk.GRUCell(2)])
+    other.load_state_dict(state)  # lazy into lazy: nothing to copy, nothing missing
+    assert not other.cells[0].built
+    torch.save(lazy.state_dict(), tmp_path / "lazy.pt")
+    out, _ = rk.dynamic_rnn(lazy, torch.randn(2, 3, 4))  # builds
+    other.load_state_dict(lazy.state_dict())  # built into lazy: builds and copies
+    assert torch.equal(rk.dynamic_rnn(other, torch.zeros(2, 3, 4))[0], rk.dynamic_rnn(lazy, torch.zeros(2, 3, 4))[0])
