@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .native import kernels
-from .packing import Packing, last_rows, previous_rows
+from .packing import Packing, last_rows, previous_rows, step_starts
 
 _sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input
 _tanh_backward = torch.ops.aten.tanh_backward
@@ -81,9 +81,7 @@ def backward_steps_torch(
 ) -> None:
     """The backward step loop (``gru_backward_steps``): fills ``d_gates`` and ``d_candidates``
     and leaves the initial state's gradient in ``d_h``."""
-    starts = [0]
-    for n in batch_sizes[:-1]:
-        starts.append(starts[-1] + n)
+    starts = step_starts(batch_sizes)
     for t in reversed(range(len(batch_sizes))):
         n, start = batch_sizes[t], starts[t]
         rows = slice(start, start + n)

@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .native import kernels
-from .packing import Packing, last_rows, previous_rows
+from .packing import Packing, last_rows, previous_rows, step_starts
 
 _sigmoid_backward = torch.ops.aten.sigmoid_backward
 _tanh_backward = torch.ops.aten.tanh_backward
@@ -147,9 +147,7 @@ def backward_steps_torch(
     """The backward step loop (``lstm_backward_steps`` in C++): fills ``d_gates`` (and ``d_m``,
     the gradient of the projection's output), leaves the initial state's gradients in ``d_h``
     and ``d_c``."""
-    starts = [0]
-    for n in batch_sizes[:-1]:
-        starts.append(starts[-1] + n)
+    starts = step_starts(batch_sizes)
     for t in reversed(range(len(batch_sizes))):
         n, start = batch_sizes[t], starts[t]
         rows = slice(start, start + n)

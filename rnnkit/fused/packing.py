@@ -30,16 +30,21 @@ class Packing:
 
     @property
     def offsets(self) -> list[int]:
-        starts, total = [], 0
-        for n in self.batch_sizes:
-            starts.append(total)
-            total += n
-        return starts
+        return step_starts(self.batch_sizes)
 
     @property
     def num_running(self) -> int:
         """Rows that take at least one step (the rest keep their initial state)."""
         return self.batch_sizes[0] if self.batch_sizes else 0
+
+
+def step_starts(batch_sizes: tuple[int, ...] | list[int]) -> list[int]:
+    """The first packed row of each step."""
+    starts, total = [], 0
+    for n in batch_sizes:
+        starts.append(total)
+        total += n
+    return starts
 
 
 def make_packing(num_steps: int, batch_size: int, lengths: Tensor | None) -> Packing:

@@ -78,15 +78,19 @@ def to_torch_lstm(cell: Any, batch_first: bool = True) -> nn.LSTM:
     return lstm
 
 
+def _check_torch_rnn(module: Any, kind: type[nn.RNNBase], argname: str) -> None:
+    if not isinstance(module, kind):
+        raise TypeError(f"{argname} must be a torch.nn.{kind.__name__}, got {type(module).__name__}")
+    if module.bidirectional:
+        raise ValueError(f"a bidirectional nn.{kind.__name__} maps to two stacks: convert each direction separately")
+    if module.dropout:
+        raise ValueError(f"nn.{kind.__name__}'s dropout between layers has no exact TF-cell equivalent; set dropout=0")
+
+
 def from_torch_lstm(lstm: nn.LSTM) -> Any:
     """TF-layout cells computing what ``lstm`` computes: an ``LSTMCell`` (``forget_bias=0``,
     the two biases summed), or a ``MultiRNNCell`` of them for several layers."""
-    if not isinstance(lstm, nn.LSTM):
-        raise TypeError(f"lstm must be a torch.nn.LSTM, got {type(lstm).__name__}")
-    if lstm.bidirectional:
-        raise ValueError("a bidirectional nn.LSTM maps to two stacks: convert each direction's layers separately")
-    if lstm.dropout:
-        raise ValueError("nn.LSTM's dropout between layers has no exact TF-cell equivalent; set dropout=0")
+    _check_torch_rnn(lstm, nn.LSTM, "lstm")
     units, proj = lstm.hidden_size, lstm.proj_size or None
     cells = []
     with torch.no_grad():
@@ -146,12 +150,7 @@ def to_torch_gru(cell: Any, batch_first: bool = True) -> nn.GRU:
 def from_torch_gru(gru: nn.GRU) -> Any:
     """``GRUCell(reset_after=True)`` cells computing what ``gru`` computes (a MultiRNNCell for
     several layers)."""
-    if not isinstance(gru, nn.GRU):
-        raise TypeError(f"gru must be a torch.nn.GRU, got {type(gru).__name__}")
-    if gru.bidirectional:
-        raise ValueError("a bidirectional nn.GRU maps to two stacks: convert each direction's layers separately")
-    if gru.dropout:
-        raise ValueError("nn.GRU's dropout between layers has no exact TF-cell equivalent; set dropout=0")
+    _check_torch_rnn(gru, nn.GRU, "gru")
     units, cells = gru.hidden_size, []
     with torch.no_grad():
         for k in range(gru.num_layers):
