@@ -72,6 +72,12 @@ class Corpus:
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
         return cls(vocab, ids[:split], ids[split:], digest)
 
+    @classmethod
+    def of_vocabulary(cls, vocab: list[str]) -> Corpus:
+        """A corpus with no text: just the vocabulary, to encode and decode (sampling)."""
+        empty = torch.empty(0, dtype=torch.long)
+        return cls(list(vocab), empty, empty, "")
+
     def encode(self, text: str) -> Tensor:
         index = {ch: i for i, ch in enumerate(self.vocab)}
         unknown = sorted(set(text) - set(index))

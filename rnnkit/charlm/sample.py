@@ -17,7 +17,7 @@ def sample(run: Path, prime: str, length: int, temperature: float, seed: int) ->
     """``prime`` followed by ``length`` characters drawn from the model at ``temperature``."""
     saved = checkpoint.load(run / "best.pt" if (run / "best.pt").is_file() else run)
     config = saved["config"]
-    corpus = Corpus(saved["vocab"], torch.empty(0), torch.empty(0), "")
+    corpus = Corpus.of_vocabulary(saved["vocab"])
     model = CharLM(len(corpus.vocab), config["cell"], config["layers"], config["units"], config["dropout"])
     model.load_state_dict(saved["model"])
     model.eval()

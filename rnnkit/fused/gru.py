@@ -24,7 +24,7 @@ from torch.autograd.function import once_differentiable
 from .native import kernels
 from .packing import Packing, last_rows, previous_rows, step_starts
 
-_sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input
+_sigmoid_backward = torch.ops.aten.sigmoid_backward
 _tanh_backward = torch.ops.aten.tanh_backward
 
 
@@ -47,7 +47,7 @@ def output_backward_torch(
     the candidate pre-activation gradient into ``dc``, and ``dh_prev = dh * u``."""
     U = c.shape[1]
     u = g[:, U:]
-    _sigmoid_backward(dh * (h_prev - c), u, grad_input=dg[:, U:])
+    _sigmoid_backward.grad_input(dh * (h_prev - c), u, grad_input=dg[:, U:])
     _tanh_backward.grad_input(dh - dh * u, c, grad_input=dc)
     torch.mul(dh, u, out=dh_prev)
 
@@ -56,7 +56,7 @@ def reset_backward_torch(d_rh: Tensor, g: Tensor, h_prev: Tensor, dg: Tensor, dh
     """From ``d_rh`` (gradient of r * h_prev): the r pre-activation gradient into ``dg[:, :U]``,
     and ``dh_prev += d_rh * r``."""
     r = g[:, : h_prev.shape[1]]
-    _sigmoid_backward(d_rh * h_prev, r, grad_input=dg[:, : h_prev.shape[1]])
+    _sigmoid_backward.grad_input(d_rh * h_prev, r, grad_input=dg[:, : h_prev.shape[1]])
     dh_prev.addcmul_(d_rh, r)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import ast
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -275,8 +275,7 @@ class TFCheckpoint:
                 slice(start, None if length is None else start + length) for start, length in extent
             )
             target = full[index]
-            part.dtype = entry.dtype
-            full[index] = self._read_entry(name, part, target.shape)
+            full[index] = self._read_entry(name, replace(part, dtype=entry.dtype), target.shape)
         return full
 
 
