@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 import pytest
 import torch
 
@@ -64,3 +67,92 @@ def test_fused_on_cuda_equals_the_reference(dtype: torch.dtype) -> None:
     tol = dict(rtol=1e-10, atol=1e-10) if dtype == F64 else dict(rtol=1e-4, atol=1e-5)
     for a, b in zip(*results):
         torch.testing.assert_close(b, a, **tol)
+
+
+def _results(cell: Any, x: torch.Tensor, lengths: Any, backend: str) -> list[torch.Tensor]:
+    """Outputs, final state and the gradients of inputs and weights of one run."""
+    xi = x.clone().requires_grad_()
+    out, state = rk.dynamic_rnn(cell, xi, sequence_length=lengths, backend=backend)
+    loss = out.square().sum() + sum(s.square().sum() for s in rk.flatten_state(state))
+    return [out, *rk.flatten_state(state), *torch.autograd.grad(loss, [xi, *cell.parameters()])]
+
+
+# each runs a different CUDA path: cuDNN, a persistent kernel, a Triton step loop
+CUDA_PATHS = {
+    "cudnn_lstm": (lambda: rk.BasicLSTMCell(300, forget_bias=1.0), 32),  # over 256 units: cuDNN
+    "persistent_plain_lstm": (lambda: rk.BasicLSTMCell(96, forget_bias=1.0), 32),  # small: persistent is faster
+    "cudnn_projection_lstm": (lambda: rk.LSTMCell(96, num_proj=48), 32),
+    "cudnn_reset_after_gru": (lambda: rk.GRUCell(96, reset_after=True), 32),
+    "persistent_peephole_lstm": (lambda: rk.LSTMCell(200, use_peepholes=True, cell_clip=2.0), 48),
+    "persistent_tf_gru": (lambda: rk.GRUCell(300), 40),
+    "step_loop_peephole_lstm_batch_100": (lambda: rk.LSTMCell(64, use_peepholes=True, cell_clip=2.0), 100),
+    "step_loop_tf_gru_batch_80": (lambda: rk.GRUCell(96), 80),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CUDA_PATHS))
+@pytest.mark.parametrize("lengths", [False, True])
+def test_every_cuda_path_is_as_accurate_as_the_float32_reference(name: str, lengths: bool, monkeypatch) -> None:
+    """Every result within a few times the float32 reference's own distance from float64.
+    Also checks the TF32 rule: cuDNN's default (TF32 on, set here) would be ~100x off."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    torch.manual_seed(2)
+    make, batch = CUDA_PATHS[name]
+    cell = make().cuda()
+    x = torch.randn(batch, 30, 40, device="cuda")
+    seq = torch.randint(0, 35, (batch,)) if lengths else None
+    reference, fused = (_results(cell, x, seq, backend) for backend in ("reference", "fused"))
+    exact = _results(copy.deepcopy(cell).double(), x.double(), seq, "reference")
+    for i, (r, f, e) in enumerate(zip(reference, fused, exact)):
+        reference_error = (r.double() - e).abs().max().item()
+        fused_error = (f.double() - e).abs().max().item()
+        allowed = 4 * reference_error + 1e-6 * (1 + e.abs().max().item())
+        assert fused_error <= allowed, f"result {i}: fused {fused_error:.2e} vs reference {reference_error:.2e}"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("name", ["cudnn_lstm", "cudnn_reset_after_gru", "persistent_peephole_lstm", "persistent_tf_gru"])
+def test_half_precision_cuda_paths_track_float32(dtype: torch.dtype, name: str) -> None:
+    torch.manual_seed(3)
+    make, batch = CUDA_PATHS[name]
+    exact, half = make().cuda(), make().to(device="cuda", dtype=dtype)
+    exact(torch.zeros(1, 40, device="cuda"), exact.zero_state(1, torch.float32))
+    rk.load_tf_variables(half, {n: v.detach() for n, v in rk.tf_variables(exact).items()})
+    x = torch.randn(batch, 30, 40, device="cuda").to(dtype)
+    lengths = torch.randint(0, 35, (batch,))
+    out, state = rk.dynamic_rnn(half, x, sequence_length=lengths, backend="fused")
+    expected, expected_state = rk.dynamic_rnn(exact, x.float(), sequence_length=lengths, backend="reference")
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), expected, rtol=0.05, atol=0.05)
+    for s, e in zip(rk.flatten_state(state), rk.flatten_state(expected_state)):
+        torch.testing.assert_close(s.float(), e, rtol=0.05, atol=0.05)
+    grad = torch.autograd.grad(out.float().sum(), half.kernel if hasattr(half, "kernel") else half.gates["kernel"])
+    assert grad[0].dtype == dtype and bool(torch.isfinite(grad[0].float()).all())
+
+
+EXPECTED_PATH = {
+    "cudnn_lstm": "cudnn", "cudnn_projection_lstm": "cudnn", "cudnn_reset_after_gru": "cudnn",
+    "persistent_plain_lstm": "persistent", "persistent_peephole_lstm": "persistent", "persistent_tf_gru": "persistent",
+    "step_loop_peephole_lstm_batch_100": "step_loop", "step_loop_tf_gru_batch_80": "step_loop",
+}
+
+
+@pytest.mark.parametrize("name", sorted(CUDA_PATHS))
+def test_dispatch_takes_the_documented_cuda_path(name: str, monkeypatch) -> None:
+    from rnnkit.fused import persistent_gru, persistent_lstm, plan, triton_pointwise
+
+    taken = []
+
+    def spy(module: Any, attribute: str, path: str) -> None:
+        original = getattr(module, attribute)
+        monkeypatch.setattr(module, attribute, lambda *a, **k: (taken.append(path), original(*a, **k))[1])
+
+    spy(plan, "torch_lstm_layer", "cudnn")
+    spy(plan, "torch_gru_layer", "cudnn")
+    for module in (persistent_lstm, persistent_gru):
+        spy(module, "forward_steps_persistent", "persistent")
+    for attribute in ("forward_pointwise_triton", "gates_forward_triton"):
+        spy(triton_pointwise, attribute, "step_loop")
+    make, batch = CUDA_PATHS[name]
+    rk.dynamic_rnn(make().cuda(), torch.randn(batch, 4, 40, device="cuda"))
+    assert set(taken) == {EXPECTED_PATH[name]}

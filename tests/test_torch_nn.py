@@ -96,9 +96,28 @@ def test_reset_after_gru_gradcheck_and_tf_names() -> None:
     cell = rk.GRUCell(3, reset_after=True, input_size=2, dtype=F64)
     assert list(rk.tf_variables(cell, "rnn"))[2] == "rnn/gru_cell/candidate/input_projection/kernel"
     x = torch.randn(2, 4, 2, dtype=F64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x: rk.dynamic_rnn(cell, x, sequence_length=[4, 1])[0], (x,))
-    with pytest.raises(ValueError, match="reset_after"):
-        rk.dynamic_rnn(cell, x, backend="fused")
+    for backend in ("reference", "fused"):
+        assert torch.autograd.gradcheck(
+            lambda x, b=backend: rk.dynamic_rnn(cell, x, sequence_length=[4, 1], backend=b)[0], (x,)
+        )
+
+
+@pytest.mark.parametrize("lengths", [None, [5, 0, 3, 7]])
+@pytest.mark.parametrize("time_major", [False, True])
+def test_reset_after_gru_fused_through_torch_gru_equals_the_reference(lengths, time_major) -> None:
+    torch.manual_seed(4)
+    cell = rk.MultiRNNCell([rk.GRUCell(5, reset_after=True), rk.GRUCell(4, reset_after=True)])
+    x = torch.randn(5, 4, 3, dtype=F64) if time_major else torch.randn(4, 5, 3, dtype=F64)
+    h0 = tuple(torch.randn(4, n, dtype=F64) for n in (5, 4))
+    results = []
+    for backend in ("reference", "fused"):
+        xi = x.clone().requires_grad_()
+        out, state = rk.dynamic_rnn(cell, xi, sequence_length=lengths, initial_state=h0, time_major=time_major,
+                                    backend=backend)
+        loss = out.square().sum() + sum(s.sum() for s in state)
+        results.append([out, *state, *torch.autograd.grad(loss, [xi, *cell.parameters()])])
+    for fused, reference in zip(results[1], results[0]):
+        torch.testing.assert_close(fused, reference, rtol=1e-10, atol=1e-10)
 
 
 def test_convert_command_between_rnnkit_and_torch_nn(tmp_path, capsys) -> None:
@@ -123,3 +142,29 @@ def test_convert_command_between_rnnkit_and_torch_nn(tmp_path, capsys) -> None:
     capsys.readouterr()
     assert cli(["convert", str(tmp_path / "peep.pt"), str(tmp_path / "x.pt")]) == 2
     assert "peepholes" in capsys.readouterr().out
+
+
+def test_cudnn_tf32_flag_is_held_in_forward_and_backward() -> None:
+    from rnnkit.fused.torch_rnn import _CudnnTF32
+
+    seen = []
+
+    class Spy(torch.autograd.Function):  # records cuDNN's TF32 flag when each pass runs
+        @staticmethod
+        def forward(ctx, x):
+            seen.append(("forward", torch.backends.cudnn.allow_tf32))
+            return x * 3
+
+        @staticmethod
+        def backward(ctx, g):
+            seen.append(("backward", torch.backends.cudnn.allow_tf32))
+            return g * 3
+
+    before = torch.backends.cudnn.allow_tf32
+    x, w = torch.randn(4, requires_grad=True), torch.randn(4)
+    (out,) = _CudnnTF32.apply(not before, lambda a, b: (Spy.apply(a) * b,), x, w)
+    assert torch.backends.cudnn.allow_tf32 == before
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    torch.testing.assert_close(grad, 3 * w)
+    assert seen == [("forward", not before), ("backward", not before)]
+    assert torch.backends.cudnn.allow_tf32 == before

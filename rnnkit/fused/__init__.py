@@ -1,8 +1,18 @@
 """Fast paths behind one switch: ``backend="auto" | "reference" | "fused"``.
 
 ``reference`` is the cell's own step in a Python loop (the specification); ``fused`` runs
-whole layers with hand-written backward passes on packed steps (see ``plan.py``); ``auto``
-takes ``fused`` when the cell tree and inputs are recognised, ``reference`` otherwise.
+whole layers on packed steps (see ``plan.py``); ``auto`` takes ``fused`` when the cell tree
+and inputs are recognised, ``reference`` otherwise. Inside ``fused``, per layer:
+
+* cells PyTorch computes exactly (plain and projection LSTM, ``GRUCell(reset_after=True)``)
+  run through ``torch.lstm``/``torch.gru``: cuDNN on CUDA (``torch_rnn.py``);
+* every other LSTM, and TF's GRU, on CUDA runs a persistent Triton kernel when the batch is
+  at most 64 (``persistent_lstm.py``, ``persistent_gru.py``), else a step loop of cuBLAS GEMMs
+  and Triton pointwise kernels (``triton_pointwise.py``, float32);
+* on the CPU the compiled step loops of ``rnn_cpu.cpp``, or their torch twins.
+
+bfloat16/float16 inputs run on CUDA through cuDNN or the persistent kernels, with float32
+accumulation and float32 gates and cell states; elsewhere ``auto`` takes the reference loop.
 """
 
 from __future__ import annotations
@@ -12,16 +22,18 @@ from typing import Any
 import torch
 
 from .plan import FusedPlan, make_plan
+from .precision import HALF_DTYPES
 
 __all__ = ["BACKENDS", "FusedPlan", "select_plan"]
 
 BACKENDS = ("auto", "reference", "fused")
-_FUSED_DTYPES = (torch.float32, torch.float64)
+_FUSED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
-def select_plan(cell: Any, inputs: Any, backend: str) -> FusedPlan | None:
+def select_plan(cell: Any, inputs: Any, backend: str, batch_size: int | None = None) -> FusedPlan | None:
     """The fused plan to run, or ``None`` for the reference loop; ``ValueError`` when
-    ``backend="fused"`` was asked for and cannot run this cell or these inputs."""
+    ``backend="fused"`` was asked for and cannot run this cell or these inputs (``batch_size``:
+    the rows of ``inputs``, by default its first dimension)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "reference":
@@ -30,9 +42,13 @@ def select_plan(cell: Any, inputs: Any, backend: str) -> FusedPlan | None:
     if not isinstance(inputs, torch.Tensor):
         plan = "nested inputs"
     elif inputs.dtype not in _FUSED_DTYPES:
-        plan = f"inputs of dtype {inputs.dtype} (the fused path runs float32 and float64)"
+        plan = f"inputs of dtype {inputs.dtype} (the fused path runs float32, float64, bfloat16 and float16)"
     else:
         plan = make_plan(cell)
+        if isinstance(plan, FusedPlan) and inputs.dtype in HALF_DTYPES:
+            batch = inputs.shape[0] if batch_size is None else batch_size
+            reason = plan.half_reason(inputs.device, batch)
+            plan = plan if reason is None else f"inputs of dtype {inputs.dtype} on {inputs.device.type}: {reason}"
     if isinstance(plan, str):
         if backend == "fused":
             raise ValueError(f"backend='fused' cannot run this: {plan}; use backend='auto' or 'reference'")

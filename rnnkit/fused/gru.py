@@ -15,7 +15,9 @@ pointwise pass (compiled in ``rnn_cpu.cpp`` on the CPU, else the torch twins bel
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -23,6 +25,8 @@ from torch.autograd.function import once_differentiable
 
 from .native import kernels
 from .packing import Packing, last_rows, previous_rows, step_starts
+from .precision import HALF_DTYPES, state_dtype
+from .triton_support import persistent_fits, triton_runs_on
 
 _sigmoid_backward = torch.ops.aten.sigmoid_backward
 _tanh_backward = torch.ops.aten.tanh_backward
@@ -60,24 +64,38 @@ def reset_backward_torch(d_rh: Tensor, g: Tensor, h_prev: Tensor, dg: Tensor, dh
     dh_prev.addcmul_(d_rh, r)
 
 
+@dataclass(frozen=True)
+class GRUPointwise:
+    """The four pointwise parts of a GRU step: the torch twins above, or their Triton kernels."""
+
+    gates_forward: Callable[..., None] = gates_forward_torch
+    output_forward: Callable[..., None] = output_forward_torch
+    output_backward: Callable[..., None] = output_backward_torch
+    reset_backward: Callable[..., None] = reset_backward_torch
+
+
+_TORCH_POINTWISE = GRUPointwise()
+
+
 def forward_steps_torch(
     gates: Tensor, candidates: Tensor, reset_h: Tensor, out: Tensor, h0: Tensor, w_gh: Tensor, w_ch: Tensor,
-    batch_sizes: list[int],
+    batch_sizes: list[int], pointwise: GRUPointwise = _TORCH_POINTWISE,
 ) -> None:
     """The forward step loop over packed rows (``gru_forward_steps`` in ``rnn_cpu.cpp``)."""
     h_prev, start = h0, 0
     for n in batch_sizes:
         rows = slice(start, start + n)
         g = gates[rows].addmm_(h_prev[:n], w_gh)
-        gates_forward_torch(g, h_prev[:n], reset_h[rows])
+        pointwise.gates_forward(g, h_prev[:n], reset_h[rows])
         c = candidates[rows].addmm_(reset_h[rows], w_ch)
-        output_forward_torch(c, g, h_prev[:n], out[rows])
+        pointwise.output_forward(c, g, h_prev[:n], out[rows])
         h_prev, start = out[rows], start + n
 
 
 def backward_steps_torch(
     gates: Tensor, candidates: Tensor, out: Tensor, h0: Tensor, d_out: Tensor, d_h: Tensor, d_gates: Tensor,
     d_candidates: Tensor, w_gh_t: Tensor, w_ch_t: Tensor, batch_sizes: list[int],
+    pointwise: GRUPointwise = _TORCH_POINTWISE,
 ) -> None:
     """The backward step loop (``gru_backward_steps``): fills ``d_gates`` and ``d_candidates``
     and leaves the initial state's gradient in ``d_h``."""
@@ -88,17 +106,34 @@ def backward_steps_torch(
         h_prev = h0[:n] if t == 0 else out[starts[t - 1] : starts[t - 1] + n]
         g, dg, dc = gates[rows], d_gates[rows], d_candidates[rows]
         dh = d_out[rows] + d_h[:n]
-        output_backward_torch(dh, g, candidates[rows], h_prev, dg, dc, d_h[:n])
-        reset_backward_torch(dc @ w_ch_t, g, h_prev, dg, d_h[:n])
+        pointwise.output_backward(dh, g, candidates[rows], h_prev, dg, dc, d_h[:n])
+        pointwise.reset_backward(dc @ w_ch_t, g, h_prev, dg, d_h[:n])
         d_h[:n].addmm_(dg, w_gh_t)
 
 
-def _steps(device: torch.device) -> tuple[Any, Any]:
-    """The compiled GRU step loops on the CPU when they build, else the torch twins."""
-    compiled = kernels() if device.type == "cpu" else None
-    if compiled is None:
-        return forward_steps_torch, backward_steps_torch
-    return compiled.gru_forward_steps, compiled.gru_backward_steps
+def _steps(device: torch.device, dtype: torch.dtype, batch: int, units: int) -> tuple[Any, Any]:
+    """The (forward, backward) step loops for a layer: on the CPU the compiled loops when they
+    build; on CUDA the persistent Triton kernels where they fit (batch <= 64), else the loops
+    around Triton's pointwise kernels (float32); the torch twins otherwise."""
+    if device.type == "cpu":
+        compiled = kernels()
+        if compiled is not None:
+            return compiled.gru_forward_steps, compiled.gru_backward_steps
+    elif triton_runs_on(device) and dtype != torch.float64:
+        if persistent_fits(device, batch, units, False):
+            from .persistent_gru import backward_steps_persistent, forward_steps_persistent
+
+            return forward_steps_persistent, backward_steps_persistent
+        if dtype == torch.float32:
+            from . import triton_pointwise as kernels_
+
+            on_triton = GRUPointwise(kernels_.gates_forward_triton, kernels_.output_forward_triton,
+                                     kernels_.output_backward_triton, kernels_.reset_backward_triton)
+            return (partial(forward_steps_torch, pointwise=on_triton),
+                    partial(backward_steps_torch, pointwise=on_triton))
+    if dtype in HALF_DTYPES:
+        raise ValueError(f"the fused GRU runs {dtype} only in the persistent kernel (CUDA, Triton, batch <= 64)")
+    return forward_steps_torch, backward_steps_torch
 
 
 def _h_prev_all(h0: Tensor, out: Tensor, packing: Packing) -> Tensor:
@@ -127,11 +162,12 @@ class GRUSequence(torch.autograd.Function):
         w_gh, w_ch = gates_kernel[depth:], candidate_kernel[depth:]
         x_kernel = torch.cat([gates_kernel[:depth], candidate_kernel[:depth]], 1)
         projected = torch.addmm(torch.cat([gates_bias, candidate_bias]), data, x_kernel)  # [N, 3U]
-        gates = projected[:, : 2 * U].contiguous()  # becomes (r, u) after activation
-        candidates = projected[:, 2 * U :].contiguous()  # becomes c after activation
+        kept_dtype = state_dtype(data.dtype)  # float32 gates for half inputs
+        gates = projected[:, : 2 * U].to(kept_dtype).contiguous()  # becomes (r, u) after activation
+        candidates = projected[:, 2 * U :].to(kept_dtype).contiguous()  # becomes c after activation
         reset_h = torch.empty(data.shape[0], U, dtype=data.dtype, device=data.device)
         out = torch.empty_like(reset_h)
-        forward_steps, _ = _steps(data.device)
+        forward_steps, ctx.backward_steps = _steps(data.device, data.dtype, packing.batch_sizes[0], U)
         forward_steps(gates, candidates, reset_h, out, h0, w_gh, w_ch, list(packing.batch_sizes))
         last = last_rows(packing, data.device)
         ctx.save_for_backward(data, h0, x_kernel, w_gh, w_ch, gates, candidates, reset_h, out)
@@ -149,17 +185,17 @@ class GRUSequence(torch.autograd.Function):
         d_gates, d_candidates = torch.empty_like(gates), torch.empty_like(candidates)
         d_h = torch.zeros_like(h0)
         w_gh_t, w_ch_t = w_gh.t().contiguous(), w_ch.t().contiguous()  # read at every step
-        _, backward_steps = _steps(data.device)
-        backward_steps(
+        ctx.backward_steps(
             gates, candidates, out, h0, d_out, d_h, d_gates, d_candidates, w_gh_t, w_ch_t, list(packing.batch_sizes)
         )
         h_prev_all = _h_prev_all(h0, out, packing)
-        d_x_gates = torch.cat([d_gates, d_candidates], 1)  # [N, 3U]
+        d_x_gates = torch.cat([d_gates, d_candidates], 1).to(data.dtype)  # [N, 3U], the GEMMs in the inputs' dtype
         d_data = d_x_gates @ x_kernel.t()
         d_x_kernel = data.t() @ d_x_gates
-        d_gates_kernel = torch.cat([d_x_kernel[:, : 2 * U], h_prev_all.t() @ d_gates])
-        d_candidate_kernel = torch.cat([d_x_kernel[:, 2 * U :], reset_h.t() @ d_candidates])
-        return d_data, d_h, d_gates_kernel, d_gates.sum(0), d_candidate_kernel, d_candidates.sum(0), None
+        d_gates_kernel = torch.cat([d_x_kernel[:, : 2 * U], h_prev_all.t() @ d_x_gates[:, : 2 * U]])
+        d_candidate_kernel = torch.cat([d_x_kernel[:, 2 * U :], reset_h.t() @ d_x_gates[:, 2 * U :]])
+        d_biases = (d_gates.sum(0).to(data.dtype), d_candidates.sum(0).to(data.dtype))
+        return d_data, d_h, d_gates_kernel, d_biases[0], d_candidate_kernel, d_biases[1], None
 
 
 class RNNSequence(torch.autograd.Function):

@@ -16,7 +16,8 @@ projection clipping), organised for speed:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -24,6 +25,8 @@ from torch.autograd.function import once_differentiable
 
 from .native import kernels
 from .packing import Packing, last_rows, previous_rows, step_starts
+from .precision import HALF_DTYPES, state_dtype
+from .triton_support import persistent_fits, triton_runs_on
 
 _sigmoid_backward = torch.ops.aten.sigmoid_backward
 _tanh_backward = torch.ops.aten.tanh_backward
@@ -121,9 +124,11 @@ def forward_steps_torch(
     gates: Tensor, h0: Tensor, c0: Tensor, w_h: Tensor, w_if: Tensor, w_o: Tensor, projection: Tensor,
     clip: float, proj_clip: float, batch_sizes: list[int], candidates: Tensor, cells: Tensor,
     tanh_cells: Tensor, hidden: Tensor, out: Tensor, clip_mask: Tensor, proj_mask: Tensor,
+    pointwise: Callable[..., None] = forward_pointwise_torch,
 ) -> None:
     """The forward step loop over packed rows (``lstm_forward_steps`` in ``rnn_cpu.cpp`` is the
-    same loop in C++). Absent tensors are empty; ``clip``/``proj_clip`` < 0 mean no clipping."""
+    same loop in C++). Absent tensors are empty; ``clip``/``proj_clip`` < 0 mean no clipping.
+    ``pointwise`` is :func:`forward_pointwise_torch` or its Triton twin."""
     h_prev, c_prev, start = h0, c0, 0
     for n in batch_sizes:
         rows = slice(start, start + n)
@@ -131,7 +136,7 @@ def forward_steps_torch(
         m = out[rows] if projection.numel() == 0 else hidden[rows]
         kept = clip_mask[rows] if clip_mask.numel() else clip_mask
         step_outputs = (candidates[rows], cells[rows], tanh_cells[rows], m, kept)
-        forward_pointwise_torch(z, c_prev[:n], w_if, w_o, clip, *step_outputs)
+        pointwise(z, c_prev[:n], w_if, w_o, clip, *step_outputs)
         if projection.numel():
             m = torch.mm(m, projection, out=out[rows])
             if proj_clip >= 0:
@@ -143,10 +148,11 @@ def backward_steps_torch(
     gates: Tensor, candidates: Tensor, cells: Tensor, tanh_cells: Tensor, c0: Tensor, d_out: Tensor,
     d_h: Tensor, d_c: Tensor, d_gates: Tensor, d_m: Tensor, w_h_t: Tensor, projection_t: Tensor,
     w_if: Tensor, w_o: Tensor, clip_mask: Tensor, proj_mask: Tensor, batch_sizes: list[int],
+    pointwise: Callable[..., None] = backward_pointwise_torch,
 ) -> None:
     """The backward step loop (``lstm_backward_steps`` in C++): fills ``d_gates`` (and ``d_m``,
     the gradient of the projection's output), leaves the initial state's gradients in ``d_h``
-    and ``d_c``."""
+    and ``d_c``. ``pointwise`` is :func:`backward_pointwise_torch` or its Triton twin."""
     starts = step_starts(batch_sizes)
     for t in reversed(range(len(batch_sizes))):
         n, start = batch_sizes[t], starts[t]
@@ -161,16 +167,32 @@ def backward_steps_torch(
         kept = clip_mask[rows] if clip_mask.numel() else clip_mask
         dz = d_gates[rows]
         saved = (gates[rows], candidates[rows], c_prev, tanh_cells[rows])
-        backward_pointwise_torch(*saved, dm, d_c[:n], w_if, w_o, kept, dz)
+        pointwise(*saved, dm, d_c[:n], w_if, w_o, kept, dz)
         torch.mm(dz, w_h_t, out=d_h[:n])
 
 
-def _steps(device: torch.device) -> tuple[Any, Any]:
-    """The compiled step loops on the CPU when they build, else the torch twins."""
-    compiled = kernels() if device.type == "cpu" else None
-    if compiled is None:
-        return forward_steps_torch, backward_steps_torch
-    return compiled.lstm_forward_steps, compiled.lstm_backward_steps
+def _steps(device: torch.device, dtype: torch.dtype, batch: int, units: int, projected: bool) -> tuple[Any, Any]:
+    """The (forward, backward) step loops for a layer: on the CPU the compiled loops when they
+    build; on CUDA the persistent Triton kernels where they fit (batch <= 64, no projection),
+    else the loops around Triton's pointwise kernels (float32); the torch twins otherwise."""
+    if device.type == "cpu":
+        compiled = kernels()
+        if compiled is not None:
+            return compiled.lstm_forward_steps, compiled.lstm_backward_steps
+    elif triton_runs_on(device) and dtype != torch.float64:
+        if persistent_fits(device, batch, units, projected):
+            from .persistent_lstm import backward_steps_persistent, forward_steps_persistent
+
+            return forward_steps_persistent, backward_steps_persistent
+        if dtype == torch.float32:
+            from .triton_pointwise import backward_pointwise_triton, forward_pointwise_triton
+
+            return (partial(forward_steps_torch, pointwise=forward_pointwise_triton),
+                    partial(backward_steps_torch, pointwise=backward_pointwise_triton))
+    if dtype in HALF_DTYPES:
+        raise ValueError(f"the fused LSTM runs {dtype} only in the persistent kernel (CUDA, Triton, batch <= 64, "
+                         "no projection)")
+    return forward_steps_torch, backward_steps_torch
 
 
 class LSTMSequence(torch.autograd.Function):
@@ -196,8 +218,10 @@ class LSTMSequence(torch.autograd.Function):
         depth = data.shape[1]
         kernel_p, bias_p = _reorder_gates(kernel, bias, U, config.forget_bias)
         w_x, w_h = kernel_p[:depth], kernel_p[depth:]
-        gates = torch.addmm(bias_p, data, w_x)  # [N, 4U]: (i, f, o, j), activated in place below
-        cells = torch.empty(data.shape[0], U, dtype=data.dtype, device=data.device)
+        steps = _steps(data.device, data.dtype, packing.batch_sizes[0], U, projection is not None)
+        kept_dtype = state_dtype(data.dtype)  # float32 gates and cell states for half inputs
+        gates = torch.addmm(bias_p, data, w_x).to(kept_dtype)  # [N, 4U]: (i, f, o, j), activated in place
+        cells = torch.empty(data.shape[0], U, dtype=kept_dtype, device=data.device)
         tanh_cells = torch.empty_like(cells)
         candidates = torch.empty_like(cells)  # tanh(j), contiguous: tanh on a strided block is slow
         hidden = None if projection is None else torch.empty_like(cells)  # m before the projection
@@ -205,7 +229,7 @@ class LSTMSequence(torch.autograd.Function):
         clip_mask = _mask_like(cells, config.cell_clip is not None)
         proj_mask = _mask_like(out, projection is not None and config.proj_clip is not None)
         w_if = torch.stack([w_i, w_f]) if w_i is not None and w_f is not None else None  # [2, U]
-        forward_steps, _ = _steps(data.device)
+        forward_steps, ctx.backward_steps = steps
         forward_steps(
             gates, h0, c0, w_h, _given(w_if), _given(w_o), _given(projection),
             -1.0 if config.cell_clip is None else config.cell_clip,
@@ -219,7 +243,7 @@ class LSTMSequence(torch.autograd.Function):
             clip_mask, proj_mask,
         )
         ctx.config, ctx.packing = config, packing
-        return out, out.index_select(0, last), cells.index_select(0, last)
+        return out, out.index_select(0, last), cells.index_select(0, last).to(data.dtype)
 
     @staticmethod
     @once_differentiable
@@ -237,7 +261,7 @@ class LSTMSequence(torch.autograd.Function):
         d_m = torch.empty_like(out) if projection is not None else None  # after proj clip
         d_h = torch.zeros_like(h0)
         d_c = d_c_final.clone()
-        _, backward_steps = _steps(data.device)
+        backward_steps = ctx.backward_steps
         # the per-step GEMMs read the transposed weights: contiguous copies, made once, are faster
         w_h_t = w_h.t().contiguous()
         projection_t = projection.t().contiguous() if projection is not None else None
@@ -251,16 +275,18 @@ class LSTMSequence(torch.autograd.Function):
         n0 = packing.batch_sizes[0]
         h_prev_all = out[:0] if prev is None else out.index_select(0, prev)
         h_prev_all = torch.cat([h0[:n0], h_prev_all])
-        d_data = d_gates @ w_x.t()
-        d_kernel_p = torch.cat([data.t() @ d_gates, h_prev_all.t() @ d_gates])
+        d_gates_x = d_gates.to(data.dtype)  # the GEMMs in the inputs' dtype (float32 gates of half inputs)
+        d_data = d_gates_x @ w_x.t()
+        d_kernel_p = torch.cat([data.t() @ d_gates_x, h_prev_all.t() @ d_gates_x])
         d_kernel = _restore_gate_order(d_kernel_p, U)
-        d_bias = _restore_gate_order(d_gates.sum(0), U)
+        d_bias = _restore_gate_order(d_gates.sum(0), U).to(data.dtype)
         d_w_i = d_w_f = d_w_o = d_projection = None
         if w_if is not None:
-            c_prev_all = torch.cat([c0[:n0], cells[:0] if prev is None else cells.index_select(0, prev)])
-            d_w_i = (d_gates[:, :U] * c_prev_all).sum(0)
-            d_w_f = (d_gates[:, U : 2 * U] * c_prev_all).sum(0)
-            d_w_o = (d_gates[:, 2 * U : 3 * U] * cells).sum(0)
+            c_later = cells[:0] if prev is None else cells.index_select(0, prev)
+            c_prev_all = torch.cat([c0[:n0].to(cells.dtype), c_later])
+            d_w_i = (d_gates[:, :U] * c_prev_all).sum(0).to(data.dtype)
+            d_w_f = (d_gates[:, U : 2 * U] * c_prev_all).sum(0).to(data.dtype)
+            d_w_o = (d_gates[:, 2 * U : 3 * U] * cells).sum(0).to(data.dtype)
         if projection is not None:
             d_projection = hidden.t() @ d_m
         return d_data, d_h, d_c, d_kernel, d_bias, d_w_i, d_w_f, d_w_o, d_projection, None, None

@@ -1,7 +1,7 @@
-"""Which cells the fused CPU path runs, and how a whole stack runs on packed steps.
+"""Which cells the fused path runs, and how a whole stack runs on packed steps.
 
 ``make_plan(cell)`` recognises a cell tree: ``BasicLSTMCell``/``LSTMCell`` (every option),
-``GRUCell``, ``BasicRNNCell`` with their default tanh activation, stacked in a
+``GRUCell`` (both forms), ``BasicRNNCell`` with their default tanh activation, stacked in a
 ``MultiRNNCell``, wrapped in ``ResidualWrapper`` (default residual) and ``DropoutWrapper``
 (input and output dropout with a fresh mask per step and element, as the wrapper draws them,
 here applied to whole packed sequences; state dropout and variational masks feed back into the
@@ -29,7 +29,14 @@ from .gru import GRUSequence, RNNSequence
 from .lstm import LSTMConfig, LSTMSequence
 from .native import kernels
 from .packing import Packing, make_packing, pack, sort_rows, unpack, unsort_rows
-from .torch_lstm import is_torch_lstm_math, torch_lstm_layer
+from .precision import half_supported
+from .torch_rnn import is_torch_lstm_math, torch_gru_layer, torch_lstm_layer
+from .triton_support import persistent_preferred
+
+
+def _cudnn_on(device: torch.device) -> bool:
+    """True when torch's RNNs on ``device`` run cuDNN (float32, float64, float16, bfloat16)."""
+    return device.type == "cuda" and torch.backends.cudnn.is_available() and torch.backends.cudnn.enabled
 
 
 class _Layer:
@@ -69,6 +76,10 @@ class _Layer:
     def run(self, data: Tensor, packing: Packing, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         raise NotImplementedError
 
+    def half_reason(self, device: torch.device, batch: int) -> str | None:
+        """Why bfloat16/float16 inputs of ``batch`` rows cannot run here (None: they can)."""
+        return f"{self.cell.name} in half precision (fused: float32 and float64)"
+
 
 class _LSTMLayer(_Layer):
     def state_tensors(self, state: Any) -> list[Tensor]:  # [h, c]
@@ -81,15 +92,18 @@ class _LSTMLayer(_Layer):
         h, c = tensors
         return LSTMStateTuple(c, h) if self.cell.state_is_tuple else torch.cat([c, h], 1)
 
+    def half_reason(self, device: torch.device, batch: int) -> str | None:
+        cell = self.cell
+        if _cudnn_on(device) and is_torch_lstm_math(cell, projection=True):
+            return None  # cuDNN
+        if half_supported(device, batch, cell.num_units, cell.num_proj is not None):
+            return None  # the persistent kernel
+        return (f"{cell.name} in half precision: the fused LSTM runs it through cuDNN (no peepholes or clipping) "
+                "or the persistent kernel (CUDA with Triton, batch <= 64, num_units <= 1024, no projection)")
+
     def run(self, data: Tensor, packing: Packing, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         cell = self.cell
-        # PyTorch's fused LSTM (oneDNN) on the CPU where it is exact and not slower: always when
-        # every row runs every step; with variable lengths only for inference without the
-        # compiled step loops (one call per run of equal batch sizes measured slower than
-        # LSTMSequence in training, and than its compiled loops in inference). Not on CUDA yet:
-        # cuDNN would use TF32 for float32 by default (the GPU dispatch is issue 6's).
-        use_torch = packing.flat_index is None or (not torch.is_grad_enabled() and kernels() is None)
-        if data.device.type == "cpu" and use_torch and is_torch_lstm_math(cell):
+        if self._through_torch(cell, data, packing):
             out, h, c = torch_lstm_layer(data, packing, state[0], state[1], cell)
             return out, [h, c]
         config = LSTMConfig(cell.num_units, cell.forget_bias, cell.cell_clip, cell.proj_clip)
@@ -99,9 +113,34 @@ class _LSTMLayer(_Layer):
         out, h, c = LSTMSequence.apply(data, h0, c0, cell.kernel, cell.bias, *peepholes, projection, config, packing)
         return out, [h, c]
 
+    @staticmethod
+    def _through_torch(cell: Any, data: Tensor, packing: Packing) -> bool:
+        """PyTorch's own LSTM where it is exact and fastest: cuDNN on CUDA (with a projection
+        too) except where the persistent kernel is faster (small batches, at most 256 units);
+        on the CPU oneDNN when every row runs every step, and with variable lengths only for
+        inference without the compiled step loops (one call per run of equal batch sizes
+        measured slower than LSTMSequence in training, and than its compiled loops in inference)."""
+        if _cudnn_on(data.device):
+            batch = packing.num_running
+            faster = cell.num_proj is None and persistent_preferred(data.device, batch, cell.num_units)
+            return is_torch_lstm_math(cell, projection=True) and not faster
+        use_torch = packing.flat_index is None or (not torch.is_grad_enabled() and kernels() is None)
+        return data.device.type == "cpu" and use_torch and is_torch_lstm_math(cell)
+
 
 class _GRULayer(_Layer):
+    def half_reason(self, device: torch.device, batch: int) -> str | None:
+        if _cudnn_on(device) and self.cell.reset_after:
+            return None  # cuDNN
+        if not self.cell.reset_after and half_supported(device, batch, self.cell.num_units, False):
+            return None  # the persistent kernel
+        return (f"{self.cell.name} in half precision: the fused GRU runs it through cuDNN (reset_after=True) "
+                "or the persistent kernel (CUDA with Triton, batch <= 64, num_units <= 1024)")
+
     def run(self, data: Tensor, packing: Packing, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        if self.cell.reset_after:  # torch.nn.GRU's math: cuDNN on CUDA, ATen's loop on the CPU
+            out, h = torch_gru_layer(data, packing, state[0], self.cell)
+            return out, [h]
         gates, candidate = self.cell.gates, self.cell.candidate
         out, h = GRUSequence.apply(
             data, state[0], gates["kernel"], gates["bias"], candidate["kernel"], candidate["bias"], packing
@@ -130,6 +169,14 @@ class FusedPlan:
     layers: list[_Layer]
     split_state: Callable[[Any], list[Any]]
     merge_state: Callable[[list[Any]], Any]
+
+    def half_reason(self, device: torch.device, batch: int) -> str | None:
+        """Why bfloat16/float16 inputs cannot run on this plan (None: they can)."""
+        for i, layer in enumerate(self.layers):
+            reason = layer.half_reason(device, batch)
+            if reason is not None:
+                return reason if len(self.layers) == 1 else f"layer {i}: {reason}"
+        return None
 
     def run(self, inputs: Tensor, lengths: Tensor | None, state: Any, time_major: bool) -> tuple[Tensor, Any]:
         """``inputs`` ``[T, B, D]`` (``[B, T, D]`` unless ``time_major``), ``lengths`` ``[B]`` or
@@ -197,8 +244,6 @@ def _layer_for(cell: Any, wrappers: tuple[Any, ...] = ()) -> _Layer | str:
         return f"{type(cell).__name__} has no fused implementation"
     if cell.activation is not torch.tanh:
         return f"{cell.name} uses activation {cell.activation!r}; the fused path implements tanh"
-    if getattr(cell, "reset_after", False):
-        return "GRUCell(reset_after=True) (the fused GRU is TF's reset-before form)"
     return layer_type(cell, wrappers)
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..cells import BasicLSTMCell, GRUCell, LSTMCell
-from ..fused.torch_lstm import torch_lstm_weights
+from ..fused.torch_rnn import torch_gru_weights, torch_lstm_weights
 from ..wrappers import MultiRNNCell
 
 __all__ = ["from_torch_gru", "from_torch_lstm", "to_torch_gru", "to_torch_lstm"]
@@ -138,12 +138,9 @@ def to_torch_gru(cell: Any, batch_first: bool = True) -> nn.GRU:
                  dtype=first.gates["kernel"].dtype, device=first.gates["kernel"].device)
     with torch.no_grad():
         for k, layer in enumerate(layers):
-            depth, gates, candidate = layer.input_size, layer.gates, layer.candidate
-            x_part, h_part = candidate["input_projection"], candidate["hidden_projection"]
-            getattr(gru, f"weight_ih_l{k}").copy_(torch.cat([gates["kernel"][:depth], x_part["kernel"]], 1).t())
-            getattr(gru, f"weight_hh_l{k}").copy_(torch.cat([gates["kernel"][depth:], h_part["kernel"]], 1).t())
-            getattr(gru, f"bias_ih_l{k}").copy_(torch.cat([gates["bias"], x_part["bias"]]))
-            getattr(gru, f"bias_hh_l{k}").copy_(torch.cat([torch.zeros_like(gates["bias"]), h_part["bias"]]))
+            weights = torch_gru_weights(layer, layer.input_size)
+            for name, value in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), weights):
+                getattr(gru, f"{name}_l{k}").copy_(value)
     return gru
 
 

@@ -1,0 +1,176 @@
+"""The persistent GRU kernels (TF's reset-before form): a whole layer's steps in one launch.
+
+The layout is the LSTM's (``persistent_lstm.py``): each program owns ``BLOCK_U`` units for a
+block of rows and the programs meet at grid-wide barriers. TF's GRU has two dependent
+products per step, so two barriers:
+
+* forward: ``r, u = sigmoid(x W_gx + b_g + h W_gh)`` for the program's units, then
+  ``r * h`` is published; barrier; ``c = tanh(x W_cx + b_c + (r * h) W_ch)`` and
+  ``h' = u * h + (1 - u) * c``; barrier;
+* backward (step ``t``, last to first): the gradient of ``h_t`` (its output's, plus what
+  reached it from step ``t + 1``: ``dh u + d(rh) r`` kept in registers, and
+  ``d_gates[t + 1] @ W_gh^T``); the update and candidate gradients are published; barrier;
+  ``d(r h) = d_candidates @ W_ch^T`` gives the reset gradient; barrier.
+
+Same buffers and signatures as the step loops of ``gru.py`` (their specification). Gates,
+candidates and their gradients are float32 whatever the inputs' dtype; ``r * h`` and ``h`` are
+stored in the inputs' dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from .persistent_setup import launch_parameters, schedule
+from .triton_math import grid_barrier, load_tile, product, sigmoid, tanh, weight_slice
+
+
+@triton.jit
+def _gru_forward_kernel(
+    gates_ptr, candidates_ptr, reset_h_ptr, hbuf_ptr, w_gh_ptr, w_ch_ptr, sizes_ptr, starts_ptr, previous_ptr,
+    counter_ptr, num_steps, units, running,
+    PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr, BLOCK_K: tl.constexpr,
+    K_PAD: tl.constexpr, RESIDENT: tl.constexpr, UNIT_BLOCKS: tl.constexpr, NUM_PROGRAMS: tl.constexpr,
+):
+    """``hbuf`` is ``[running + N, units]``: the initial h, then each step's h; step ``t``
+    reads its previous h at row ``previous[t]``. ``sizes``/``starts`` end with a 0 sentinel."""
+    pid = tl.program_id(0)
+    cols = (pid % UNIT_BLOCKS) * BLOCK_U + tl.arange(0, BLOCK_U)
+    col_mask = cols < units
+    rows = (pid // UNIT_BLOCKS) * BLOCK_B + tl.arange(0, BLOCK_B)
+    width = 2 * units
+    w_r = w_gh_ptr  # the resident weight slices (placeholders when not resident)
+    w_u = w_gh_ptr
+    w_c = w_ch_ptr
+    if RESIDENT:
+        w_r = weight_slice(w_gh_ptr, units, width, cols, col_mask, K_PAD)
+        w_u = weight_slice(w_gh_ptr + units, units, width, cols, col_mask, K_PAD)
+        w_c = weight_slice(w_ch_ptr, units, units, cols, col_mask, K_PAD)
+    n = tl.load(sizes_ptr)
+    start = tl.load(starts_ptr)
+    x_r = load_tile(gates_ptr, start, rows, cols, rows < n, col_mask, width)
+    x_u = load_tile(gates_ptr + units, start, rows, cols, rows < n, col_mask, width)
+    x_c = load_tile(candidates_ptr, start, rows, cols, rows < n, col_mask, units)
+    for t in range(num_steps):
+        previous = tl.load(previous_ptr + t)
+        row_mask = rows < n
+        mask = row_mask[:, None] & col_mask[None, :]
+        h_prev = load_tile(hbuf_ptr, previous, rows, cols, row_mask, col_mask, units)
+        reset = sigmoid(x_r + product(hbuf_ptr, previous, rows, row_mask, units, w_gh_ptr, width, cols, col_mask,
+                                      w_r, BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION))
+        update = sigmoid(x_u + product(hbuf_ptr, previous, rows, row_mask, units, w_gh_ptr + units, width, cols,
+                                       col_mask, w_u, BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION))
+        gate_here = (start + rows[:, None]) * width + cols[None, :]
+        here = (start + rows[:, None]) * units + cols[None, :]
+        tl.store(gates_ptr + gate_here, reset, mask=mask)
+        tl.store(gates_ptr + gate_here + units, update, mask=mask)
+        tl.store(reset_h_ptr + here, (reset * h_prev).to(reset_h_ptr.dtype.element_ty), mask=mask)
+        if NUM_PROGRAMS > 1:
+            grid_barrier(counter_ptr, 2 * t, NUM_PROGRAMS)
+        c = tanh(x_c + product(reset_h_ptr, start, rows, row_mask, units, w_ch_ptr, units, cols, col_mask, w_c,
+                               BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION))
+        tl.store(candidates_ptr + here, c, mask=mask)
+        h_here = (running + start + rows[:, None]) * units + cols[None, :]
+        tl.store(hbuf_ptr + h_here, ((h_prev - c) * update + c).to(hbuf_ptr.dtype.element_ty), mask=mask)
+        n = tl.load(sizes_ptr + t + 1)  # the next step's input projections, before the barrier
+        start = tl.load(starts_ptr + t + 1)
+        x_r = load_tile(gates_ptr, start, rows, cols, rows < n, col_mask, width)
+        x_u = load_tile(gates_ptr + units, start, rows, cols, rows < n, col_mask, width)
+        x_c = load_tile(candidates_ptr, start, rows, cols, rows < n, col_mask, units)
+        if NUM_PROGRAMS > 1:
+            grid_barrier(counter_ptr, 2 * t + 1, NUM_PROGRAMS)
+
+
+@triton.jit
+def _gru_backward_kernel(
+    gates_ptr, candidates_ptr, hbuf_ptr, d_out_ptr, d_h_ptr, d_gates_ptr, d_candidates_ptr, w_gh_t_ptr, w_ch_t_ptr,
+    sizes_ptr, starts_ptr, previous_ptr, counter_ptr, num_steps, units, running,
+    PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr, BLOCK_K: tl.constexpr,
+    K_PAD: tl.constexpr, RESIDENT: tl.constexpr, UNIT_BLOCKS: tl.constexpr, NUM_PROGRAMS: tl.constexpr,
+):
+    """``hbuf`` as in the forward kernel; ``d_h`` holds the gradient reaching ``h0`` in the end."""
+    pid = tl.program_id(0)
+    cols = (pid % UNIT_BLOCKS) * BLOCK_U + tl.arange(0, BLOCK_U)
+    col_mask = cols < units
+    rows = (pid // UNIT_BLOCKS) * BLOCK_B + tl.arange(0, BLOCK_B)
+    width = 2 * units
+    carry = load_tile(d_h_ptr, 0, rows, cols, rows < running, col_mask, units)  # dh u + d(rh) r of step t + 1
+    last = num_steps - 1
+    n = tl.load(sizes_ptr + last)
+    start = tl.load(starts_ptr + last)
+    previous = tl.load(previous_ptr + last)
+    d_out = load_tile(d_out_ptr, start, rows, cols, rows < n, col_mask, units)
+    reset = load_tile(gates_ptr, start, rows, cols, rows < n, col_mask, width)
+    update = load_tile(gates_ptr + units, start, rows, cols, rows < n, col_mask, width)
+    c = load_tile(candidates_ptr, start, rows, cols, rows < n, col_mask, units)
+    h_prev = load_tile(hbuf_ptr, previous, rows, cols, rows < n, col_mask, units)
+    for s in range(num_steps):
+        t = last - s
+        row_mask = rows < n
+        mask = row_mask[:, None] & col_mask[None, :]
+        dh = d_out + carry + product(d_gates_ptr, tl.load(starts_ptr + t + 1), rows, rows < tl.load(sizes_ptr + t + 1),
+                                     width, w_gh_t_ptr, units, cols, col_mask, w_gh_t_ptr,
+                                     BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION)
+        gate_here = (start + rows[:, None]) * width + cols[None, :]
+        here = (start + rows[:, None]) * units + cols[None, :]
+        tl.store(d_gates_ptr + gate_here + units, dh * (h_prev - c) * update * (1.0 - update), mask=mask)
+        tl.store(d_candidates_ptr + here, (dh - dh * update) * (1.0 - c * c), mask=mask)
+        if NUM_PROGRAMS > 1:
+            grid_barrier(counter_ptr, 2 * s, NUM_PROGRAMS)
+        d_rh = product(d_candidates_ptr, start, rows, row_mask, units, w_ch_t_ptr, units, cols, col_mask, w_ch_t_ptr,
+                       BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION)
+        tl.store(d_gates_ptr + gate_here, d_rh * h_prev * reset * (1.0 - reset), mask=mask)
+        carry = tl.where(mask, dh * update + d_rh * reset, carry)
+        # the previous step's own inputs, before the barrier (size 0 before the first step)
+        n = tl.load(sizes_ptr + t - 1, mask=t > 0, other=0)
+        start = tl.load(starts_ptr + t - 1, mask=t > 0, other=0)
+        previous = tl.load(previous_ptr + t - 1, mask=t > 0, other=0)
+        d_out = load_tile(d_out_ptr, start, rows, cols, rows < n, col_mask, units)
+        reset = load_tile(gates_ptr, start, rows, cols, rows < n, col_mask, width)
+        update = load_tile(gates_ptr + units, start, rows, cols, rows < n, col_mask, width)
+        c = load_tile(candidates_ptr, start, rows, cols, rows < n, col_mask, units)
+        h_prev = load_tile(hbuf_ptr, previous, rows, cols, rows < n, col_mask, units)
+        if NUM_PROGRAMS > 1:
+            grid_barrier(counter_ptr, 2 * s + 1, NUM_PROGRAMS)
+    d_h0 = carry + product(d_gates_ptr, 0, rows, rows < running, width, w_gh_t_ptr, units, cols, col_mask, w_gh_t_ptr,
+                           BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION)
+    first = (rows < running)[:, None] & col_mask[None, :]
+    tl.store(d_h_ptr + rows[:, None] * units + cols[None, :], d_h0.to(d_h_ptr.dtype.element_ty), mask=first)
+
+
+def forward_steps_persistent(
+    gates: Tensor, candidates: Tensor, reset_h: Tensor, out: Tensor, h0: Tensor, w_gh: Tensor, w_ch: Tensor,
+    batch_sizes: list[int],
+) -> None:
+    """:func:`rnnkit.fused.gru.forward_steps_torch` in one launch. ``gates`` and ``candidates``
+    (in: input projections plus biases; out: activated) are float32; ``reset_h``, ``out``,
+    ``h0`` and the weights share the inputs' dtype."""
+    units, running = out.shape[1], batch_sizes[0]
+    shape, counter = launch_parameters(units, units, True, running, w_gh)
+    sizes, starts, previous = schedule(batch_sizes, running, gates.device)
+    hbuf = out.new_empty(running + out.shape[0], units)  # the initial h, then every step's
+    hbuf[:running] = h0[:running]
+    _gru_forward_kernel[(shape["NUM_PROGRAMS"],)](
+        gates, candidates, reset_h, hbuf, w_gh.contiguous(), w_ch.contiguous(), sizes, starts, previous, counter,
+        len(batch_sizes), units, running, **shape,
+    )
+    out.copy_(hbuf[running:])
+
+
+def backward_steps_persistent(
+    gates: Tensor, candidates: Tensor, out: Tensor, h0: Tensor, d_out: Tensor, d_h: Tensor, d_gates: Tensor,
+    d_candidates: Tensor, w_gh_t: Tensor, w_ch_t: Tensor, batch_sizes: list[int],
+) -> None:
+    """:func:`rnnkit.fused.gru.backward_steps_torch` in one launch: fills ``d_gates`` and
+    ``d_candidates`` (float32) and leaves the initial state's gradient in ``d_h``."""
+    units, running = out.shape[1], batch_sizes[0]
+    shape, counter = launch_parameters(units, 2 * units, False, running, w_gh_t)
+    sizes, starts, previous = schedule(batch_sizes, running, gates.device)
+    hbuf = torch.cat([h0[:running], out])
+    _gru_backward_kernel[(shape["NUM_PROGRAMS"],)](
+        gates, candidates, hbuf, d_out.contiguous(), d_h, d_gates, d_candidates, w_gh_t.contiguous(),
+        w_ch_t.contiguous(), sizes, starts, previous, counter, len(batch_sizes), units, running, **shape,
+    )

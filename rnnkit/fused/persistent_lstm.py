@@ -1,0 +1,244 @@
+"""The persistent LSTM kernels: a whole layer's step loop, forward or backward, in one launch.
+
+Each program owns ``BLOCK_U`` units (the four gate columns of each) for a block of ``BLOCK_B``
+rows (``triton_support.persistent_layout``), so the cell state (forward) or its gradient
+(backward) stays in registers from the first step to the last. Its slice of the recurrent
+kernel is loaded once into registers when it is small enough (``RESIDENT``), else re-read
+every step from the multiprocessor's cache. Between steps the programs meet at a grid-wide
+barrier (:func:`grid_barrier`): step ``t`` needs all of ``h_{t-1}`` (forward) or all of the
+gate gradients of step ``t + 1`` (backward). Whatever a step reads that no other program
+writes (its input projection, saved activations, incoming gradients) is loaded before the
+barrier that precedes it, so those loads overlap the wait.
+
+Lengths are handled in the kernel: step ``t`` runs the packed rows ``starts[t] ..
+starts[t] + sizes[t]``; rows past their length keep their cell state (or its gradient).
+
+Both kernels take and fill the buffers of the step loops in ``lstm.py``
+(:func:`rnnkit.fused.lstm.forward_steps_torch` is the specification), with the same
+signatures, so ``LSTMSequence`` uses them interchangeably. Gates, cell states and their
+gradients are float32 whatever the inputs' dtype: with bfloat16/float16 inputs the products
+take half inputs and accumulate in float32, and only ``h`` (the layer's output) is stored in
+the inputs' dtype. Projections are not supported here (they need a second barrier per step).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from .persistent_setup import launch_parameters, or_stand_in, schedule
+from .triton_math import grid_barrier, load_tile, product, sigmoid, tanh, weight_slice
+
+
+@triton.jit
+def _lstm_forward_kernel(
+    gates_ptr, hbuf_ptr, c0_ptr, w_ptr, w_if_ptr, w_o_ptr, sizes_ptr, starts_ptr, previous_ptr,
+    candidates_ptr, cells_ptr, tanh_cells_ptr, kept_ptr, counter_ptr,
+    num_steps, units, clip, running,
+    PEEPHOLES: tl.constexpr, CLIP: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr, BLOCK_K: tl.constexpr, K_PAD: tl.constexpr,
+    RESIDENT: tl.constexpr, UNIT_BLOCKS: tl.constexpr, NUM_PROGRAMS: tl.constexpr,
+):
+    """``hbuf`` is ``[running + N, units]``: the initial h, then each step's h; step ``t``
+    reads its previous h at row ``previous[t]``. ``sizes``/``starts`` end with a 0 sentinel."""
+    pid = tl.program_id(0)
+    cols = (pid % UNIT_BLOCKS) * BLOCK_U + tl.arange(0, BLOCK_U)
+    col_mask = cols < units
+    rows = (pid // UNIT_BLOCKS) * BLOCK_B + tl.arange(0, BLOCK_B)
+    width = 4 * units
+    c = load_tile(c0_ptr, 0, rows, cols, rows < running, col_mask, units)
+    if PEEPHOLES:
+        w_i = tl.load(w_if_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+        w_f = tl.load(w_if_ptr + units + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+        w_o = tl.load(w_o_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+    r_i = w_ptr  # the resident weight slices (placeholders when not resident)
+    r_f = w_ptr
+    r_o = w_ptr
+    r_j = w_ptr
+    if RESIDENT:
+        r_i = weight_slice(w_ptr, units, width, cols, col_mask, K_PAD)
+        r_f = weight_slice(w_ptr + units, units, width, cols, col_mask, K_PAD)
+        r_o = weight_slice(w_ptr + 2 * units, units, width, cols, col_mask, K_PAD)
+        r_j = weight_slice(w_ptr + 3 * units, units, width, cols, col_mask, K_PAD)
+    n = tl.load(sizes_ptr)
+    start = tl.load(starts_ptr)
+    x_i = load_tile(gates_ptr, start, rows, cols, rows < n, col_mask, width)
+    x_f = load_tile(gates_ptr + units, start, rows, cols, rows < n, col_mask, width)
+    x_o = load_tile(gates_ptr + 2 * units, start, rows, cols, rows < n, col_mask, width)
+    x_j = load_tile(gates_ptr + 3 * units, start, rows, cols, rows < n, col_mask, width)
+    for t in range(num_steps):
+        previous = tl.load(previous_ptr + t)
+        row_mask = rows < n
+        z_i = x_i + product(hbuf_ptr, previous, rows, row_mask, units, w_ptr, width, cols, col_mask, r_i,
+                             BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION)
+        z_f = x_f + product(hbuf_ptr, previous, rows, row_mask, units, w_ptr + units, width, cols, col_mask, r_f,
+                             BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION)
+        z_o = x_o + product(hbuf_ptr, previous, rows, row_mask, units, w_ptr + 2 * units, width, cols, col_mask,
+                             r_o, BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION)
+        z_j = x_j + product(hbuf_ptr, previous, rows, row_mask, units, w_ptr + 3 * units, width, cols, col_mask,
+                             r_j, BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION)
+        if PEEPHOLES:
+            z_i += c * w_i
+            z_f += c * w_f
+        i = sigmoid(z_i)
+        f = sigmoid(z_f)
+        j = tanh(z_j)
+        c_new = f * c + i * j
+        mask = row_mask[:, None] & col_mask[None, :]
+        here = (start + rows[:, None]) * units + cols[None, :]
+        if CLIP:
+            tl.store(kept_ptr + here, tl.abs(c_new) <= clip, mask=mask)
+            c_new = tl.minimum(tl.maximum(c_new, -clip), clip)
+        if PEEPHOLES:
+            z_o += c_new * w_o
+        o = sigmoid(z_o)
+        tanh_c = tanh(c_new)
+        gate_here = (start + rows[:, None]) * width + cols[None, :]
+        tl.store(gates_ptr + gate_here, i, mask=mask)
+        tl.store(gates_ptr + gate_here + units, f, mask=mask)
+        tl.store(gates_ptr + gate_here + 2 * units, o, mask=mask)
+        tl.store(candidates_ptr + here, j, mask=mask)
+        tl.store(cells_ptr + here, c_new, mask=mask)
+        tl.store(tanh_cells_ptr + here, tanh_c, mask=mask)
+        h_here = (running + start + rows[:, None]) * units + cols[None, :]
+        tl.store(hbuf_ptr + h_here, (o * tanh_c).to(hbuf_ptr.dtype.element_ty), mask=mask)
+        c = tl.where(mask, c_new, c)
+        n = tl.load(sizes_ptr + t + 1)  # the next step's input projection, before the barrier
+        start = tl.load(starts_ptr + t + 1)
+        x_i = load_tile(gates_ptr, start, rows, cols, rows < n, col_mask, width)
+        x_f = load_tile(gates_ptr + units, start, rows, cols, rows < n, col_mask, width)
+        x_o = load_tile(gates_ptr + 2 * units, start, rows, cols, rows < n, col_mask, width)
+        x_j = load_tile(gates_ptr + 3 * units, start, rows, cols, rows < n, col_mask, width)
+        if NUM_PROGRAMS > 1:
+            grid_barrier(counter_ptr, t, NUM_PROGRAMS)
+
+
+@triton.jit
+def _lstm_backward_kernel(
+    gates_ptr, candidates_ptr, cbuf_ptr, tanh_cells_ptr, kept_ptr, d_out_ptr,
+    d_h_ptr, d_c_ptr, d_gates_ptr, w_t_ptr, w_if_ptr, w_o_ptr, sizes_ptr, starts_ptr, previous_ptr, counter_ptr,
+    num_steps, units, running,
+    PEEPHOLES: tl.constexpr, CLIP: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr, BLOCK_K: tl.constexpr, K_PAD: tl.constexpr,
+    RESIDENT: tl.constexpr, UNIT_BLOCKS: tl.constexpr, NUM_PROGRAMS: tl.constexpr,
+):
+    """``cbuf`` is ``[running + N, units]``: the initial c, then each step's c; step ``t``'s
+    previous c is at row ``previous[t]``. ``sizes``/``starts`` end with a 0 sentinel. The
+    gradient reaching ``h_t`` through step ``t + 1`` is ``d_gates[t + 1] @ W_h^T``."""
+    pid = tl.program_id(0)
+    cols = (pid % UNIT_BLOCKS) * BLOCK_U + tl.arange(0, BLOCK_U)
+    col_mask = cols < units
+    rows = (pid // UNIT_BLOCKS) * BLOCK_B + tl.arange(0, BLOCK_B)
+    width = 4 * units
+    d_c = load_tile(d_c_ptr, 0, rows, cols, rows < running, col_mask, units)
+    if PEEPHOLES:
+        w_i = tl.load(w_if_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+        w_f = tl.load(w_if_ptr + units + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+        w_o = tl.load(w_o_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+    r_t = w_t_ptr
+    if RESIDENT:
+        r_t = weight_slice(w_t_ptr, width, units, cols, col_mask, K_PAD)
+    last = num_steps - 1
+    n = tl.load(sizes_ptr + last)
+    start = tl.load(starts_ptr + last)
+    c_row = tl.load(previous_ptr + last)
+    dm = load_tile(d_out_ptr, start, rows, cols, rows < n, col_mask, units)
+    i = load_tile(gates_ptr, start, rows, cols, rows < n, col_mask, width)
+    f = load_tile(gates_ptr + units, start, rows, cols, rows < n, col_mask, width)
+    o = load_tile(gates_ptr + 2 * units, start, rows, cols, rows < n, col_mask, width)
+    j = load_tile(candidates_ptr, start, rows, cols, rows < n, col_mask, units)
+    tanh_c = load_tile(tanh_cells_ptr, start, rows, cols, rows < n, col_mask, units)
+    c_prev = load_tile(cbuf_ptr, c_row, rows, cols, rows < n, col_mask, units)
+    for s in range(num_steps):
+        t = last - s
+        row_mask = rows < n
+        mask = row_mask[:, None] & col_mask[None, :]
+        # the gradient reaching h_t through step t + 1 (none after the last step: sentinel size 0)
+        dm += product(d_gates_ptr, tl.load(starts_ptr + t + 1), rows, rows < tl.load(sizes_ptr + t + 1), width,
+                       w_t_ptr, units, cols, col_mask, r_t, BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION)
+        d_o = dm * tanh_c * o * (1.0 - o)
+        dc = dm * o * (1.0 - tanh_c * tanh_c) + d_c
+        if PEEPHOLES:
+            dc += d_o * w_o
+        if CLIP:
+            here = (start + rows[:, None]) * units + cols[None, :]
+            dc = tl.where(tl.load(kept_ptr + here, mask=mask, other=0) != 0, dc, 0.0)
+        d_f = dc * c_prev * f * (1.0 - f)
+        d_i = dc * j * i * (1.0 - i)
+        d_j = dc * i * (1.0 - j * j)
+        dc_prev = dc * f
+        if PEEPHOLES:
+            dc_prev += d_i * w_i + d_f * w_f
+        gate_here = (start + rows[:, None]) * width + cols[None, :]
+        tl.store(d_gates_ptr + gate_here, d_i, mask=mask)
+        tl.store(d_gates_ptr + gate_here + units, d_f, mask=mask)
+        tl.store(d_gates_ptr + gate_here + 2 * units, d_o, mask=mask)
+        tl.store(d_gates_ptr + gate_here + 3 * units, d_j, mask=mask)
+        d_c = tl.where(mask, dc_prev, d_c)
+        # the previous step's own inputs, before the barrier (size 0 before the first step)
+        n = tl.load(sizes_ptr + t - 1, mask=t > 0, other=0)
+        start = tl.load(starts_ptr + t - 1, mask=t > 0, other=0)
+        c_row = tl.load(previous_ptr + t - 1, mask=t > 0, other=0)
+        dm = load_tile(d_out_ptr, start, rows, cols, rows < n, col_mask, units)
+        i = load_tile(gates_ptr, start, rows, cols, rows < n, col_mask, width)
+        f = load_tile(gates_ptr + units, start, rows, cols, rows < n, col_mask, width)
+        o = load_tile(gates_ptr + 2 * units, start, rows, cols, rows < n, col_mask, width)
+        j = load_tile(candidates_ptr, start, rows, cols, rows < n, col_mask, units)
+        tanh_c = load_tile(tanh_cells_ptr, start, rows, cols, rows < n, col_mask, units)
+        c_prev = load_tile(cbuf_ptr, c_row, rows, cols, rows < n, col_mask, units)
+        if NUM_PROGRAMS > 1:
+            grid_barrier(counter_ptr, s, NUM_PROGRAMS)
+    d_h0 = product(d_gates_ptr, 0, rows, rows < running, width, w_t_ptr, units, cols, col_mask, r_t,
+                    BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION)
+    first = (rows < running)[:, None] & col_mask[None, :]
+    first_here = rows[:, None] * units + cols[None, :]
+    tl.store(d_h_ptr + first_here, d_h0.to(d_h_ptr.dtype.element_ty), mask=first)
+    tl.store(d_c_ptr + first_here, d_c.to(d_c_ptr.dtype.element_ty), mask=first)
+
+
+def forward_steps_persistent(
+    gates: Tensor, h0: Tensor, c0: Tensor, w_h: Tensor, w_if: Tensor, w_o: Tensor, projection: Tensor,
+    clip: float, proj_clip: float, batch_sizes: list[int], candidates: Tensor, cells: Tensor,
+    tanh_cells: Tensor, hidden: Tensor, out: Tensor, clip_mask: Tensor, proj_mask: Tensor,
+) -> None:
+    """:func:`rnnkit.fused.lstm.forward_steps_torch` in one launch (no projection).
+    ``gates`` (in: input projection plus bias; out: activated), ``candidates``, ``cells`` and
+    ``tanh_cells`` are float32; ``h0``, ``w_h`` and ``out`` share the inputs' dtype."""
+    if projection.numel():
+        raise ValueError("the persistent LSTM kernel does not run projections")
+    units, running = cells.shape[1], batch_sizes[0]
+    shape, counter = launch_parameters(units, units, True, running, w_h)
+    sizes, starts, previous = schedule(batch_sizes, running, gates.device)
+    hbuf = out.new_empty(running + out.shape[0], units)  # the initial h, then every step's
+    hbuf[:running] = h0[:running]
+    _lstm_forward_kernel[(shape["NUM_PROGRAMS"],)](
+        gates, hbuf, c0.contiguous(), w_h.contiguous(), or_stand_in(w_if, cells), or_stand_in(w_o, cells),
+        sizes, starts, previous, candidates, cells, tanh_cells, or_stand_in(clip_mask, cells), counter,
+        len(batch_sizes), units, max(clip, 0.0), running,
+        PEEPHOLES=w_if.numel() > 0, CLIP=clip >= 0, **shape,
+    )
+    out.copy_(hbuf[running:])
+
+
+def backward_steps_persistent(
+    gates: Tensor, candidates: Tensor, cells: Tensor, tanh_cells: Tensor, c0: Tensor, d_out: Tensor,
+    d_h: Tensor, d_c: Tensor, d_gates: Tensor, d_m: Tensor, w_h_t: Tensor, projection_t: Tensor,
+    w_if: Tensor, w_o: Tensor, clip_mask: Tensor, proj_mask: Tensor, batch_sizes: list[int],
+) -> None:
+    """:func:`rnnkit.fused.lstm.backward_steps_torch` in one launch (no projection):
+    fills ``d_gates`` (float32) and leaves the initial state's gradients in ``d_h``, ``d_c``."""
+    if projection_t.numel():
+        raise ValueError("the persistent LSTM kernel does not run projections")
+    units, running = cells.shape[1], batch_sizes[0]
+    shape, counter = launch_parameters(units, 4 * units, False, running, w_h_t)
+    sizes, starts, previous = schedule(batch_sizes, running, gates.device)
+    cbuf = torch.cat([c0[:running].to(cells.dtype), cells])  # the initial c, then every step's
+    _lstm_backward_kernel[(shape["NUM_PROGRAMS"],)](
+        gates, candidates, cbuf, tanh_cells, or_stand_in(clip_mask, cells), d_out.contiguous(),
+        d_h, d_c, d_gates, w_h_t.contiguous(), or_stand_in(w_if, cells), or_stand_in(w_o, cells),
+        sizes, starts, previous, counter,
+        len(batch_sizes), units, running,
+        PEEPHOLES=w_if.numel() > 0, CLIP=clip_mask.numel() > 0, **shape,
+    )

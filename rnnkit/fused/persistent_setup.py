@@ -1,0 +1,66 @@
+"""Host side of the persistent kernels (LSTM and GRU): launch parameters and step tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+from torch import Tensor
+
+from .packing import step_starts
+from .triton_support import RESIDENT_MAX_DEPTH, dot_precision, persistent_launch
+
+
+@dataclass
+class Tuning:
+    """Launch choices of the persistent kernels, from a sweep on an H100 (forward kernel, µs a
+    step, float32 / bfloat16, B=16 H=256: streamed 11.5 / 9.3, resident with 8 warps
+    9.0 / 6.9, resident with 4 warps 64.7 / 7.6; resident bf16 at H=1024 gave wrong results
+    and float32 ran out of shared memory, hence the depth limit)."""
+
+    resident_max_depth: int = RESIDENT_MAX_DEPTH  # keep the forward weight slices in registers up to this depth
+    resident_warps: int = 8
+    streamed_warps: int = 4
+    block_k: int = 32  # rows of the weight slice per product when it is streamed
+
+
+TUNING = Tuning()
+
+
+def launch_parameters(
+    units: int, depth: int, resident: bool, batch: int, weight: Tensor
+) -> tuple[dict[str, object], Tensor]:
+    """The kernels' launch parameters for products over ``depth`` rows of ``weight`` (held in
+    registers if ``resident`` and not too deep), and the barrier's counter (zeroed)."""
+    block_rows, block_units, row_blocks, unit_blocks = persistent_launch(weight.device, batch, units)
+    programs = row_blocks * unit_blocks
+    k_pad = max(16, triton.next_power_of_2(depth))
+    resident = resident and k_pad <= TUNING.resident_max_depth
+    shape: dict[str, object] = {
+        "BLOCK_B": block_rows,
+        "BLOCK_U": block_units,
+        "BLOCK_K": TUNING.block_k,
+        "K_PAD": k_pad,
+        "RESIDENT": resident,
+        "UNIT_BLOCKS": unit_blocks,
+        "NUM_PROGRAMS": programs,
+        "PRECISION": dot_precision() if weight.dtype == torch.float32 else "ieee",
+        "num_warps": TUNING.resident_warps if resident else TUNING.streamed_warps,
+    }
+    return shape, torch.zeros(1, dtype=torch.int32, device=weight.device)
+
+
+def schedule(batch_sizes: list[int], running: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """``sizes`` and ``starts`` of the packed steps with a 0 sentinel at the end, and each
+    step's previous row in a buffer of the initial state followed by all steps' states."""
+    starts = step_starts(batch_sizes)
+    previous = [0] + [running + s for s in starts[:-1]]
+    table = torch.tensor([[*batch_sizes, 0], [*starts, 0], [*previous, 0]], dtype=torch.int32).to(device)
+    return table[0], table[1], table[2]
+
+
+def or_stand_in(optional: Tensor, stand_in: Tensor) -> Tensor:
+    """An absent (empty) optional tensor becomes a stand-in on the right device; the kernel
+    never reads it (its flag is off)."""
+    return optional if optional.numel() else stand_in

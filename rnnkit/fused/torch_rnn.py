@@ -1,0 +1,198 @@
+"""The cells whose math PyTorch's own fused RNNs compute exactly, run through them: cuDNN on
+CUDA, oneDNN (LSTM) or ATen's loop (GRU) on the CPU.
+
+* A TF ``BasicLSTMCell``/``LSTMCell`` without peepholes or clipping and with tanh is
+  ``torch.nn.LSTM``'s math once the gate blocks are reordered from TF's ``(i, j, f, o)`` to
+  PyTorch's ``(i, f, g=j, o)``, the kernel ``[D+H, 4U]`` is split into ``W_ih = kernel[:D].T``
+  and ``W_hh = kernel[D:].T`` and ``forget_bias`` is folded into the f bias; a projection
+  (without ``proj_clip``) is ``W_hr = projection/kernel.T``.
+* ``GRUCell(reset_after=True)`` is ``torch.nn.GRU``'s math: gates ``(r, u)`` are PyTorch's
+  ``(r, z)``, ``candidate/input_projection`` is the n block of ``W_ih``/``b_ih`` and
+  ``candidate/hidden_projection`` that of ``W_hh``/``b_hh``.
+
+The conversions are a few tensor ops under autograd, so gradients reach the TF-layout weights.
+
+TF32: cuDNN uses TF32 for float32 RNNs unless ``torch.backends.cudnn.allow_tf32`` is off, and
+that flag is on by default, so ``nn.LSTM`` in float32 on a recent GPU is not float32 math.
+rnnkit's calls follow the matmul flag instead, ``torch.backends.cuda.matmul.allow_tf32``
+(off by default; ``torch.set_float32_matmul_precision("high")`` turns it on), forward and
+backward: results match the reference cells unless you allowed TF32 yourself.
+"""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import Tensor
+
+from .packing import Packing
+
+
+def is_torch_lstm_math(cell: Any, projection: bool = False) -> bool:
+    """True for an LSTM cell whose step is exactly torch.nn.LSTM's (with ``projection``, one
+    with a projection without clipping counts too)."""
+    projected = cell.num_proj is not None
+    return (
+        not cell.use_peepholes
+        and cell.cell_clip is None
+        and (not projected or (projection and cell.proj_clip is None))
+        and cell.activation is torch.tanh
+    )
+
+
+def torch_lstm_weights(cell: Any, depth: int) -> list[Tensor]:
+    """``[W_ih, W_hh, b_ih, b_hh]`` in PyTorch's layout and gate order, from an LSTM cell's TF
+    weights, under autograd (``forget_bias`` folded into ``b_ih``; ``b_hh`` is zero)."""
+    units = cell.num_units
+    i, j, f, o = cell.kernel.split(units, 1)
+    kernel = torch.cat([i, f, j, o], 1)
+    b_i, b_j, b_f, b_o = cell.bias.split(units)
+    bias = torch.cat([b_i, b_f + cell.forget_bias, b_j, b_o])
+    return [kernel[:depth].t().contiguous(), kernel[depth:].t().contiguous(), bias, torch.zeros_like(bias)]
+
+
+def torch_gru_weights(cell: Any, depth: int) -> list[Tensor]:
+    """``[W_ih, W_hh, b_ih, b_hh]`` of ``torch.nn.GRU`` from a ``GRUCell(reset_after=True)``."""
+    gates, x_part, h_part = cell.gates, cell.candidate["input_projection"], cell.candidate["hidden_projection"]
+    return [
+        torch.cat([gates["kernel"][:depth], x_part["kernel"]], 1).t().contiguous(),
+        torch.cat([gates["kernel"][depth:], h_part["kernel"]], 1).t().contiguous(),
+        torch.cat([gates["bias"], x_part["bias"]]),
+        torch.cat([torch.zeros_like(gates["bias"]), h_part["bias"]]),
+    ]
+
+
+@contextmanager
+def _cudnn_tf32(allow: bool) -> Iterator[None]:
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = allow
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
+
+
+class _CudnnTF32(torch.autograd.Function):
+    """``fn(*tensors)`` with cuDNN's TF32 flag set to ``allow`` in forward AND in backward
+    (cuDNN reads the flag again when it computes gradients): the forward graph is recorded on
+    detached inputs and differentiated under the same flag."""
+
+    @staticmethod
+    def forward(ctx: Any, allow: bool, fn: Callable[..., tuple[Tensor, ...]], *tensors: Tensor) -> Any:
+        leaves = [t.detach().requires_grad_(t.requires_grad) for t in tensors]
+        with torch.enable_grad(), _cudnn_tf32(allow):
+            outputs = fn(*leaves)
+        ctx.allow, ctx.leaves, ctx.outputs = allow, leaves, outputs
+        return tuple(o.detach() for o in outputs)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Tensor) -> Any:
+        wanted = [leaf for leaf in ctx.leaves if leaf.requires_grad]
+        pairs = [(o, g) for o, g in zip(ctx.outputs, grads) if o.requires_grad]
+        with _cudnn_tf32(ctx.allow):
+            found = torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs], allow_unused=True)
+        found_iter = iter(found)
+        result = [next(found_iter) if leaf.requires_grad else None for leaf in ctx.leaves]
+        ctx.leaves = ctx.outputs = None  # free the recorded graph
+        return (None, None, *result)
+
+
+def _quietly(fn: Callable[..., tuple[Tensor, ...]]) -> Callable[..., tuple[Tensor, ...]]:
+    """``fn`` without cuDNN's warning that the weights are not one flat buffer: they are
+    converted from the TF layout at every call, so cuDNN copies them (a small cost)."""
+    def call(*tensors: Tensor) -> tuple[Tensor, ...]:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous chunk")
+            return fn(*tensors)
+    return call
+
+
+def _with_tf32_rule(fn: Callable[..., tuple[Tensor, ...]], *tensors: Tensor) -> tuple[Tensor, ...]:
+    """``fn(*tensors)`` with cuDNN allowed TF32 exactly when float32 matmuls are."""
+    fn = _quietly(fn)
+    allow = torch.backends.cuda.matmul.allow_tf32
+    cudnn_float32 = tensors[0].device.type == "cuda" and tensors[0].dtype == torch.float32
+    if not cudnn_float32 or torch.backends.cudnn.allow_tf32 == allow:
+        return fn(*tensors)
+    if not torch.is_grad_enabled():
+        with _cudnn_tf32(allow):
+            return fn(*tensors)
+    return _CudnnTF32.apply(allow, fn, *tensors)
+
+
+def _runs_of_equal_sizes(packing: Packing) -> list[tuple[int, int, int]]:
+    """``(first packed row, steps, rows)`` for each run of steps with the same live rows."""
+    runs: list[tuple[int, int, int]] = []
+    for n, start in zip(packing.batch_sizes, packing.offsets):
+        if runs and runs[-1][2] == n:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1, n)
+        else:
+            runs.append((start, 1, n))
+    return runs
+
+
+def _lstm_runs(data: Tensor, packing: Packing, h0: Tensor, c0: Tensor, *weights: Tensor) -> tuple[Tensor, ...]:
+    """Packed LSTM as one padded ``torch.lstm`` call per run of equal batch sizes (oneDNN on
+    the CPU takes no packed input): no work on finished rows."""
+    train, depth = torch.is_grad_enabled(), data.shape[1]
+    outputs, finished_h, finished_c = [], [], []
+    h, c = h0, c0
+    for start, steps, rows in _runs_of_equal_sizes(packing):
+        if rows < h.shape[0]:  # rows [rows:] ended with the previous run
+            finished_h.append(h[rows:])
+            finished_c.append(c[rows:])
+            h, c = h[:rows], c[:rows]
+        x = data[start : start + steps * rows].view(steps, rows, depth)
+        out, h_n, c_n = torch.lstm(x, (h.unsqueeze(0), c.unsqueeze(0)), list(weights), True, 1, 0.0, train, False,
+                                   False)
+        outputs.append(out.reshape(-1, out.shape[-1]))
+        h, c = h_n[0], c_n[0]
+    finished_h.append(h)
+    finished_c.append(c)
+    out = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+    return out, torch.cat(finished_h[::-1]), torch.cat(finished_c[::-1])
+
+
+def _lstm_packed(data: Tensor, packing: Packing, h0: Tensor, c0: Tensor, *weights: Tensor) -> tuple[Tensor, ...]:
+    """Packed LSTM as one packed ``torch.lstm`` call (cuDNN takes packed input)."""
+    if packing.flat_index is None:  # every row runs every step: the padded call
+        return _lstm_runs(data, packing, h0, c0, *weights)
+    sizes = torch.tensor(packing.batch_sizes, dtype=torch.long)
+    out, h_n, c_n = torch.lstm(data, sizes, (h0.unsqueeze(0), c0.unsqueeze(0)), list(weights), True, 1, 0.0,
+                               torch.is_grad_enabled(), False)
+    return out, h_n[0], c_n[0]
+
+
+def torch_lstm_layer(
+    data: Tensor, packing: Packing, h0: Tensor, c0: Tensor, cell: Any
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Packed ``data`` ``[N, D]`` -> ``(out [N, H], h_final [k, H], c_final [k, U])`` through
+    ``torch.lstm``: one packed call on CUDA, one call per run of equal batch sizes on the CPU."""
+    weights = torch_lstm_weights(cell, data.shape[1])
+    if cell.num_proj is not None:
+        weights.append(cell.projection["kernel"].t())
+    run = _lstm_packed if data.device.type == "cuda" else _lstm_runs
+    out, h, c = _with_tf32_rule(lambda *t: run(t[0], packing, *t[1:]), data, h0, c0, *weights)
+    return out, h, c
+
+
+def _gru_packed(data: Tensor, packing: Packing, h0: Tensor, *weights: Tensor) -> tuple[Tensor, ...]:
+    train = torch.is_grad_enabled()
+    if packing.flat_index is None:
+        x = data.view(len(packing.batch_sizes), packing.batch_size, data.shape[1])
+        out, h_n = torch.gru(x, h0.unsqueeze(0), list(weights), True, 1, 0.0, train, False, False)
+        return out.reshape(-1, out.shape[-1]), h_n[0]
+    sizes = torch.tensor(packing.batch_sizes, dtype=torch.long)
+    out, h_n = torch.gru(data, sizes, h0.unsqueeze(0), list(weights), True, 1, 0.0, train, False)
+    return out, h_n[0]
+
+
+def torch_gru_layer(data: Tensor, packing: Packing, h0: Tensor, cell: Any) -> tuple[Tensor, Tensor]:
+    """Packed ``data`` ``[N, D]`` -> ``(out [N, U], h_final [k, U])`` for a
+    ``GRUCell(reset_after=True)`` through ``torch.gru`` (one packed call)."""
+    weights = torch_gru_weights(cell, data.shape[1])
+    out, h = _with_tf32_rule(lambda *t: _gru_packed(t[0], packing, *t[1:]), data, h0, *weights)
+    return out, h

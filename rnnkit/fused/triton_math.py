@@ -1,0 +1,87 @@
+"""Device functions shared by rnnkit's Triton kernels: activations, tiles, products and a
+grid-wide barrier.
+
+The activations compute in float32 from ``exp`` alone (Triton's interpreter has no libdevice):
+``sigmoid(x) = 1 / (1 + exp(-x))``; ``tanh`` from ``exp(-2|x|)`` with an odd Taylor
+polynomial below ``|x| = 0.2``, where ``1 - exp(-2|x|)`` would cancel. Both are within a few
+float32 ulps of torch's.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def sigmoid(x):
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
+def tanh(x):
+    a = tl.abs(x)
+    e = tl.exp(-2.0 * a)
+    large = (1.0 - e) / (1.0 + e)
+    x2 = x * x
+    series = x * (1.0 + x2 * (-0.3333333333333333 + x2 * (0.13333333333333333 + x2 * (
+        -0.05396825396825397 + x2 * 0.021869488536155203))))
+    return tl.where(a < 0.2, series, tl.where(x < 0, -large, large))
+
+
+@triton.jit
+def grid_barrier(counter_ptr, step, NUM_PROGRAMS: tl.constexpr):
+    """Wait until all ``NUM_PROGRAMS`` programs have finished step ``step`` (0, 1, 2, ...).
+
+    Each program adds 1 to a zeroed counter (release) once its stores of the step are done,
+    then waits until the counter reaches ``(step + 1) * NUM_PROGRAMS`` (acquire). Triton runs
+    a scalar atomic once per program, from its first thread, after the ``debug_barrier``
+    (the pattern of CUDA's cooperative grid sync). All programs must be resident at once: the
+    caller launches at most one program per multiprocessor.
+    """
+    tl.debug_barrier()
+    tl.atomic_add(counter_ptr, 1, sem="release", scope="gpu")
+    target = (step + 1) * NUM_PROGRAMS
+    seen = tl.atomic_add(counter_ptr, 0, sem="acquire", scope="gpu")
+    while seen < target:
+        seen = tl.atomic_add(counter_ptr, 0, sem="acquire", scope="gpu")
+
+
+@triton.jit
+def load_tile(ptr, first_row, rows, cols, row_mask, col_mask, width):
+    """A ``[rows, cols]`` tile of a row-major matrix of ``width`` columns, as float32."""
+    mask = row_mask[:, None] & col_mask[None, :]
+    return tl.load(ptr + (first_row + rows[:, None]) * width + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def product(a_ptr, first_row, rows, row_mask, depth, w_ptr, w_width, cols, col_mask, w_resident,
+             BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr, BLOCK_K: tl.constexpr, K_PAD: tl.constexpr,
+             RESIDENT: tl.constexpr, PRECISION: tl.constexpr):
+    """``a[first_row + rows, :depth] @ w[:depth, cols]`` (``[BLOCK_B, BLOCK_U]``, float32), ``a``
+    written by other programs before the last barrier (so read past L1). With ``RESIDENT``
+    the weight slice is ``w_resident`` (``[K_PAD, BLOCK_U]``, already in registers)."""
+    if RESIDENT:
+        all_k = tl.arange(0, K_PAD)
+        a_mask = row_mask[:, None] & (all_k < depth)[None, :]
+        a = tl.load(a_ptr + (first_row + rows[:, None]) * depth + all_k[None, :], mask=a_mask, other=0.0,
+                    cache_modifier=".cg")
+        acc = tl.dot(a.to(w_resident.dtype), w_resident, input_precision=PRECISION)
+    else:
+        acc = tl.zeros([BLOCK_B, BLOCK_U], tl.float32)
+        for k0 in range(0, depth, BLOCK_K):
+            ks = k0 + tl.arange(0, BLOCK_K)
+            chunk = tl.load(a_ptr + (first_row + rows[:, None]) * depth + ks[None, :],
+                            mask=row_mask[:, None] & (ks < depth)[None, :], other=0.0, cache_modifier=".cg")
+            w = tl.load(w_ptr + ks[:, None] * w_width + cols[None, :],
+                        mask=(ks < depth)[:, None] & col_mask[None, :], other=0.0)
+            acc += tl.dot(chunk.to(w.dtype), w, input_precision=PRECISION)
+    return acc
+
+
+@triton.jit
+def weight_slice(w_ptr, depth, w_width, cols, col_mask, K_PAD: tl.constexpr):
+    """``w[:depth, cols]`` padded to ``K_PAD`` rows with zeros."""
+    ks = tl.arange(0, K_PAD)
+    return tl.load(w_ptr + ks[:, None] * w_width + cols[None, :], mask=(ks < depth)[:, None] & col_mask[None, :],
+                   other=0.0)

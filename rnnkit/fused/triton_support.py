@@ -1,0 +1,96 @@
+"""Whether rnnkit's Triton kernels can run here, decided without importing Triton.
+
+Triton is optional (the ``[triton]`` extra; CUDA builds of torch ship it). The kernels run on
+CUDA tensors, and on CPU tensors only under ``TRITON_INTERPRET=1`` (Triton's interpreter,
+slow, for tests at small sizes). ``RNNKIT_TRITON=0`` turns them off, leaving cuDNN and the
+torch step loops.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+
+import torch
+
+
+@functools.cache
+def triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def triton_runs_on(device: torch.device) -> bool:
+    """True when rnnkit's Triton kernels can run on tensors of ``device``."""
+    if os.environ.get("RNNKIT_TRITON", "1") == "0" or not triton_installed():
+        return False
+    return device.type == "cuda" or (device.type == "cpu" and interpreting())
+
+
+def dot_precision() -> str:
+    """Triton's ``input_precision`` for float32 products: strict IEEE unless the user allowed
+    TF32 for float32 matmuls (``torch.backends.cuda.matmul.allow_tf32``, off by default)."""
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
+
+
+@functools.cache
+def multiprocessors(device_index: int) -> int:
+    """Streaming multiprocessors of a CUDA device (how many programs can all be resident)."""
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+PERSISTENT_MAX_BATCH = 64
+PERSISTENT_MAX_UNITS = 1024
+RESIDENT_MAX_DEPTH = 256  # the persistent forward kernels hold their weight slices in registers up to this
+
+
+def _power_of_two_at_least(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+def persistent_layout(batch: int, units: int, programs_resident: int) -> tuple[int, int, int, int]:
+    """``(block_rows, block_units, row_blocks, unit_blocks)`` of the persistent LSTM kernels:
+    each program owns 16 units (the four gate columns of each) for a block of rows; the rows
+    are split while that keeps every program resident. The interpreter runs programs one
+    after another, so there a single program takes the whole layer."""
+    if interpreting():
+        return max(16, _power_of_two_at_least(batch)), max(16, _power_of_two_at_least(units)), 1, 1
+    block_units = 16
+    unit_blocks = -(-units // block_units)
+    block_rows = max(16, _power_of_two_at_least(batch))
+    while block_rows > 16 and unit_blocks * -(-batch // (block_rows // 2)) <= programs_resident:
+        block_rows //= 2
+    return block_rows, block_units, -(-batch // block_rows), unit_blocks
+
+
+def _programs_resident(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 1  # the interpreter
+    return multiprocessors(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def persistent_fits(device: torch.device, batch: int, units: int, projected: bool) -> bool:
+    """True when the persistent LSTM kernels can run a layer: no projection, at most
+    ``PERSISTENT_MAX_BATCH`` running rows and ``PERSISTENT_MAX_UNITS`` units, and at most one
+    program per multiprocessor (all resident, for the grid-wide barrier)."""
+    if projected or batch > PERSISTENT_MAX_BATCH or units > PERSISTENT_MAX_UNITS:
+        return False
+    resident = _programs_resident(device)
+    _, _, row_blocks, unit_blocks = persistent_layout(batch, units, resident)
+    return row_blocks * unit_blocks <= resident
+
+
+def persistent_launch(device: torch.device, batch: int, units: int) -> tuple[int, int, int, int]:
+    """:func:`persistent_layout` for ``device``."""
+    return persistent_layout(batch, units, _programs_resident(device))
+
+
+def persistent_preferred(device: torch.device, batch: int, units: int) -> bool:
+    """True where the persistent LSTM kernel beats cuDNN on a plain LSTM (measured on an H100:
+    weights held in registers, i.e. at most ``RESIDENT_MAX_DEPTH`` units, and a batch it fits)."""
+    return units <= RESIDENT_MAX_DEPTH and triton_runs_on(device) and persistent_fits(device, batch, units, False)

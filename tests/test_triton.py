@@ -1,0 +1,284 @@
+"""rnnkit's Triton kernels equal their torch twins and the reference cells, forward and
+gradients: on the CPU through Triton's interpreter (``TRITON_INTERPRET=1``, set by conftest.py
+when there is no GPU) at small sizes, and on CUDA for real when a GPU is present."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+import torch
+
+import rnnkit as rk
+from rnnkit.fused import gru, lstm, plan
+
+pytest.importorskip("triton")
+
+from rnnkit.fused import persistent_gru, persistent_lstm, persistent_setup, triton_pointwise  # noqa: E402
+from rnnkit.fused.triton_support import persistent_fits  # noqa: E402
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+F32 = torch.float32
+EMPTY = torch.empty(0, device=DEVICE)
+NO_MASK = torch.empty(0, dtype=torch.bool, device=DEVICE)
+TOL = dict(rtol=1e-5, atol=1e-5)
+
+
+def _randn(*shape: int, scale: float = 1.0) -> torch.Tensor:
+    return scale * torch.randn(*shape, device=DEVICE)
+
+
+def _strided(rows: int, cols: int) -> torch.Tensor:
+    """A [rows, cols] view with a row stride wider than its width (as packed slices are)."""
+    return _randn(rows, cols + 3)[:, :cols]
+
+
+LSTM_KINDS = list(itertools.product([False, True], [-1.0, 0.4]))  # (peepholes, clip)
+
+
+@pytest.mark.parametrize("peepholes, clip", LSTM_KINDS)
+def test_lstm_pointwise_kernels_equal_the_torch_twins(peepholes: bool, clip: float) -> None:
+    torch.manual_seed(0)
+    n, units = 5, 20
+    z, c_prev = _randn(n, 4 * units, scale=2.0), _strided(n, units)
+    w_if, w_o = (_randn(2, units), _randn(units)) if peepholes else (EMPTY, EMPTY)
+    forward = []
+    for pointwise in (lstm.forward_pointwise_torch, triton_pointwise.forward_pointwise_triton):
+        outputs = [z.clone(), *(torch.empty(n, units, device=DEVICE) for _ in range(4))]
+        kept = torch.empty(n, units, dtype=torch.bool, device=DEVICE) if clip >= 0 else NO_MASK
+        pointwise(outputs[0], c_prev, w_if, w_o, clip, *outputs[1:], kept)
+        forward.append([*outputs, kept])
+    for twin, kernel in zip(*forward):
+        torch.testing.assert_close(kernel, twin, **TOL)
+
+    gates, j, _, tanh_c, _, kept = forward[0]
+    dm, d_c = _strided(n, units), _randn(n, units)
+    backward = []
+    for pointwise in (lstm.backward_pointwise_torch, triton_pointwise.backward_pointwise_triton):
+        d_c_step, dz = d_c.clone(), torch.empty(n, 4 * units, device=DEVICE)
+        pointwise(gates, j, c_prev, tanh_c, dm, d_c_step, w_if, w_o, kept, dz)
+        backward.append([d_c_step, dz])
+    for twin, kernel in zip(*backward):
+        torch.testing.assert_close(kernel, twin, **TOL)
+
+
+def test_gru_pointwise_kernels_equal_the_torch_twins() -> None:
+    torch.manual_seed(1)
+    n, units = 6, 19
+    twins = gru.GRUPointwise()
+    kernels = gru.GRUPointwise(
+        triton_pointwise.gates_forward_triton, triton_pointwise.output_forward_triton,
+        triton_pointwise.output_backward_triton, triton_pointwise.reset_backward_triton,
+    )
+    g0, h_prev, c0, dh, d_rh = _randn(n, 2 * units), _strided(n, units), _randn(n, units), _randn(n, units), _randn(
+        n, units)
+    results = []
+    for ops in (twins, kernels):
+        g, c, reset_h, h = g0.clone(), c0.clone(), torch.empty(n, units, device=DEVICE), torch.empty(
+            n, units, device=DEVICE)
+        ops.gates_forward(g, h_prev, reset_h)
+        ops.output_forward(c, g, h_prev, h)
+        dg, dc, dh_prev = torch.zeros(n, 2 * units, device=DEVICE), torch.empty(n, units, device=DEVICE), torch.empty(
+            n, units, device=DEVICE)
+        ops.output_backward(dh, g, c, h_prev, dg, dc, dh_prev)
+        ops.reset_backward(d_rh, g, h_prev, dg, dh_prev)
+        results.append([g, c, reset_h, h, dg, dc, dh_prev])
+    for twin, kernel in zip(*results):
+        torch.testing.assert_close(kernel, twin, **TOL)
+
+
+def test_kernel_activations_are_accurate_to_float32() -> None:
+    """Relative error of a few float32 ulps (GPU ``exp`` is ``ex2.approx``: ~|x| ulps at the tails)."""
+    x = torch.cat([torch.linspace(-30, 30, 4001), torch.linspace(-0.3, 0.3, 2001)]).to(DEVICE).view(-1, 1)
+    z = torch.cat([x, x, x, x], 1)  # (i, f, o, j): sigmoid, sigmoid, sigmoid, tanh
+    outputs = [torch.empty_like(x) for _ in range(4)]
+    triton_pointwise.forward_pointwise_triton(z, torch.zeros_like(x), EMPTY, EMPTY, -1.0, *outputs, NO_MASK)
+    exact = x.double()
+    torch.testing.assert_close(z[:, :1].double(), torch.sigmoid(exact), rtol=4e-6, atol=1e-30)
+    torch.testing.assert_close(outputs[0].double(), torch.tanh(exact), rtol=1e-6, atol=1e-30)
+
+
+SIZES = {"full": [5, 5, 5, 5], "ragged": [6, 6, 4, 3, 3, 1]}
+
+
+def _forward_buffers(batch_sizes: list[int], units: int, clip: float) -> dict[str, torch.Tensor]:
+    rows = sum(batch_sizes)
+    return {
+        "candidates": torch.empty(rows, units, device=DEVICE),
+        "cells": torch.empty(rows, units, device=DEVICE),
+        "tanh_cells": torch.empty(rows, units, device=DEVICE),
+        "out": torch.empty(rows, units, device=DEVICE),
+        "clip_mask": torch.empty(rows, units, dtype=torch.bool, device=DEVICE) if clip >= 0 else NO_MASK,
+    }
+
+
+def _forward(steps: Any, gates: torch.Tensor, h0, c0, w_h, w_if, w_o, clip, sizes) -> dict[str, torch.Tensor]:
+    b = _forward_buffers(sizes, c0.shape[1], clip)
+    steps(gates, h0, c0, w_h, w_if, w_o, EMPTY, clip, -1.0, sizes, b["candidates"], b["cells"], b["tanh_cells"],
+          EMPTY, b["out"], b["clip_mask"], NO_MASK)
+    return {"gates": gates, **b}
+
+
+@pytest.mark.parametrize("peepholes, clip", LSTM_KINDS)
+@pytest.mark.parametrize("sizes", sorted(SIZES))
+@pytest.mark.parametrize("resident", [True, False], ids=["weights_in_registers", "weights_streamed"])
+def test_persistent_lstm_kernels_equal_the_step_loops(peepholes: bool, clip: float, sizes: str, resident: bool,
+                                                      monkeypatch) -> None:
+    monkeypatch.setattr(persistent_setup.TUNING, "resident_max_depth", 1 << 20 if resident else 0)
+    torch.manual_seed(2)
+    batch_sizes, units = SIZES[sizes], 24
+    rows, k = sum(batch_sizes), batch_sizes[0]
+    gates, h0, c0, w_h = _randn(rows, 4 * units), _randn(k, units), _randn(k, units), _randn(units, 4 * units, scale=0.3)
+    w_if, w_o = (_randn(2, units), _randn(units)) if peepholes else (EMPTY, EMPTY)
+    twin = _forward(lstm.forward_steps_torch, gates.clone(), h0, c0, w_h, w_if, w_o, clip, batch_sizes)
+    kernel = _forward(persistent_lstm.forward_steps_persistent, gates.clone(), h0, c0, w_h, w_if, w_o, clip,
+                      batch_sizes)
+    saved_gates = twin["gates"]
+    twin["gates"], kernel["gates"] = twin["gates"][:, : 3 * units], kernel["gates"][:, : 3 * units]  # j stays raw
+    for name in twin:
+        torch.testing.assert_close(kernel[name], twin[name], **TOL, msg=lambda m, n=name: f"{n}: {m}")
+
+    d_out, d_c_final = _randn(rows, units), _randn(k, units)
+    results = []
+    for steps in (lstm.backward_steps_torch, persistent_lstm.backward_steps_persistent):
+        d_h, d_c, d_gates = torch.zeros(k, units, device=DEVICE), d_c_final.clone(), torch.empty(
+            rows, 4 * units, device=DEVICE)
+        steps(saved_gates, twin["candidates"], twin["cells"], twin["tanh_cells"], c0, d_out, d_h, d_c, d_gates, EMPTY,
+              w_h.t().contiguous(), EMPTY, w_if, w_o, twin["clip_mask"], NO_MASK, batch_sizes)
+        results.append([d_h, d_c, d_gates])
+    for twin_grad, kernel_grad in zip(*results):
+        torch.testing.assert_close(kernel_grad, twin_grad, **TOL)
+
+
+@pytest.mark.parametrize("sizes", sorted(SIZES))
+@pytest.mark.parametrize("resident", [True, False], ids=["weights_in_registers", "weights_streamed"])
+def test_persistent_gru_kernels_equal_the_step_loops(sizes: str, resident: bool, monkeypatch) -> None:
+    monkeypatch.setattr(persistent_setup.TUNING, "resident_max_depth", 1 << 20 if resident else 0)
+    torch.manual_seed(6)
+    batch_sizes, units = SIZES[sizes], 20
+    rows, k = sum(batch_sizes), batch_sizes[0]
+    gates, candidates, h0 = _randn(rows, 2 * units), _randn(rows, units), _randn(k, units)
+    w_gh, w_ch = _randn(units, 2 * units, scale=0.3), _randn(units, units, scale=0.3)
+    forward = []
+    for steps in (gru.forward_steps_torch, persistent_gru.forward_steps_persistent):
+        buffers = [gates.clone(), candidates.clone(), torch.empty(rows, units, device=DEVICE),
+                   torch.empty(rows, units, device=DEVICE)]
+        steps(*buffers, h0, w_gh, w_ch, batch_sizes)
+        forward.append(buffers)
+    for twin, kernel in zip(*forward):
+        torch.testing.assert_close(kernel, twin, **TOL)
+
+    activated, candidates_out, _, out = forward[0]
+    d_out = _randn(rows, units)
+    backward = []
+    for steps in (gru.backward_steps_torch, persistent_gru.backward_steps_persistent):
+        d_h, d_gates, d_candidates = torch.zeros(k, units, device=DEVICE), torch.empty(
+            rows, 2 * units, device=DEVICE), torch.empty(rows, units, device=DEVICE)
+        steps(activated, candidates_out, out, h0, d_out, d_h, d_gates, d_candidates, w_gh.t().contiguous(),
+              w_ch.t().contiguous(), batch_sizes)
+        backward.append([d_h, d_gates, d_candidates])
+    for twin, kernel in zip(*backward):
+        torch.testing.assert_close(kernel, twin, **TOL)
+
+
+def _run(cell: Any, x: torch.Tensor, lengths: Any, init: Any, backend: str) -> list[torch.Tensor]:
+    xi = x.detach().clone().requires_grad_()
+    state = rk.map_state(lambda s: s.detach().clone().requires_grad_(), init)
+    out, final = rk.dynamic_rnn(cell, xi, sequence_length=lengths, initial_state=state, backend=backend)
+    generator = torch.Generator(device=DEVICE).manual_seed(7)
+    loss = (out.float() * torch.randn(out.shape, device=DEVICE, generator=generator)).sum()
+    for leaf in rk.flatten_state(final):
+        loss = loss + (leaf.float() * torch.randn(leaf.shape, device=DEVICE, generator=generator)).sum()
+    grads = torch.autograd.grad(loss, [xi, *cell.parameters(), *rk.flatten_state(state)])
+    return [out, *rk.flatten_state(final), *grads]
+
+
+def _on_triton(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the fused path take the Triton kernels on this device (on the CPU: the interpreter)."""
+    def lstm_steps(device: torch.device, dtype: torch.dtype, batch: int, units: int, projected: bool) -> Any:
+        if persistent_fits(device, batch, units, projected):
+            return persistent_lstm.forward_steps_persistent, persistent_lstm.backward_steps_persistent
+        return (lambda *a: lstm.forward_steps_torch(*a, pointwise=triton_pointwise.forward_pointwise_triton),
+                lambda *a: lstm.backward_steps_torch(*a, pointwise=triton_pointwise.backward_pointwise_triton))
+
+    def gru_steps(device: torch.device, dtype: torch.dtype, batch: int, units: int) -> Any:
+        if persistent_fits(device, batch, units, False):
+            return persistent_gru.forward_steps_persistent, persistent_gru.backward_steps_persistent
+        ops = gru.GRUPointwise(triton_pointwise.gates_forward_triton, triton_pointwise.output_forward_triton,
+                               triton_pointwise.output_backward_triton, triton_pointwise.reset_backward_triton)
+        return (lambda *a: gru.forward_steps_torch(*a, pointwise=ops),
+                lambda *a: gru.backward_steps_torch(*a, pointwise=ops))
+
+    monkeypatch.setattr(lstm, "_steps", lstm_steps)
+    monkeypatch.setattr(gru, "_steps", gru_steps)
+    monkeypatch.setattr(plan._LSTMLayer, "_through_torch", staticmethod(lambda *a: False))
+
+
+CELLS = {
+    "lstm": lambda: rk.BasicLSTMCell(12, forget_bias=0.5),
+    "lstm_peephole_clip": lambda: rk.LSTMCell(12, use_peepholes=True, cell_clip=0.5, forget_bias=0.3),
+    "lstm_projection": lambda: rk.LSTMCell(12, use_peepholes=True, num_proj=7, proj_clip=0.3),
+    "tf_gru": lambda: rk.GRUCell(11),
+    "stack": lambda: rk.MultiRNNCell([rk.LSTMCell(10, use_peepholes=True), rk.GRUCell(9)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+@pytest.mark.parametrize("lengths", [None, [6, 0, 3, 9, 6]])
+def test_fused_layers_on_triton_equal_the_reference(name: str, lengths: Any, monkeypatch) -> None:
+    torch.manual_seed(3)
+    cell = CELLS[name]().to(DEVICE)
+    x = torch.randn(5, 6, 4, device=DEVICE)
+    cell(x[:, 0], cell.zero_state(5, F32))  # build
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.uniform_(-0.8, 0.8)
+    init = rk.map_state(lambda z: torch.randn_like(z), cell.zero_state(5, F32))
+    reference = _run(cell, x, lengths, init, "reference")
+    _on_triton(monkeypatch)
+    fused = _run(cell, x, lengths, init, "fused")
+    for i, (a, b) in enumerate(zip(reference, fused)):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=lambda m, i=i: f"result {i}: {m}")
+
+
+HALF = [torch.float16, torch.bfloat16] if DEVICE.type == "cuda" else [torch.float16]  # the interpreter lacks bf16
+
+
+HALF_CELLS = {
+    "peephole_lstm": lambda **kw: rk.LSTMCell(12, use_peepholes=True, cell_clip=0.8, input_size=4, **kw),
+    "tf_gru": lambda **kw: rk.GRUCell(12, input_size=4, **kw),
+}
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("lengths", [None, [6, 0, 3, 9, 6]])
+@pytest.mark.parametrize("name", sorted(HALF_CELLS))
+def test_half_precision_persistent_kernels_track_the_float32_reference(dtype: torch.dtype, lengths: Any, name: str,
+                                                                       monkeypatch) -> None:
+    torch.manual_seed(5)
+    exact = HALF_CELLS[name]().to(DEVICE)
+    half = HALF_CELLS[name](dtype=dtype).to(DEVICE)
+    rk.load_tf_variables(half, {name: value.detach() for name, value in rk.tf_variables(exact).items()})
+    x = torch.randn(5, 6, 4, device=DEVICE).to(dtype).float()  # inputs both can represent
+    init = rk.map_state(lambda z: torch.randn_like(z).to(dtype).float(), exact.zero_state(5, F32))
+    reference = _run(exact, x, lengths, init, "reference")
+    _on_triton(monkeypatch)
+    monkeypatch.setattr(plan, "half_supported", lambda *args: True)
+    fused = _run(half, x.to(dtype), lengths, rk.map_state(lambda s: s.to(dtype), init), "fused")
+    assert fused[0].dtype == dtype and fused[1].dtype == dtype  # outputs and the state in the inputs' dtype
+    tol = dict(rtol=0.05, atol=0.05) if dtype == torch.bfloat16 else dict(rtol=0.01, atol=0.01)
+    for i, (a, b) in enumerate(zip(reference, fused)):
+        torch.testing.assert_close(b.float(), a, **tol, msg=lambda m, i=i: f"result {i}: {m}")
+
+
+def test_persistent_layout_covers_the_layer_with_resident_programs(monkeypatch) -> None:
+    from rnnkit.fused.triton_support import persistent_layout
+
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # the GPU layout (the interpreter's is one program)
+    for batch, units, resident in itertools.product([1, 5, 16, 33, 64], [8, 100, 256, 1024], [132, 114, 66]):
+        block_rows, block_units, row_blocks, unit_blocks = persistent_layout(batch, units, resident)
+        assert row_blocks * block_rows >= batch and unit_blocks * block_units >= units
+        assert block_rows >= 16 and block_units >= 16  # tl.dot's smallest tile
+        if unit_blocks <= resident:
+            assert row_blocks * unit_blocks <= resident
