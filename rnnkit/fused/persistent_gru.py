@@ -31,16 +31,16 @@ from .triton_math import grid_barrier, load_tile, product, sigmoid, tanh, weight
 @triton.jit
 def _gru_forward_kernel(
     gates_ptr, candidates_ptr, reset_h_ptr, hbuf_ptr, w_gh_ptr, w_ch_ptr, sizes_ptr, starts_ptr, previous_ptr,
-    counter_ptr, num_steps, units, running,
+    counter_ptr, num_steps, units, running, unit_blocks, num_programs,
     PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr, BLOCK_K: tl.constexpr,
-    K_PAD: tl.constexpr, RESIDENT: tl.constexpr, UNIT_BLOCKS: tl.constexpr, NUM_PROGRAMS: tl.constexpr,
+    K_PAD: tl.constexpr, RESIDENT: tl.constexpr,
 ):
     """``hbuf`` is ``[running + N, units]``: the initial h, then each step's h; step ``t``
     reads its previous h at row ``previous[t]``. ``sizes``/``starts`` end with a 0 sentinel."""
     pid = tl.program_id(0)
-    cols = (pid % UNIT_BLOCKS) * BLOCK_U + tl.arange(0, BLOCK_U)
+    cols = (pid % unit_blocks) * BLOCK_U + tl.arange(0, BLOCK_U)
     col_mask = cols < units
-    rows = (pid // UNIT_BLOCKS) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rows = (pid // unit_blocks) * BLOCK_B + tl.arange(0, BLOCK_B)
     width = 2 * units
     w_r = w_gh_ptr  # the resident weight slices (placeholders when not resident)
     w_u = w_gh_ptr
@@ -68,8 +68,8 @@ def _gru_forward_kernel(
         tl.store(gates_ptr + gate_here, reset, mask=mask)
         tl.store(gates_ptr + gate_here + units, update, mask=mask)
         tl.store(reset_h_ptr + here, (reset * h_prev).to(reset_h_ptr.dtype.element_ty), mask=mask)
-        if NUM_PROGRAMS > 1:
-            grid_barrier(counter_ptr, 2 * t, NUM_PROGRAMS)
+        if num_programs > 1:
+            grid_barrier(counter_ptr, 2 * t, num_programs)
         c = tanh(x_c + product(reset_h_ptr, start, rows, row_mask, units, w_ch_ptr, units, cols, col_mask, w_c,
                                BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION))
         tl.store(candidates_ptr + here, c, mask=mask)
@@ -80,22 +80,22 @@ def _gru_forward_kernel(
         x_r = load_tile(gates_ptr, start, rows, cols, rows < n, col_mask, width)
         x_u = load_tile(gates_ptr + units, start, rows, cols, rows < n, col_mask, width)
         x_c = load_tile(candidates_ptr, start, rows, cols, rows < n, col_mask, units)
-        if NUM_PROGRAMS > 1:
-            grid_barrier(counter_ptr, 2 * t + 1, NUM_PROGRAMS)
+        if num_programs > 1:
+            grid_barrier(counter_ptr, 2 * t + 1, num_programs)
 
 
 @triton.jit
 def _gru_backward_kernel(
     gates_ptr, candidates_ptr, hbuf_ptr, d_out_ptr, d_h_ptr, d_gates_ptr, d_candidates_ptr, w_gh_t_ptr, w_ch_t_ptr,
-    sizes_ptr, starts_ptr, previous_ptr, counter_ptr, num_steps, units, running,
+    sizes_ptr, starts_ptr, previous_ptr, counter_ptr, num_steps, units, running, unit_blocks, num_programs,
     PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr, BLOCK_K: tl.constexpr,
-    K_PAD: tl.constexpr, RESIDENT: tl.constexpr, UNIT_BLOCKS: tl.constexpr, NUM_PROGRAMS: tl.constexpr,
+    K_PAD: tl.constexpr, RESIDENT: tl.constexpr,
 ):
     """``hbuf`` as in the forward kernel; ``d_h`` holds the gradient reaching ``h0`` in the end."""
     pid = tl.program_id(0)
-    cols = (pid % UNIT_BLOCKS) * BLOCK_U + tl.arange(0, BLOCK_U)
+    cols = (pid % unit_blocks) * BLOCK_U + tl.arange(0, BLOCK_U)
     col_mask = cols < units
-    rows = (pid // UNIT_BLOCKS) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rows = (pid // unit_blocks) * BLOCK_B + tl.arange(0, BLOCK_B)
     width = 2 * units
     carry = load_tile(d_h_ptr, 0, rows, cols, rows < running, col_mask, units)  # dh u + d(rh) r of step t + 1
     last = num_steps - 1
@@ -118,8 +118,8 @@ def _gru_backward_kernel(
         here = (start + rows[:, None]) * units + cols[None, :]
         tl.store(d_gates_ptr + gate_here + units, dh * (h_prev - c) * update * (1.0 - update), mask=mask)
         tl.store(d_candidates_ptr + here, (dh - dh * update) * (1.0 - c * c), mask=mask)
-        if NUM_PROGRAMS > 1:
-            grid_barrier(counter_ptr, 2 * s, NUM_PROGRAMS)
+        if num_programs > 1:
+            grid_barrier(counter_ptr, 2 * s, num_programs)
         d_rh = product(d_candidates_ptr, start, rows, row_mask, units, w_ch_t_ptr, units, cols, col_mask, w_ch_t_ptr,
                        BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION)
         tl.store(d_gates_ptr + gate_here, d_rh * h_prev * reset * (1.0 - reset), mask=mask)
@@ -133,8 +133,8 @@ def _gru_backward_kernel(
         update = load_tile(gates_ptr + units, start, rows, cols, rows < n, col_mask, width)
         c = load_tile(candidates_ptr, start, rows, cols, rows < n, col_mask, units)
         h_prev = load_tile(hbuf_ptr, previous, rows, cols, rows < n, col_mask, units)
-        if NUM_PROGRAMS > 1:
-            grid_barrier(counter_ptr, 2 * s + 1, NUM_PROGRAMS)
+        if num_programs > 1:
+            grid_barrier(counter_ptr, 2 * s + 1, num_programs)
     d_h0 = carry + product(d_gates_ptr, 0, rows, rows < running, width, w_gh_t_ptr, units, cols, col_mask, w_gh_t_ptr,
                            BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION)
     first = (rows < running)[:, None] & col_mask[None, :]
@@ -149,13 +149,13 @@ def forward_steps_persistent(
     (in: input projections plus biases; out: activated) are float32; ``reset_h``, ``out``,
     ``h0`` and the weights share the inputs' dtype."""
     units, running = out.shape[1], batch_sizes[0]
-    shape, counter = launch_parameters(units, units, True, running, w_gh)
+    programs, launch, counter = launch_parameters(units, units, True, running, w_gh)
     sizes, starts, previous = schedule(batch_sizes, running, gates.device)
     hbuf = out.new_empty(running + out.shape[0], units)  # the initial h, then every step's
     hbuf[:running] = h0[:running]
-    _gru_forward_kernel[(shape["NUM_PROGRAMS"],)](
+    _gru_forward_kernel[(programs,)](
         gates, candidates, reset_h, hbuf, w_gh.contiguous(), w_ch.contiguous(), sizes, starts, previous, counter,
-        len(batch_sizes), units, running, **shape,
+        len(batch_sizes), units, running, **launch,
     )
     out.copy_(hbuf[running:])
 
@@ -167,10 +167,10 @@ def backward_steps_persistent(
     """:func:`rnnkit.fused.gru.backward_steps_torch` in one launch: fills ``d_gates`` and
     ``d_candidates`` (float32) and leaves the initial state's gradient in ``d_h``."""
     units, running = out.shape[1], batch_sizes[0]
-    shape, counter = launch_parameters(units, 2 * units, False, running, w_gh_t)
+    programs, launch, counter = launch_parameters(units, 2 * units, False, running, w_gh_t)
     sizes, starts, previous = schedule(batch_sizes, running, gates.device)
     hbuf = torch.cat([h0[:running], out])
-    _gru_backward_kernel[(shape["NUM_PROGRAMS"],)](
+    _gru_backward_kernel[(programs,)](
         gates, candidates, hbuf, d_out.contiguous(), d_h, d_gates, d_candidates, w_gh_t.contiguous(),
-        w_ch_t.contiguous(), sizes, starts, previous, counter, len(batch_sizes), units, running, **shape,
+        w_ch_t.contiguous(), sizes, starts, previous, counter, len(batch_sizes), units, running, **launch,
     )

@@ -36,17 +36,17 @@ from .triton_math import grid_barrier, load_tile, product, sigmoid, tanh, weight
 def _lstm_forward_kernel(
     gates_ptr, hbuf_ptr, c0_ptr, w_ptr, w_if_ptr, w_o_ptr, sizes_ptr, starts_ptr, previous_ptr,
     candidates_ptr, cells_ptr, tanh_cells_ptr, kept_ptr, counter_ptr,
-    num_steps, units, clip, running,
+    num_steps, units, clip, running, unit_blocks, num_programs,
     PEEPHOLES: tl.constexpr, CLIP: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr, BLOCK_K: tl.constexpr, K_PAD: tl.constexpr,
-    RESIDENT: tl.constexpr, UNIT_BLOCKS: tl.constexpr, NUM_PROGRAMS: tl.constexpr,
+    RESIDENT: tl.constexpr,
 ):
     """``hbuf`` is ``[running + N, units]``: the initial h, then each step's h; step ``t``
     reads its previous h at row ``previous[t]``. ``sizes``/``starts`` end with a 0 sentinel."""
     pid = tl.program_id(0)
-    cols = (pid % UNIT_BLOCKS) * BLOCK_U + tl.arange(0, BLOCK_U)
+    cols = (pid % unit_blocks) * BLOCK_U + tl.arange(0, BLOCK_U)
     col_mask = cols < units
-    rows = (pid // UNIT_BLOCKS) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rows = (pid // unit_blocks) * BLOCK_B + tl.arange(0, BLOCK_B)
     width = 4 * units
     c = load_tile(c0_ptr, 0, rows, cols, rows < running, col_mask, units)
     if PEEPHOLES:
@@ -111,26 +111,26 @@ def _lstm_forward_kernel(
         x_f = load_tile(gates_ptr + units, start, rows, cols, rows < n, col_mask, width)
         x_o = load_tile(gates_ptr + 2 * units, start, rows, cols, rows < n, col_mask, width)
         x_j = load_tile(gates_ptr + 3 * units, start, rows, cols, rows < n, col_mask, width)
-        if NUM_PROGRAMS > 1:
-            grid_barrier(counter_ptr, t, NUM_PROGRAMS)
+        if num_programs > 1:
+            grid_barrier(counter_ptr, t, num_programs)
 
 
 @triton.jit
 def _lstm_backward_kernel(
     gates_ptr, candidates_ptr, cbuf_ptr, tanh_cells_ptr, kept_ptr, d_out_ptr,
     d_h_ptr, d_c_ptr, d_gates_ptr, w_t_ptr, w_if_ptr, w_o_ptr, sizes_ptr, starts_ptr, previous_ptr, counter_ptr,
-    num_steps, units, running,
+    num_steps, units, running, unit_blocks, num_programs,
     PEEPHOLES: tl.constexpr, CLIP: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr, BLOCK_K: tl.constexpr, K_PAD: tl.constexpr,
-    RESIDENT: tl.constexpr, UNIT_BLOCKS: tl.constexpr, NUM_PROGRAMS: tl.constexpr,
+    RESIDENT: tl.constexpr,
 ):
     """``cbuf`` is ``[running + N, units]``: the initial c, then each step's c; step ``t``'s
     previous c is at row ``previous[t]``. ``sizes``/``starts`` end with a 0 sentinel. The
     gradient reaching ``h_t`` through step ``t + 1`` is ``d_gates[t + 1] @ W_h^T``."""
     pid = tl.program_id(0)
-    cols = (pid % UNIT_BLOCKS) * BLOCK_U + tl.arange(0, BLOCK_U)
+    cols = (pid % unit_blocks) * BLOCK_U + tl.arange(0, BLOCK_U)
     col_mask = cols < units
-    rows = (pid // UNIT_BLOCKS) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rows = (pid // unit_blocks) * BLOCK_B + tl.arange(0, BLOCK_B)
     width = 4 * units
     d_c = load_tile(d_c_ptr, 0, rows, cols, rows < running, col_mask, units)
     if PEEPHOLES:
@@ -188,8 +188,8 @@ def _lstm_backward_kernel(
         j = load_tile(candidates_ptr, start, rows, cols, rows < n, col_mask, units)
         tanh_c = load_tile(tanh_cells_ptr, start, rows, cols, rows < n, col_mask, units)
         c_prev = load_tile(cbuf_ptr, c_row, rows, cols, rows < n, col_mask, units)
-        if NUM_PROGRAMS > 1:
-            grid_barrier(counter_ptr, s, NUM_PROGRAMS)
+        if num_programs > 1:
+            grid_barrier(counter_ptr, s, num_programs)
     d_h0 = product(d_gates_ptr, 0, rows, rows < running, width, w_t_ptr, units, cols, col_mask, r_t,
                     BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION)
     first = (rows < running)[:, None] & col_mask[None, :]
@@ -209,15 +209,15 @@ def forward_steps_persistent(
     if projection.numel():
         raise ValueError("the persistent LSTM kernel does not run projections")
     units, running = cells.shape[1], batch_sizes[0]
-    shape, counter = launch_parameters(units, units, True, running, w_h)
+    programs, launch, counter = launch_parameters(units, units, True, running, w_h)
     sizes, starts, previous = schedule(batch_sizes, running, gates.device)
     hbuf = out.new_empty(running + out.shape[0], units)  # the initial h, then every step's
     hbuf[:running] = h0[:running]
-    _lstm_forward_kernel[(shape["NUM_PROGRAMS"],)](
+    _lstm_forward_kernel[(programs,)](
         gates, hbuf, c0.contiguous(), w_h.contiguous(), or_stand_in(w_if, cells), or_stand_in(w_o, cells),
         sizes, starts, previous, candidates, cells, tanh_cells, or_stand_in(clip_mask, cells), counter,
         len(batch_sizes), units, max(clip, 0.0), running,
-        PEEPHOLES=w_if.numel() > 0, CLIP=clip >= 0, **shape,
+        PEEPHOLES=w_if.numel() > 0, CLIP=clip >= 0, **launch,
     )
     out.copy_(hbuf[running:])
 
@@ -232,13 +232,13 @@ def backward_steps_persistent(
     if projection_t.numel():
         raise ValueError("the persistent LSTM kernel does not run projections")
     units, running = cells.shape[1], batch_sizes[0]
-    shape, counter = launch_parameters(units, 4 * units, False, running, w_h_t)
+    programs, launch, counter = launch_parameters(units, 4 * units, False, running, w_h_t)
     sizes, starts, previous = schedule(batch_sizes, running, gates.device)
     cbuf = torch.cat([c0[:running].to(cells.dtype), cells])  # the initial c, then every step's
-    _lstm_backward_kernel[(shape["NUM_PROGRAMS"],)](
+    _lstm_backward_kernel[(programs,)](
         gates, candidates, cbuf, tanh_cells, or_stand_in(clip_mask, cells), d_out.contiguous(),
         d_h, d_c, d_gates, w_h_t.contiguous(), or_stand_in(w_if, cells), or_stand_in(w_o, cells),
         sizes, starts, previous, counter,
         len(batch_sizes), units, running,
-        PEEPHOLES=w_if.numel() > 0, CLIP=clip_mask.numel() > 0, **shape,
+        PEEPHOLES=w_if.numel() > 0, CLIP=clip_mask.numel() > 0, **launch,
     )

@@ -30,25 +30,24 @@ TUNING = Tuning()
 
 def launch_parameters(
     units: int, depth: int, resident: bool, batch: int, weight: Tensor
-) -> tuple[dict[str, object], Tensor]:
-    """The kernels' launch parameters for products over ``depth`` rows of ``weight`` (held in
-    registers if ``resident`` and not too deep), and the barrier's counter (zeroed)."""
+) -> tuple[int, dict[str, object], Tensor]:
+    """How to launch a persistent kernel whose products run over ``depth`` rows of ``weight``
+    (held in registers if ``resident`` and not too deep): the number of programs, the keyword
+    arguments (the layout, then the compile-time constants), and the barrier's counter."""
     block_rows, block_units, row_blocks, unit_blocks = persistent_launch(weight.device, batch, units)
-    programs = row_blocks * unit_blocks
-    k_pad = max(16, triton.next_power_of_2(depth))
-    resident = resident and k_pad <= TUNING.resident_max_depth
-    shape: dict[str, object] = {
+    resident = resident and triton.next_power_of_2(depth) <= TUNING.resident_max_depth
+    arguments: dict[str, object] = {
+        "unit_blocks": unit_blocks,
+        "num_programs": row_blocks * unit_blocks,
         "BLOCK_B": block_rows,
         "BLOCK_U": block_units,
         "BLOCK_K": TUNING.block_k,
-        "K_PAD": k_pad,
+        "K_PAD": max(16, triton.next_power_of_2(depth)) if resident else 16,  # only the resident slices use it
         "RESIDENT": resident,
-        "UNIT_BLOCKS": unit_blocks,
-        "NUM_PROGRAMS": programs,
         "PRECISION": dot_precision() if weight.dtype == torch.float32 else "ieee",
         "num_warps": TUNING.resident_warps if resident else TUNING.streamed_warps,
     }
-    return shape, torch.zeros(1, dtype=torch.int32, device=weight.device)
+    return row_blocks * unit_blocks, arguments, torch.zeros(1, dtype=torch.int32, device=weight.device)
 
 
 def schedule(batch_sizes: list[int], running: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:

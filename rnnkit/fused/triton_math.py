@@ -30,18 +30,18 @@ def tanh(x):
 
 
 @triton.jit
-def grid_barrier(counter_ptr, step, NUM_PROGRAMS: tl.constexpr):
-    """Wait until all ``NUM_PROGRAMS`` programs have finished step ``step`` (0, 1, 2, ...).
+def grid_barrier(counter_ptr, step, num_programs):
+    """Wait until all ``num_programs`` programs have finished step ``step`` (0, 1, 2, ...).
 
     Each program adds 1 to a zeroed counter (release) once its stores of the step are done,
-    then waits until the counter reaches ``(step + 1) * NUM_PROGRAMS`` (acquire). Triton runs
+    then waits until the counter reaches ``(step + 1) * num_programs`` (acquire). Triton runs
     a scalar atomic once per program, from its first thread, after the ``debug_barrier``
     (the pattern of CUDA's cooperative grid sync). All programs must be resident at once: the
     caller launches at most one program per multiprocessor.
     """
     tl.debug_barrier()
     tl.atomic_add(counter_ptr, 1, sem="release", scope="gpu")
-    target = (step + 1) * NUM_PROGRAMS
+    target = (step + 1) * num_programs
     seen = tl.atomic_add(counter_ptr, 0, sem="acquire", scope="gpu")
     while seen < target:
         seen = tl.atomic_add(counter_ptr, 0, sem="acquire", scope="gpu")
