@@ -5,10 +5,11 @@ whole layers on packed steps (see ``plan.py``); ``auto`` takes ``fused`` when th
 and inputs are recognised, ``reference`` otherwise. Inside ``fused``, per layer:
 
 * cells PyTorch computes exactly (plain and projection LSTM, ``GRUCell(reset_after=True)``)
-  run through ``torch.lstm``/``torch.gru``: cuDNN on CUDA (``torch_rnn.py``);
-* every other LSTM, and TF's GRU, on CUDA runs a persistent Triton kernel when the batch is
-  at most 64 (``persistent_lstm.py``, ``persistent_gru.py``), else a step loop of cuBLAS GEMMs
-  and Triton pointwise kernels (``triton_pointwise.py``, float32);
+  run through ``torch.lstm``/``torch.gru``: cuDNN on CUDA (``torch_rnn.py``), except plain
+  LSTMs of at most 256 units at small batches, where the persistent kernel is faster;
+* every other LSTM, and TF's GRU, on CUDA runs a persistent Triton kernel when its programs
+  fit on the GPU at once (``persistent_lstm.py``, ``persistent_gru.py``), else a step loop of
+  cuBLAS GEMMs and Triton pointwise kernels (``triton_pointwise.py``, float32);
 * on the CPU the compiled step loops of ``rnn_cpu.cpp``, or their torch twins.
 
 bfloat16/float16 inputs run on CUDA through cuDNN or the persistent kernels, with float32

@@ -113,7 +113,7 @@ def backward_steps_torch(
 
 def _steps(device: torch.device, dtype: torch.dtype, batch: int, units: int) -> tuple[Any, Any]:
     """The (forward, backward) step loops for a layer: on the CPU the compiled loops when they
-    build; on CUDA the persistent Triton kernels where they fit (batch <= 64), else the loops
+    build; on CUDA the persistent Triton kernels where they fit, else the loops
     around Triton's pointwise kernels (float32); the torch twins otherwise."""
     if device.type == "cpu":
         compiled = kernels()
@@ -132,7 +132,8 @@ def _steps(device: torch.device, dtype: torch.dtype, batch: int, units: int) -> 
             return (partial(forward_steps_torch, pointwise=on_triton),
                     partial(backward_steps_torch, pointwise=on_triton))
     if dtype in HALF_DTYPES:
-        raise ValueError(f"the fused GRU runs {dtype} only in the persistent kernel (CUDA, Triton, batch <= 64)")
+        raise ValueError(f"the fused GRU runs {dtype} only in the persistent kernel (CUDA, Triton, a batch whose "
+                         "programs fit)")
     return forward_steps_torch, backward_steps_torch
 
 

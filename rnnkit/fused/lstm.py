@@ -173,7 +173,8 @@ def backward_steps_torch(
 
 def _steps(device: torch.device, dtype: torch.dtype, batch: int, units: int, projected: bool) -> tuple[Any, Any]:
     """The (forward, backward) step loops for a layer: on the CPU the compiled loops when they
-    build; on CUDA the persistent Triton kernels where they fit (batch <= 64, no projection),
+    build; on CUDA the persistent Triton kernels where they fit (no projection; see
+    ``triton_support.persistent_fits``),
     else the loops around Triton's pointwise kernels (float32); the torch twins otherwise."""
     if device.type == "cpu":
         compiled = kernels()
@@ -190,8 +191,8 @@ def _steps(device: torch.device, dtype: torch.dtype, batch: int, units: int, pro
             return (partial(forward_steps_torch, pointwise=forward_pointwise_triton),
                     partial(backward_steps_torch, pointwise=backward_pointwise_triton))
     if dtype in HALF_DTYPES:
-        raise ValueError(f"the fused LSTM runs {dtype} only in the persistent kernel (CUDA, Triton, batch <= 64, "
-                         "no projection)")
+        raise ValueError(f"the fused LSTM runs {dtype} only in the persistent kernel (CUDA, Triton, no projection, "
+                         "a batch whose programs fit)")
     return forward_steps_torch, backward_steps_torch
 
 

@@ -25,7 +25,26 @@ import triton.language as tl
 from torch import Tensor
 
 from .persistent_setup import launch_parameters, schedule
-from .triton_math import grid_barrier, load_tile, product, sigmoid, tanh, weight_slice
+from .triton_math import grid_barrier, load_tile, product, program_tile, sigmoid, step_at, tanh, weight_slice
+
+
+@triton.jit
+def _inputs(gates_ptr, candidates_ptr, start, n, rows, cols, col_mask, units):
+    """The input projections (plus biases) ``(r, u, c)`` of a step's rows, float32."""
+    x_r = load_tile(gates_ptr, start, rows, cols, rows < n, col_mask, 2 * units)
+    x_u = load_tile(gates_ptr + units, start, rows, cols, rows < n, col_mask, 2 * units)
+    x_c = load_tile(candidates_ptr, start, rows, cols, rows < n, col_mask, units)
+    return x_r, x_u, x_c
+
+
+@triton.jit
+def _saved(d_out_ptr, gates_ptr, candidates_ptr, hbuf_ptr, start, n, previous, rows, cols, col_mask, units):
+    """What the backward step reads of its own rows: the output gradient, ``r``, ``u``, ``c``
+    and the previous ``h`` (float32)."""
+    d_out = load_tile(d_out_ptr, start, rows, cols, rows < n, col_mask, units)
+    x_r, x_u, c = _inputs(gates_ptr, candidates_ptr, start, n, rows, cols, col_mask, units)
+    h_prev = load_tile(hbuf_ptr, previous, rows, cols, rows < n, col_mask, units)
+    return d_out, x_r, x_u, c, h_prev
 
 
 @triton.jit
@@ -37,10 +56,8 @@ def _gru_forward_kernel(
 ):
     """``hbuf`` is ``[running + N, units]``: the initial h, then each step's h; step ``t``
     reads its previous h at row ``previous[t]``. ``sizes``/``starts`` end with a 0 sentinel."""
-    pid = tl.program_id(0)
-    cols = (pid % unit_blocks) * BLOCK_U + tl.arange(0, BLOCK_U)
+    rows, cols = program_tile(unit_blocks, BLOCK_B, BLOCK_U)
     col_mask = cols < units
-    rows = (pid // unit_blocks) * BLOCK_B + tl.arange(0, BLOCK_B)
     width = 2 * units
     w_r = w_gh_ptr  # the resident weight slices (placeholders when not resident)
     w_u = w_gh_ptr
@@ -49,13 +66,9 @@ def _gru_forward_kernel(
         w_r = weight_slice(w_gh_ptr, units, width, cols, col_mask, K_PAD)
         w_u = weight_slice(w_gh_ptr + units, units, width, cols, col_mask, K_PAD)
         w_c = weight_slice(w_ch_ptr, units, units, cols, col_mask, K_PAD)
-    n = tl.load(sizes_ptr)
-    start = tl.load(starts_ptr)
-    x_r = load_tile(gates_ptr, start, rows, cols, rows < n, col_mask, width)
-    x_u = load_tile(gates_ptr + units, start, rows, cols, rows < n, col_mask, width)
-    x_c = load_tile(candidates_ptr, start, rows, cols, rows < n, col_mask, units)
+    n, start, previous = step_at(sizes_ptr, starts_ptr, previous_ptr, 0, True)
+    x_r, x_u, x_c = _inputs(gates_ptr, candidates_ptr, start, n, rows, cols, col_mask, units)
     for t in range(num_steps):
-        previous = tl.load(previous_ptr + t)
         row_mask = rows < n
         mask = row_mask[:, None] & col_mask[None, :]
         h_prev = load_tile(hbuf_ptr, previous, rows, cols, row_mask, col_mask, units)
@@ -68,20 +81,16 @@ def _gru_forward_kernel(
         tl.store(gates_ptr + gate_here, reset, mask=mask)
         tl.store(gates_ptr + gate_here + units, update, mask=mask)
         tl.store(reset_h_ptr + here, (reset * h_prev).to(reset_h_ptr.dtype.element_ty), mask=mask)
-        if num_programs > 1:
-            grid_barrier(counter_ptr, 2 * t, num_programs)
+        grid_barrier(counter_ptr, 2 * t, num_programs)
         c = tanh(x_c + product(reset_h_ptr, start, rows, row_mask, units, w_ch_ptr, units, cols, col_mask, w_c,
                                BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION))
         tl.store(candidates_ptr + here, c, mask=mask)
         h_here = (running + start + rows[:, None]) * units + cols[None, :]
         tl.store(hbuf_ptr + h_here, ((h_prev - c) * update + c).to(hbuf_ptr.dtype.element_ty), mask=mask)
-        n = tl.load(sizes_ptr + t + 1)  # the next step's input projections, before the barrier
-        start = tl.load(starts_ptr + t + 1)
-        x_r = load_tile(gates_ptr, start, rows, cols, rows < n, col_mask, width)
-        x_u = load_tile(gates_ptr + units, start, rows, cols, rows < n, col_mask, width)
-        x_c = load_tile(candidates_ptr, start, rows, cols, rows < n, col_mask, units)
-        if num_programs > 1:
-            grid_barrier(counter_ptr, 2 * t + 1, num_programs)
+        # the next step's input projections, before the barrier (sentinel size 0 after the last)
+        n, start, previous = step_at(sizes_ptr, starts_ptr, previous_ptr, t + 1, True)
+        x_r, x_u, x_c = _inputs(gates_ptr, candidates_ptr, start, n, rows, cols, col_mask, units)
+        grid_barrier(counter_ptr, 2 * t + 1, num_programs)
 
 
 @triton.jit
@@ -92,21 +101,14 @@ def _gru_backward_kernel(
     K_PAD: tl.constexpr, RESIDENT: tl.constexpr,
 ):
     """``hbuf`` as in the forward kernel; ``d_h`` holds the gradient reaching ``h0`` in the end."""
-    pid = tl.program_id(0)
-    cols = (pid % unit_blocks) * BLOCK_U + tl.arange(0, BLOCK_U)
+    rows, cols = program_tile(unit_blocks, BLOCK_B, BLOCK_U)
     col_mask = cols < units
-    rows = (pid // unit_blocks) * BLOCK_B + tl.arange(0, BLOCK_B)
     width = 2 * units
     carry = load_tile(d_h_ptr, 0, rows, cols, rows < running, col_mask, units)  # dh u + d(rh) r of step t + 1
     last = num_steps - 1
-    n = tl.load(sizes_ptr + last)
-    start = tl.load(starts_ptr + last)
-    previous = tl.load(previous_ptr + last)
-    d_out = load_tile(d_out_ptr, start, rows, cols, rows < n, col_mask, units)
-    reset = load_tile(gates_ptr, start, rows, cols, rows < n, col_mask, width)
-    update = load_tile(gates_ptr + units, start, rows, cols, rows < n, col_mask, width)
-    c = load_tile(candidates_ptr, start, rows, cols, rows < n, col_mask, units)
-    h_prev = load_tile(hbuf_ptr, previous, rows, cols, rows < n, col_mask, units)
+    n, start, previous = step_at(sizes_ptr, starts_ptr, previous_ptr, last, True)
+    d_out, reset, update, c, h_prev = _saved(d_out_ptr, gates_ptr, candidates_ptr, hbuf_ptr, start, n, previous,
+                                             rows, cols, col_mask, units)
     for s in range(num_steps):
         t = last - s
         row_mask = rows < n
@@ -118,23 +120,16 @@ def _gru_backward_kernel(
         here = (start + rows[:, None]) * units + cols[None, :]
         tl.store(d_gates_ptr + gate_here + units, dh * (h_prev - c) * update * (1.0 - update), mask=mask)
         tl.store(d_candidates_ptr + here, (dh - dh * update) * (1.0 - c * c), mask=mask)
-        if num_programs > 1:
-            grid_barrier(counter_ptr, 2 * s, num_programs)
+        grid_barrier(counter_ptr, 2 * s, num_programs)
         d_rh = product(d_candidates_ptr, start, rows, row_mask, units, w_ch_t_ptr, units, cols, col_mask, w_ch_t_ptr,
                        BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION)
         tl.store(d_gates_ptr + gate_here, d_rh * h_prev * reset * (1.0 - reset), mask=mask)
         carry = tl.where(mask, dh * update + d_rh * reset, carry)
         # the previous step's own inputs, before the barrier (size 0 before the first step)
-        n = tl.load(sizes_ptr + t - 1, mask=t > 0, other=0)
-        start = tl.load(starts_ptr + t - 1, mask=t > 0, other=0)
-        previous = tl.load(previous_ptr + t - 1, mask=t > 0, other=0)
-        d_out = load_tile(d_out_ptr, start, rows, cols, rows < n, col_mask, units)
-        reset = load_tile(gates_ptr, start, rows, cols, rows < n, col_mask, width)
-        update = load_tile(gates_ptr + units, start, rows, cols, rows < n, col_mask, width)
-        c = load_tile(candidates_ptr, start, rows, cols, rows < n, col_mask, units)
-        h_prev = load_tile(hbuf_ptr, previous, rows, cols, rows < n, col_mask, units)
-        if num_programs > 1:
-            grid_barrier(counter_ptr, 2 * s + 1, num_programs)
+        n, start, previous = step_at(sizes_ptr, starts_ptr, previous_ptr, t - 1, t > 0)
+        d_out, reset, update, c, h_prev = _saved(d_out_ptr, gates_ptr, candidates_ptr, hbuf_ptr, start, n, previous,
+                                                 rows, cols, col_mask, units)
+        grid_barrier(counter_ptr, 2 * s + 1, num_programs)
     d_h0 = carry + product(d_gates_ptr, 0, rows, rows < running, width, w_gh_t_ptr, units, cols, col_mask, w_gh_t_ptr,
                            BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION)
     first = (rows < running)[:, None] & col_mask[None, :]

@@ -29,7 +29,43 @@ import triton.language as tl
 from torch import Tensor
 
 from .persistent_setup import launch_parameters, or_stand_in, schedule
-from .triton_math import grid_barrier, load_tile, product, sigmoid, tanh, weight_slice
+from .triton_math import grid_barrier, load_tile, product, program_tile, sigmoid, step_at, tanh, weight_slice
+
+
+@triton.jit
+def _peepholes(w_if_ptr, w_o_ptr, cols, col_mask, units):
+    """The program's peephole weights ``(w_i, w_f, w_o)``, each ``[1, BLOCK_U]`` float32."""
+    w_i = tl.load(w_if_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+    w_f = tl.load(w_if_ptr + units + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+    w_o = tl.load(w_o_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+    return w_i, w_f, w_o
+
+
+@triton.jit
+def _gate_inputs(gates_ptr, start, n, rows, cols, col_mask, units):
+    """The input projections (plus biases) ``(i, f, o, j)`` of a step's rows, float32."""
+    width = 4 * units
+    x_i = load_tile(gates_ptr, start, rows, cols, rows < n, col_mask, width)
+    x_f = load_tile(gates_ptr + units, start, rows, cols, rows < n, col_mask, width)
+    x_o = load_tile(gates_ptr + 2 * units, start, rows, cols, rows < n, col_mask, width)
+    x_j = load_tile(gates_ptr + 3 * units, start, rows, cols, rows < n, col_mask, width)
+    return x_i, x_f, x_o, x_j
+
+
+@triton.jit
+def _saved(d_out_ptr, gates_ptr, candidates_ptr, tanh_cells_ptr, cbuf_ptr, start, n, c_row, rows, cols, col_mask,
+           units):
+    """What the backward step reads of its own rows: the output gradient, the activated gates,
+    ``tanh(j)``, ``tanh(c)`` and the previous ``c`` (all float32)."""
+    width = 4 * units
+    dm = load_tile(d_out_ptr, start, rows, cols, rows < n, col_mask, units)
+    i = load_tile(gates_ptr, start, rows, cols, rows < n, col_mask, width)
+    f = load_tile(gates_ptr + units, start, rows, cols, rows < n, col_mask, width)
+    o = load_tile(gates_ptr + 2 * units, start, rows, cols, rows < n, col_mask, width)
+    j = load_tile(candidates_ptr, start, rows, cols, rows < n, col_mask, units)
+    tanh_c = load_tile(tanh_cells_ptr, start, rows, cols, rows < n, col_mask, units)
+    c_prev = load_tile(cbuf_ptr, c_row, rows, cols, rows < n, col_mask, units)
+    return dm, i, f, o, j, tanh_c, c_prev
 
 
 @triton.jit
@@ -43,16 +79,12 @@ def _lstm_forward_kernel(
 ):
     """``hbuf`` is ``[running + N, units]``: the initial h, then each step's h; step ``t``
     reads its previous h at row ``previous[t]``. ``sizes``/``starts`` end with a 0 sentinel."""
-    pid = tl.program_id(0)
-    cols = (pid % unit_blocks) * BLOCK_U + tl.arange(0, BLOCK_U)
+    rows, cols = program_tile(unit_blocks, BLOCK_B, BLOCK_U)
     col_mask = cols < units
-    rows = (pid // unit_blocks) * BLOCK_B + tl.arange(0, BLOCK_B)
     width = 4 * units
     c = load_tile(c0_ptr, 0, rows, cols, rows < running, col_mask, units)
     if PEEPHOLES:
-        w_i = tl.load(w_if_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
-        w_f = tl.load(w_if_ptr + units + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
-        w_o = tl.load(w_o_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+        w_i, w_f, w_o = _peepholes(w_if_ptr, w_o_ptr, cols, col_mask, units)
     r_i = w_ptr  # the resident weight slices (placeholders when not resident)
     r_f = w_ptr
     r_o = w_ptr
@@ -62,14 +94,9 @@ def _lstm_forward_kernel(
         r_f = weight_slice(w_ptr + units, units, width, cols, col_mask, K_PAD)
         r_o = weight_slice(w_ptr + 2 * units, units, width, cols, col_mask, K_PAD)
         r_j = weight_slice(w_ptr + 3 * units, units, width, cols, col_mask, K_PAD)
-    n = tl.load(sizes_ptr)
-    start = tl.load(starts_ptr)
-    x_i = load_tile(gates_ptr, start, rows, cols, rows < n, col_mask, width)
-    x_f = load_tile(gates_ptr + units, start, rows, cols, rows < n, col_mask, width)
-    x_o = load_tile(gates_ptr + 2 * units, start, rows, cols, rows < n, col_mask, width)
-    x_j = load_tile(gates_ptr + 3 * units, start, rows, cols, rows < n, col_mask, width)
+    n, start, previous = step_at(sizes_ptr, starts_ptr, previous_ptr, 0, True)
+    x_i, x_f, x_o, x_j = _gate_inputs(gates_ptr, start, n, rows, cols, col_mask, units)
     for t in range(num_steps):
-        previous = tl.load(previous_ptr + t)
         row_mask = rows < n
         z_i = x_i + product(hbuf_ptr, previous, rows, row_mask, units, w_ptr, width, cols, col_mask, r_i,
                              BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION)
@@ -105,14 +132,10 @@ def _lstm_forward_kernel(
         h_here = (running + start + rows[:, None]) * units + cols[None, :]
         tl.store(hbuf_ptr + h_here, (o * tanh_c).to(hbuf_ptr.dtype.element_ty), mask=mask)
         c = tl.where(mask, c_new, c)
-        n = tl.load(sizes_ptr + t + 1)  # the next step's input projection, before the barrier
-        start = tl.load(starts_ptr + t + 1)
-        x_i = load_tile(gates_ptr, start, rows, cols, rows < n, col_mask, width)
-        x_f = load_tile(gates_ptr + units, start, rows, cols, rows < n, col_mask, width)
-        x_o = load_tile(gates_ptr + 2 * units, start, rows, cols, rows < n, col_mask, width)
-        x_j = load_tile(gates_ptr + 3 * units, start, rows, cols, rows < n, col_mask, width)
-        if num_programs > 1:
-            grid_barrier(counter_ptr, t, num_programs)
+        # the next step's input projection, before the barrier (sentinel size 0 after the last)
+        n, start, previous = step_at(sizes_ptr, starts_ptr, previous_ptr, t + 1, True)
+        x_i, x_f, x_o, x_j = _gate_inputs(gates_ptr, start, n, rows, cols, col_mask, units)
+        grid_barrier(counter_ptr, t, num_programs)
 
 
 @triton.jit
@@ -127,30 +150,19 @@ def _lstm_backward_kernel(
     """``cbuf`` is ``[running + N, units]``: the initial c, then each step's c; step ``t``'s
     previous c is at row ``previous[t]``. ``sizes``/``starts`` end with a 0 sentinel. The
     gradient reaching ``h_t`` through step ``t + 1`` is ``d_gates[t + 1] @ W_h^T``."""
-    pid = tl.program_id(0)
-    cols = (pid % unit_blocks) * BLOCK_U + tl.arange(0, BLOCK_U)
+    rows, cols = program_tile(unit_blocks, BLOCK_B, BLOCK_U)
     col_mask = cols < units
-    rows = (pid // unit_blocks) * BLOCK_B + tl.arange(0, BLOCK_B)
     width = 4 * units
     d_c = load_tile(d_c_ptr, 0, rows, cols, rows < running, col_mask, units)
     if PEEPHOLES:
-        w_i = tl.load(w_if_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
-        w_f = tl.load(w_if_ptr + units + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
-        w_o = tl.load(w_o_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+        w_i, w_f, w_o = _peepholes(w_if_ptr, w_o_ptr, cols, col_mask, units)
     r_t = w_t_ptr
     if RESIDENT:
         r_t = weight_slice(w_t_ptr, width, units, cols, col_mask, K_PAD)
     last = num_steps - 1
-    n = tl.load(sizes_ptr + last)
-    start = tl.load(starts_ptr + last)
-    c_row = tl.load(previous_ptr + last)
-    dm = load_tile(d_out_ptr, start, rows, cols, rows < n, col_mask, units)
-    i = load_tile(gates_ptr, start, rows, cols, rows < n, col_mask, width)
-    f = load_tile(gates_ptr + units, start, rows, cols, rows < n, col_mask, width)
-    o = load_tile(gates_ptr + 2 * units, start, rows, cols, rows < n, col_mask, width)
-    j = load_tile(candidates_ptr, start, rows, cols, rows < n, col_mask, units)
-    tanh_c = load_tile(tanh_cells_ptr, start, rows, cols, rows < n, col_mask, units)
-    c_prev = load_tile(cbuf_ptr, c_row, rows, cols, rows < n, col_mask, units)
+    n, start, c_row = step_at(sizes_ptr, starts_ptr, previous_ptr, last, True)
+    dm, i, f, o, j, tanh_c, c_prev = _saved(d_out_ptr, gates_ptr, candidates_ptr, tanh_cells_ptr, cbuf_ptr, start, n,
+                                            c_row, rows, cols, col_mask, units)
     for s in range(num_steps):
         t = last - s
         row_mask = rows < n
@@ -178,18 +190,10 @@ def _lstm_backward_kernel(
         tl.store(d_gates_ptr + gate_here + 3 * units, d_j, mask=mask)
         d_c = tl.where(mask, dc_prev, d_c)
         # the previous step's own inputs, before the barrier (size 0 before the first step)
-        n = tl.load(sizes_ptr + t - 1, mask=t > 0, other=0)
-        start = tl.load(starts_ptr + t - 1, mask=t > 0, other=0)
-        c_row = tl.load(previous_ptr + t - 1, mask=t > 0, other=0)
-        dm = load_tile(d_out_ptr, start, rows, cols, rows < n, col_mask, units)
-        i = load_tile(gates_ptr, start, rows, cols, rows < n, col_mask, width)
-        f = load_tile(gates_ptr + units, start, rows, cols, rows < n, col_mask, width)
-        o = load_tile(gates_ptr + 2 * units, start, rows, cols, rows < n, col_mask, width)
-        j = load_tile(candidates_ptr, start, rows, cols, rows < n, col_mask, units)
-        tanh_c = load_tile(tanh_cells_ptr, start, rows, cols, rows < n, col_mask, units)
-        c_prev = load_tile(cbuf_ptr, c_row, rows, cols, rows < n, col_mask, units)
-        if num_programs > 1:
-            grid_barrier(counter_ptr, s, num_programs)
+        n, start, c_row = step_at(sizes_ptr, starts_ptr, previous_ptr, t - 1, t > 0)
+        dm, i, f, o, j, tanh_c, c_prev = _saved(d_out_ptr, gates_ptr, candidates_ptr, tanh_cells_ptr, cbuf_ptr, start,
+                                                n, c_row, rows, cols, col_mask, units)
+        grid_barrier(counter_ptr, s, num_programs)
     d_h0 = product(d_gates_ptr, 0, rows, rows < running, width, w_t_ptr, units, cols, col_mask, r_t,
                     BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION)
     first = (rows < running)[:, None] & col_mask[None, :]

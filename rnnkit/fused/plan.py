@@ -99,7 +99,8 @@ class _LSTMLayer(_Layer):
         if half_supported(device, batch, cell.num_units, cell.num_proj is not None):
             return None  # the persistent kernel
         return (f"{cell.name} in half precision: the fused LSTM runs it through cuDNN (no peepholes or clipping) "
-                "or the persistent kernel (CUDA with Triton, batch <= 64, num_units <= 1024, no projection)")
+                "or the persistent kernel (CUDA with Triton, num_units <= 1024, no projection, a batch whose "
+                "programs fit: on an H100 up to 64 rows at 1024 units, 256 at 256)")
 
     def run(self, data: Tensor, packing: Packing, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         cell = self.cell
@@ -122,7 +123,8 @@ class _LSTMLayer(_Layer):
         measured slower than LSTMSequence in training, and than its compiled loops in inference)."""
         if _cudnn_on(data.device):
             batch = packing.num_running
-            faster = cell.num_proj is None and persistent_preferred(data.device, batch, cell.num_units)
+            faster = (cell.num_proj is None and data.dtype != torch.float64  # the kernels run 32 bits and less
+                      and persistent_preferred(data.device, batch, cell.num_units))
             return is_torch_lstm_math(cell, projection=True) and not faster
         use_torch = packing.flat_index is None or (not torch.is_grad_enabled() and kernels() is None)
         return data.device.type == "cpu" and use_torch and is_torch_lstm_math(cell)
@@ -135,7 +137,8 @@ class _GRULayer(_Layer):
         if not self.cell.reset_after and half_supported(device, batch, self.cell.num_units, False):
             return None  # the persistent kernel
         return (f"{self.cell.name} in half precision: the fused GRU runs it through cuDNN (reset_after=True) "
-                "or the persistent kernel (CUDA with Triton, batch <= 64, num_units <= 1024)")
+                "or the persistent kernel (CUDA with Triton, num_units <= 1024, a batch whose programs fit: "
+                "on an H100 up to 64 rows at 1024 units, 256 at 256)")
 
     def run(self, data: Tensor, packing: Packing, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         if self.cell.reset_after:  # torch.nn.GRU's math: cuDNN on CUDA, ATen's loop on the CPU

@@ -173,7 +173,7 @@ def torch_lstm_layer(
     ``torch.lstm``: one packed call on CUDA, one call per run of equal batch sizes on the CPU."""
     weights = torch_lstm_weights(cell, data.shape[1])
     if cell.num_proj is not None:
-        weights.append(cell.projection["kernel"].t())
+        weights.append(cell.projection["kernel"].t().contiguous())  # cuDNN views every weight
     run = _lstm_packed if data.device.type == "cuda" else _lstm_runs
     out, h, c = _with_tf32_rule(lambda *t: run(t[0], packing, *t[1:]), data, h0, c0, *weights)
     return out, h, c

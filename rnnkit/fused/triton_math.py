@@ -33,18 +33,22 @@ def tanh(x):
 def grid_barrier(counter_ptr, step, num_programs):
     """Wait until all ``num_programs`` programs have finished step ``step`` (0, 1, 2, ...).
 
-    Each program adds 1 to a zeroed counter (release) once its stores of the step are done,
-    then waits until the counter reaches ``(step + 1) * num_programs`` (acquire). Triton runs
-    a scalar atomic once per program, from its first thread, after the ``debug_barrier``
-    (the pattern of CUDA's cooperative grid sync). All programs must be resident at once: the
-    caller launches at most one program per multiprocessor.
+    First the program's own threads meet (``debug_barrier``, CUDA's ``__syncthreads``): a
+    step reads what other threads of the same program stored in the step before, so this is
+    needed even when a single program runs the layer. Then each program adds 1 to a zeroed
+    counter (release) and waits until it reaches ``(step + 1) * num_programs`` (acquire).
+    Triton runs a scalar atomic once per program, from its first thread (the pattern of
+    CUDA's cooperative grid sync). All programs must be resident at once: the caller launches
+    at most one program per multiprocessor.
     """
     tl.debug_barrier()
-    tl.atomic_add(counter_ptr, 1, sem="release", scope="gpu")
-    target = (step + 1) * num_programs
-    seen = tl.atomic_add(counter_ptr, 0, sem="acquire", scope="gpu")
-    while seen < target:
+    if num_programs > 1:
+        tl.atomic_add(counter_ptr, 1, sem="release", scope="gpu")
+        target = (step + 1) * num_programs
         seen = tl.atomic_add(counter_ptr, 0, sem="acquire", scope="gpu")
+        while seen < target:
+            seen = tl.atomic_add(counter_ptr, 0, sem="acquire", scope="gpu")
+        tl.debug_barrier()
 
 
 @triton.jit
@@ -85,3 +89,21 @@ def weight_slice(w_ptr, depth, w_width, cols, col_mask, K_PAD: tl.constexpr):
     ks = tl.arange(0, K_PAD)
     return tl.load(w_ptr + ks[:, None] * w_width + cols[None, :], mask=(ks < depth)[:, None] & col_mask[None, :],
                    other=0.0)
+
+
+@triton.jit
+def program_tile(unit_blocks, BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr):
+    """The rows and unit columns this program of a persistent kernel owns."""
+    pid = tl.program_id(0)
+    rows = (pid // unit_blocks) * BLOCK_B + tl.arange(0, BLOCK_B)
+    cols = (pid % unit_blocks) * BLOCK_U + tl.arange(0, BLOCK_U)
+    return rows, cols
+
+
+@triton.jit
+def step_at(sizes_ptr, starts_ptr, previous_ptr, step, valid):
+    """``(rows alive, first packed row, previous state's row)`` of ``step``; zeros if not ``valid``."""
+    n = tl.load(sizes_ptr + step, mask=valid, other=0)
+    start = tl.load(starts_ptr + step, mask=valid, other=0)
+    previous = tl.load(previous_ptr + step, mask=valid, other=0)
+    return n, start, previous

@@ -44,7 +44,8 @@ def multiprocessors(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-PERSISTENT_MAX_BATCH = 64
+PERSISTENT_MAX_BATCH = 1024  # rows the persistent kernels take if their programs all fit
+PERSISTENT_MAX_BLOCK_ROWS = 32  # rows one program holds at most (64 spills registers in float32)
 PERSISTENT_MAX_UNITS = 1024
 RESIDENT_MAX_DEPTH = 256  # the persistent forward kernels hold their weight slices in registers up to this
 
@@ -54,15 +55,15 @@ def _power_of_two_at_least(n: int) -> int:
 
 
 def persistent_layout(batch: int, units: int, programs_resident: int) -> tuple[int, int, int, int]:
-    """``(block_rows, block_units, row_blocks, unit_blocks)`` of the persistent LSTM kernels:
-    each program owns 16 units (the four gate columns of each) for a block of rows; the rows
-    are split while that keeps every program resident. The interpreter runs programs one
-    after another, so there a single program takes the whole layer."""
+    """``(block_rows, block_units, row_blocks, unit_blocks)`` of the persistent kernels: each
+    program owns 16 units (the gate columns of each) for a block of at most 32 rows; the rows
+    are split further while that keeps every program resident. The interpreter runs programs
+    one after another, so there a single program takes the whole layer."""
     if interpreting():
         return max(16, _power_of_two_at_least(batch)), max(16, _power_of_two_at_least(units)), 1, 1
     block_units = 16
     unit_blocks = -(-units // block_units)
-    block_rows = max(16, _power_of_two_at_least(batch))
+    block_rows = min(PERSISTENT_MAX_BLOCK_ROWS, max(16, _power_of_two_at_least(batch)))
     while block_rows > 16 and unit_blocks * -(-batch // (block_rows // 2)) <= programs_resident:
         block_rows //= 2
     return block_rows, block_units, -(-batch // block_rows), unit_blocks
@@ -75,9 +76,10 @@ def _programs_resident(device: torch.device) -> int:
 
 
 def persistent_fits(device: torch.device, batch: int, units: int, projected: bool) -> bool:
-    """True when the persistent LSTM kernels can run a layer: no projection, at most
-    ``PERSISTENT_MAX_BATCH`` running rows and ``PERSISTENT_MAX_UNITS`` units, and at most one
-    program per multiprocessor (all resident, for the grid-wide barrier)."""
+    """True when the persistent kernels can run a layer: no projection, at most
+    ``PERSISTENT_MAX_UNITS`` units, and at most one program per multiprocessor (all resident,
+    for the grid-wide barrier): on an H100 (132 multiprocessors) up to 64 rows at 1024 units,
+    256 rows at 256 units."""
     if projected or batch > PERSISTENT_MAX_BATCH or units > PERSISTENT_MAX_UNITS:
         return False
     resident = _programs_resident(device)
