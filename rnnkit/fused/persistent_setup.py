@@ -35,7 +35,9 @@ def launch_parameters(
     (held in registers if ``resident`` and not too deep): the number of programs, the keyword
     arguments (the layout, then the compile-time constants), and the barrier's counter."""
     block_rows, block_units, row_blocks, unit_blocks = persistent_launch(weight.device, batch, units)
-    resident = resident and triton.next_power_of_2(depth) <= TUNING.resident_max_depth
+    # resident slices only where measured right on an H100: depth <= 256 with 16-row blocks (a
+    # 128 KB-shared-memory bf16 variant at depth 1024 computed wrong results)
+    resident = resident and triton.next_power_of_2(depth) <= TUNING.resident_max_depth and block_rows <= 16
     arguments: dict[str, object] = {
         "unit_blocks": unit_blocks,
         "num_programs": row_blocks * unit_blocks,
