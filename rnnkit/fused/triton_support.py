@@ -93,6 +93,7 @@ def persistent_launch(device: torch.device, batch: int, units: int) -> tuple[int
 
 
 def persistent_preferred(device: torch.device, batch: int, units: int) -> bool:
-    """True where the persistent LSTM kernel beats cuDNN on a plain LSTM (measured on an H100:
-    weights held in registers, i.e. at most ``RESIDENT_MAX_DEPTH`` units, and a batch it fits)."""
-    return units <= RESIDENT_MAX_DEPTH and triton_runs_on(device) and persistent_fits(device, batch, units, False)
+    """True where the persistent LSTM kernel beats cuDNN on a plain LSTM (measured on an H100
+    with at most ``RESIDENT_MAX_DEPTH`` units, the weights held in registers, and at most 64 rows)."""
+    return (units <= RESIDENT_MAX_DEPTH and batch <= 64 and triton_runs_on(device)
+            and persistent_fits(device, batch, units, False))
