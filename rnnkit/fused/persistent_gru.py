@@ -19,12 +19,11 @@ stored in the inputs' dtype.
 
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-from .persistent_setup import launch_parameters, schedule
+from .persistent_setup import after_initial, launch_parameters, schedule
 from .triton_math import grid_barrier, load_tile, product, program_tile, sigmoid, step_at, tanh, weight_slice
 
 
@@ -146,8 +145,7 @@ def forward_steps_persistent(
     units, running = out.shape[1], batch_sizes[0]
     programs, launch, counter = launch_parameters(units, units, True, running, w_gh)
     sizes, starts, previous = schedule(batch_sizes, running, gates.device)
-    hbuf = out.new_empty(running + out.shape[0], units)  # the initial h, then every step's
-    hbuf[:running] = h0[:running]
+    hbuf = after_initial(h0, out, running)  # the kernel writes each step's h after the initial h
     _gru_forward_kernel[(programs,)](
         gates, candidates, reset_h, hbuf, w_gh.contiguous(), w_ch.contiguous(), sizes, starts, previous, counter,
         len(batch_sizes), units, running, **launch,
@@ -164,7 +162,7 @@ def backward_steps_persistent(
     units, running = out.shape[1], batch_sizes[0]
     programs, launch, counter = launch_parameters(units, 2 * units, False, running, w_gh_t)
     sizes, starts, previous = schedule(batch_sizes, running, gates.device)
-    hbuf = torch.cat([h0[:running], out])
+    hbuf = after_initial(h0, out, running)
     _gru_backward_kernel[(programs,)](
         gates, candidates, hbuf, d_out.contiguous(), d_h, d_gates, d_candidates, w_gh_t.contiguous(),
         w_ch_t.contiguous(), sizes, starts, previous, counter, len(batch_sizes), units, running, **launch,

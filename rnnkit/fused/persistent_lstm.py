@@ -23,12 +23,11 @@ the inputs' dtype. Projections are not supported here (they need a second barrie
 
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-from .persistent_setup import launch_parameters, or_stand_in, schedule
+from .persistent_setup import after_initial, launch_parameters, or_stand_in, schedule
 from .triton_math import grid_barrier, load_tile, product, program_tile, sigmoid, step_at, tanh, weight_slice
 
 
@@ -215,8 +214,7 @@ def forward_steps_persistent(
     units, running = cells.shape[1], batch_sizes[0]
     programs, launch, counter = launch_parameters(units, units, True, running, w_h)
     sizes, starts, previous = schedule(batch_sizes, running, gates.device)
-    hbuf = out.new_empty(running + out.shape[0], units)  # the initial h, then every step's
-    hbuf[:running] = h0[:running]
+    hbuf = after_initial(h0, out, running)  # the kernel writes each step's h after the initial h
     _lstm_forward_kernel[(programs,)](
         gates, hbuf, c0.contiguous(), w_h.contiguous(), or_stand_in(w_if, cells), or_stand_in(w_o, cells),
         sizes, starts, previous, candidates, cells, tanh_cells, or_stand_in(clip_mask, cells), counter,
@@ -238,7 +236,7 @@ def backward_steps_persistent(
     units, running = cells.shape[1], batch_sizes[0]
     programs, launch, counter = launch_parameters(units, 4 * units, False, running, w_h_t)
     sizes, starts, previous = schedule(batch_sizes, running, gates.device)
-    cbuf = torch.cat([c0[:running].to(cells.dtype), cells])  # the initial c, then every step's
+    cbuf = after_initial(c0, cells, running)
     _lstm_backward_kernel[(programs,)](
         gates, candidates, cbuf, tanh_cells, or_stand_in(clip_mask, cells), d_out.contiguous(),
         d_h, d_c, d_gates, w_h_t.contiguous(), or_stand_in(w_if, cells), or_stand_in(w_o, cells),

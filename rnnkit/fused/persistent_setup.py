@@ -65,3 +65,10 @@ def or_stand_in(optional: Tensor, stand_in: Tensor) -> Tensor:
     """An absent (empty) optional tensor becomes a stand-in on the right device; the kernel
     never reads it (its flag is off)."""
     return optional if optional.numel() else stand_in
+
+
+def after_initial(initial: Tensor, steps: Tensor, running: int) -> Tensor:
+    """``[running + N, width]``: the ``running`` rows of an initial state (in ``steps``' dtype),
+    then every step's rows, the one buffer a persistent kernel reads previous states from
+    (step ``t``'s at row ``previous[t]`` of :func:`schedule`)."""
+    return torch.cat([initial[:running].to(steps.dtype), steps])
