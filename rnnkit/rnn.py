@@ -193,7 +193,7 @@ def _dynamic(
     like, time_axis = leaves[0], (0 if time_major else 1)
     batch_size, num_steps = like.shape[1 - time_axis], like.shape[time_axis]
     state = _initial_state(cell, initial_state, dtype, batch_size, like, state_argname)
-    plan = select_plan(cell, inputs, backend, batch_size)
+    plan = select_plan(cell, inputs, backend)
     if plan is not None:
         return plan.run(inputs, lengths, state, time_major)
     steps = [pack_state(inputs, [leaf.select(time_axis, t) for leaf in leaves]) for t in range(num_steps)]
@@ -217,7 +217,7 @@ def _static(
     like = flatten_state(steps[0])[0]
     state = _initial_state(cell, initial_state, dtype, like.shape[0], like, state_argname)
     single_tensors = all(isinstance(step, Tensor) and step.shape == like.shape for step in steps)
-    plan = select_plan(cell, like if single_tensors else tuple(steps), backend, like.shape[0])
+    plan = select_plan(cell, like if single_tensors else tuple(steps), backend)
     if plan is not None:
         outputs, state = plan.run(torch.stack(list(steps)), lengths, state, time_major=True)
         return list(outputs.unbind(0)), state

@@ -30,6 +30,7 @@ CELLS: dict[str, Callable[[], Any]] = {
     "basic_lstm_concat": lambda: rk.BasicLSTMCell(3, forget_bias=0.0, state_is_tuple=False),
     "gru": lambda: rk.GRUCell(5),
     "basic_rnn": lambda: rk.BasicRNNCell(4),
+    "basic_rnn_relu": lambda: rk.BasicRNNCell(4, activation="relu"),
     "stack": lambda: rk.MultiRNNCell(
         [rk.LSTMCell(4, use_peepholes=True, num_proj=3), rk.GRUCell(3), rk.ResidualWrapper(rk.BasicLSTMCell(3))]
     ),
@@ -196,6 +197,7 @@ class _Doubling(rk.RNNCell):
     "cell, reason",
     [
         (rk.LSTMCell(3, activation="relu"), "activation"),
+        (rk.BasicRNNCell(3, activation="sigmoid"), "implements tanh and relu"),
         (rk.DropoutWrapper(rk.GRUCell(3), state_keep_prob=0.5), "state dropout"),
         (rk.DropoutWrapper(rk.GRUCell(3), output_keep_prob=0.5, variational_recurrent=True), "variational"),
         (rk.ResidualWrapper(rk.GRUCell(2), residual_fn=lambda i, o: o), "custom residual_fn"),

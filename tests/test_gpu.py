@@ -83,6 +83,7 @@ CUDA_PATHS = {
     "persistent_plain_lstm": (lambda: rk.BasicLSTMCell(96, forget_bias=1.0), 32),  # small: persistent is faster
     "cudnn_projection_lstm": (lambda: rk.LSTMCell(96, num_proj=48), 32),
     "cudnn_reset_after_gru": (lambda: rk.GRUCell(96, reset_after=True), 32),
+    "cudnn_basic_rnn": (lambda: rk.BasicRNNCell(200), 32),
     "persistent_peephole_lstm": (lambda: rk.LSTMCell(200, use_peepholes=True, cell_clip=2.0), 48),
     "persistent_tf_gru": (lambda: rk.GRUCell(300), 40),
     "persistent_peephole_lstm_batch_256": (lambda: rk.LSTMCell(128, use_peepholes=True, cell_clip=2.0), 256),
@@ -113,7 +114,9 @@ def test_every_cuda_path_is_as_accurate_as_the_float32_reference(name: str, leng
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-@pytest.mark.parametrize("name", ["cudnn_lstm", "cudnn_reset_after_gru", "persistent_peephole_lstm", "persistent_tf_gru"])
+@pytest.mark.parametrize("name", ["cudnn_lstm", "cudnn_reset_after_gru", "cudnn_basic_rnn", "persistent_peephole_lstm",
+                                  "persistent_tf_gru", "step_loop_projection_peephole_lstm",
+                                  "step_loop_tf_gru_batch_300"])
 def test_half_precision_cuda_paths_track_float32(dtype: torch.dtype, name: str) -> None:
     torch.manual_seed(3)
     make, batch = CUDA_PATHS[name]
@@ -133,7 +136,7 @@ def test_half_precision_cuda_paths_track_float32(dtype: torch.dtype, name: str) 
 
 
 EXPECTED_PATH = {
-    "cudnn_lstm": "cudnn", "cudnn_projection_lstm": "cudnn", "cudnn_reset_after_gru": "cudnn",
+    "cudnn_lstm": "cudnn", "cudnn_projection_lstm": "cudnn", "cudnn_reset_after_gru": "cudnn", "cudnn_basic_rnn": "cudnn",
     "persistent_plain_lstm": "persistent", "persistent_peephole_lstm": "persistent", "persistent_tf_gru": "persistent",
     "persistent_peephole_lstm_batch_256": "persistent",
     "step_loop_projection_peephole_lstm": "step_loop", "step_loop_tf_gru_batch_300": "step_loop",
@@ -152,6 +155,7 @@ def test_dispatch_takes_the_documented_cuda_path(name: str, monkeypatch) -> None
 
     spy(plan, "torch_lstm_layer", "cudnn")
     spy(plan, "torch_gru_layer", "cudnn")
+    spy(plan, "torch_rnn_layer", "cudnn")
     for module in (persistent_lstm, persistent_gru):
         spy(module, "forward_steps_persistent", "persistent")
     for attribute in ("forward_pointwise_triton", "gates_forward_triton"):

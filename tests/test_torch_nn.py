@@ -120,6 +120,30 @@ def test_reset_after_gru_fused_through_torch_gru_equals_the_reference(lengths, t
         torch.testing.assert_close(fused, reference, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("lengths", [None, [5, 0, 3, 7]])
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_basic_rnn_through_torch_rnn_equals_the_reference(lengths, activation, monkeypatch) -> None:
+    """The cuDNN path of ``BasicRNNCell`` (``torch.rnn_tanh``/``rnn_relu``), run here on the CPU."""
+    from rnnkit.fused import plan, torch_rnn
+
+    torch.manual_seed(5)
+    cell = rk.MultiRNNCell([rk.BasicRNNCell(5, activation=activation), rk.BasicRNNCell(4, activation=activation)])
+    x = torch.randn(4, 6, 3, dtype=F64)
+    h0 = tuple(torch.randn(4, n, dtype=F64) for n in (5, 4))
+    results = []
+    for backend in ("reference", "fused"):
+        if backend == "fused":
+            monkeypatch.setattr(plan, "_cudnn_on", lambda device: True)
+            monkeypatch.setattr(plan, "RNNSequence", None)  # must not be used
+        xi = x.clone().requires_grad_()
+        out, state = rk.dynamic_rnn(cell, xi, sequence_length=lengths, initial_state=h0, backend=backend)
+        loss = out.square().sum() + sum(s.sum() for s in state)
+        results.append([out, *state, *torch.autograd.grad(loss, [xi, *cell.parameters()])])
+    assert torch_rnn.TORCH_RNN_ACTIVATIONS[cell.layers[0].activation].__name__ == f"rnn_{activation}"
+    for fused, reference in zip(results[1], results[0]):
+        torch.testing.assert_close(fused, reference, rtol=1e-10, atol=1e-10)
+
+
 def test_convert_command_between_rnnkit_and_torch_nn(tmp_path, capsys) -> None:
     from rnnkit.__main__ import main as cli
 

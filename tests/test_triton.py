@@ -194,16 +194,17 @@ def _run(cell: Any, x: torch.Tensor, lengths: Any, init: Any, backend: str) -> l
     return [out, *rk.flatten_state(final), *grads]
 
 
-def _on_triton(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the fused path take the Triton kernels on this device (on the CPU: the interpreter)."""
+def _on_triton(monkeypatch: pytest.MonkeyPatch, persistent: bool = True) -> None:
+    """Make the fused path take the Triton kernels on this device (on the CPU: the interpreter):
+    the persistent kernels where they fit (unless not ``persistent``), else the step loops."""
     def lstm_steps(device: torch.device, dtype: torch.dtype, batch: int, units: int, projected: bool) -> Any:
-        if persistent_fits(device, batch, units, projected):
+        if persistent and persistent_fits(device, batch, units, projected):
             return persistent_lstm.forward_steps_persistent, persistent_lstm.backward_steps_persistent
         return (lambda *a: lstm.forward_steps_torch(*a, pointwise=triton_pointwise.forward_pointwise_triton),
                 lambda *a: lstm.backward_steps_torch(*a, pointwise=triton_pointwise.backward_pointwise_triton))
 
     def gru_steps(device: torch.device, dtype: torch.dtype, batch: int, units: int) -> Any:
-        if persistent_fits(device, batch, units, False):
+        if persistent and persistent_fits(device, batch, units, False):
             return persistent_gru.forward_steps_persistent, persistent_gru.backward_steps_persistent
         ops = gru.GRUPointwise(triton_pointwise.gates_forward_triton, triton_pointwise.output_forward_triton,
                                triton_pointwise.output_backward_triton, triton_pointwise.reset_backward_triton)
@@ -247,6 +248,8 @@ HALF = [torch.float16, torch.bfloat16] if DEVICE.type == "cuda" else [torch.floa
 
 HALF_CELLS = {
     "peephole_lstm": lambda **kw: rk.LSTMCell(12, use_peepholes=True, cell_clip=0.8, input_size=4, **kw),
+    "projection_lstm": lambda **kw: rk.LSTMCell(12, use_peepholes=True, num_proj=7, proj_clip=0.5, input_size=4,
+                                                **kw),  # only the step loop runs projections
     "tf_gru": lambda **kw: rk.GRUCell(12, input_size=4, **kw),
 }
 
@@ -254,8 +257,9 @@ HALF_CELLS = {
 @pytest.mark.parametrize("dtype", HALF, ids=str)
 @pytest.mark.parametrize("lengths", [None, [6, 0, 3, 9, 6]])
 @pytest.mark.parametrize("name", sorted(HALF_CELLS))
-def test_half_precision_persistent_kernels_track_the_float32_reference(dtype: torch.dtype, lengths: Any, name: str,
-                                                                       monkeypatch) -> None:
+@pytest.mark.parametrize("persistent", [True, False], ids=["persistent", "step_loop"])
+def test_half_precision_triton_kernels_track_the_float32_reference(dtype: torch.dtype, lengths: Any, name: str,
+                                                                   persistent: bool, monkeypatch) -> None:
     torch.manual_seed(5)
     exact = HALF_CELLS[name]().to(DEVICE)
     half = HALF_CELLS[name](dtype=dtype).to(DEVICE)
@@ -263,7 +267,7 @@ def test_half_precision_persistent_kernels_track_the_float32_reference(dtype: to
     x = torch.randn(5, 6, 4, device=DEVICE).to(dtype).float()  # inputs both can represent
     init = rk.map_state(lambda z: torch.randn_like(z).to(dtype).float(), exact.zero_state(5, F32))
     reference = _run(exact, x, lengths, init, "reference")
-    _on_triton(monkeypatch)
+    _on_triton(monkeypatch, persistent)
     monkeypatch.setattr(plan, "half_supported", lambda *args: True)
     fused = _run(half, x.to(dtype), lengths, rk.map_state(lambda s: s.to(dtype), init), "fused")
     assert fused[0].dtype == dtype and fused[1].dtype == dtype  # outputs and the state in the inputs' dtype

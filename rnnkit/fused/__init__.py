@@ -4,16 +4,18 @@
 whole layers on packed steps (see ``plan.py``); ``auto`` takes ``fused`` when the cell tree
 and inputs are recognised, ``reference`` otherwise. Inside ``fused``, per layer:
 
-* cells PyTorch computes exactly (plain and projection LSTM, ``GRUCell(reset_after=True)``)
-  run through ``torch.lstm``/``torch.gru``: cuDNN on CUDA (``torch_rnn.py``), except plain
-  LSTMs of at most 256 units at small batches, where the persistent kernel is faster;
+* cells PyTorch computes exactly (plain and projection LSTM, ``GRUCell(reset_after=True)``,
+  ``BasicRNNCell`` with tanh or relu) run through ``torch.lstm``/``torch.gru``/``torch.rnn_*``:
+  cuDNN on CUDA (``torch_rnn.py``), except plain LSTMs of at most 256 units at small batches,
+  where the persistent kernel is faster;
 * every other LSTM, and TF's GRU, on CUDA runs a persistent Triton kernel when its programs
   fit on the GPU at once (``persistent_lstm.py``, ``persistent_gru.py``), else a step loop of
-  cuBLAS GEMMs and Triton pointwise kernels (``triton_pointwise.py``, float32);
+  cuBLAS GEMMs and Triton pointwise kernels (``triton_pointwise.py``);
 * on the CPU the compiled step loops of ``rnn_cpu.cpp``, or their torch twins.
 
-bfloat16/float16 inputs run on CUDA through cuDNN or the persistent kernels, with float32
-accumulation and float32 gates and cell states; elsewhere ``auto`` takes the reference loop.
+bfloat16/float16 inputs run on CUDA (cuDNN, the persistent kernels or the Triton step loops),
+with float32 accumulation and float32 gates and cell states; elsewhere ``auto`` takes the
+reference loop.
 """
 
 from __future__ import annotations
@@ -31,10 +33,9 @@ BACKENDS = ("auto", "reference", "fused")
 _FUSED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
-def select_plan(cell: Any, inputs: Any, backend: str, batch_size: int | None = None) -> FusedPlan | None:
+def select_plan(cell: Any, inputs: Any, backend: str) -> FusedPlan | None:
     """The fused plan to run, or ``None`` for the reference loop; ``ValueError`` when
-    ``backend="fused"`` was asked for and cannot run this cell or these inputs (``batch_size``:
-    the rows of ``inputs``, by default its first dimension)."""
+    ``backend="fused"`` was asked for and cannot run this cell or these inputs."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "reference":
@@ -47,8 +48,7 @@ def select_plan(cell: Any, inputs: Any, backend: str, batch_size: int | None = N
     else:
         plan = make_plan(cell)
         if isinstance(plan, FusedPlan) and inputs.dtype in HALF_DTYPES:
-            batch = inputs.shape[0] if batch_size is None else batch_size
-            reason = plan.half_reason(inputs.device, batch)
+            reason = plan.half_reason(inputs.device)
             plan = plan if reason is None else f"inputs of dtype {inputs.dtype} on {inputs.device.type}: {reason}"
     if isinstance(plan, str):
         if backend == "fused":

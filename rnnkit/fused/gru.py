@@ -1,5 +1,6 @@
 """A whole TF GRU layer (reset gate BEFORE the candidate matmul) over packed steps, and the
-plain ``BasicRNNCell`` layer; forward and hand-written backward.
+plain ``BasicRNNCell`` layer (tanh or relu; on CUDA it runs through cuDNN instead, see
+``torch_rnn.py``); forward and hand-written backward.
 
 GRU, with ``W_g = gates/kernel`` and ``W_c = candidate/kernel`` split into input rows ``x`` and
 recurrent rows ``h``::
@@ -25,11 +26,12 @@ from torch.autograd.function import once_differentiable
 
 from .native import kernels
 from .packing import Packing, last_rows, previous_rows, step_starts
-from .precision import HALF_DTYPES, state_dtype
+from .precision import HALF_DTYPES, add_product_, product_into, state_dtype
 from .triton_support import persistent_fits, triton_runs_on
 
 _sigmoid_backward = torch.ops.aten.sigmoid_backward
 _tanh_backward = torch.ops.aten.tanh_backward
+_threshold_backward = torch.ops.aten.threshold_backward  # relu's: the gradient where the output > 0
 
 
 def gates_forward_torch(g: Tensor, h_prev: Tensor, rh: Tensor) -> None:
@@ -85,9 +87,9 @@ def forward_steps_torch(
     h_prev, start = h0, 0
     for n in batch_sizes:
         rows = slice(start, start + n)
-        g = gates[rows].addmm_(h_prev[:n], w_gh)
+        g = add_product_(gates[rows], h_prev[:n], w_gh)
         pointwise.gates_forward(g, h_prev[:n], reset_h[rows])
-        c = candidates[rows].addmm_(reset_h[rows], w_ch)
+        c = add_product_(candidates[rows], reset_h[rows], w_ch)
         pointwise.output_forward(c, g, h_prev[:n], out[rows])
         h_prev, start = out[rows], start + n
 
@@ -100,6 +102,7 @@ def backward_steps_torch(
     """The backward step loop (``gru_backward_steps``): fills ``d_gates`` and ``d_candidates``
     and leaves the initial state's gradient in ``d_h``."""
     starts = step_starts(batch_sizes)
+    d_rh = torch.empty_like(d_h)  # the gradient of r * h_prev
     for t in reversed(range(len(batch_sizes))):
         n, start = batch_sizes[t], starts[t]
         rows = slice(start, start + n)
@@ -107,33 +110,33 @@ def backward_steps_torch(
         g, dg, dc = gates[rows], d_gates[rows], d_candidates[rows]
         dh = d_out[rows] + d_h[:n]
         pointwise.output_backward(dh, g, candidates[rows], h_prev, dg, dc, d_h[:n])
-        pointwise.reset_backward(dc @ w_ch_t, g, h_prev, dg, d_h[:n])
-        d_h[:n].addmm_(dg, w_gh_t)
+        pointwise.reset_backward(product_into(d_rh[:n], dc, w_ch_t), g, h_prev, dg, d_h[:n])
+        add_product_(d_h[:n], dg, w_gh_t)
 
 
 def _steps(device: torch.device, dtype: torch.dtype, batch: int, units: int) -> tuple[Any, Any]:
     """The (forward, backward) step loops for a layer: on the CPU the compiled loops when they
-    build; on CUDA the persistent Triton kernels where they fit, else the loops
-    around Triton's pointwise kernels (float32); the torch twins otherwise."""
-    if device.type == "cpu":
+    build (half inputs only in tests, through Triton's interpreter); on CUDA the persistent
+    Triton kernels where they fit, else the loops around Triton's pointwise kernels (float32
+    and half); the torch twins otherwise (float32 and float64)."""
+    if device.type == "cpu" and dtype not in HALF_DTYPES:
         compiled = kernels()
         if compiled is not None:
             return compiled.gru_forward_steps, compiled.gru_backward_steps
-    elif triton_runs_on(device) and dtype != torch.float64:
+        return forward_steps_torch, backward_steps_torch
+    if triton_runs_on(device) and dtype != torch.float64:
         if persistent_fits(device, batch, units, False):
             from .persistent_gru import backward_steps_persistent, forward_steps_persistent
 
             return forward_steps_persistent, backward_steps_persistent
-        if dtype == torch.float32:
-            from . import triton_pointwise as kernels_
+        from . import triton_pointwise as kernels_
 
-            on_triton = GRUPointwise(kernels_.gates_forward_triton, kernels_.output_forward_triton,
-                                     kernels_.output_backward_triton, kernels_.reset_backward_triton)
-            return (partial(forward_steps_torch, pointwise=on_triton),
-                    partial(backward_steps_torch, pointwise=on_triton))
+        on_triton = GRUPointwise(kernels_.gates_forward_triton, kernels_.output_forward_triton,
+                                 kernels_.output_backward_triton, kernels_.reset_backward_triton)
+        return (partial(forward_steps_torch, pointwise=on_triton),
+                partial(backward_steps_torch, pointwise=on_triton))
     if dtype in HALF_DTYPES:
-        raise ValueError(f"the fused GRU runs {dtype} only in the persistent kernel (CUDA, Triton, a batch whose "
-                         "programs fit)")
+        raise ValueError(f"the fused GRU runs {dtype} only with Triton's kernels (CUDA)")
     return forward_steps_torch, backward_steps_torch
 
 
@@ -200,19 +203,21 @@ class GRUSequence(torch.autograd.Function):
 
 
 class RNNSequence(torch.autograd.Function):
-    """Packed ``BasicRNNCell`` layer (tanh): ``h' = tanh([x, h] @ kernel + bias)``."""
+    """Packed ``BasicRNNCell`` layer: ``h' = act([x, h] @ kernel + bias)`` with ``act`` tanh,
+    or relu when ``relu`` is set."""
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, data: Tensor, h0: Tensor, kernel: Tensor, bias: Tensor, packing: Packing
+        ctx: Any, data: Tensor, h0: Tensor, kernel: Tensor, bias: Tensor, packing: Packing, relu: bool = False
     ) -> tuple[Tensor, Tensor]:
         depth = data.shape[1]
         out = torch.addmm(bias, data, kernel[:depth])
         w_h, h_prev = kernel[depth:], h0
         for n, start in zip(packing.batch_sizes, packing.offsets):
-            h_prev = out[start : start + n].addmm_(h_prev[:n], w_h).tanh_()
+            h_prev = out[start : start + n].addmm_(h_prev[:n], w_h)
+            h_prev.relu_() if relu else h_prev.tanh_()
         ctx.save_for_backward(data, h0, kernel, out)
-        ctx.packing = packing
+        ctx.packing, ctx.relu = packing, relu
         return out, out.index_select(0, last_rows(packing, data.device))
 
     @staticmethod
@@ -231,9 +236,10 @@ class RNNSequence(torch.autograd.Function):
         for t in reversed(range(len(packing.batch_sizes))):
             n, start = packing.batch_sizes[t], starts[t]
             rows = slice(start, start + n)
-            dz = _tanh_backward(d_out[rows] + d_h[:n], out[rows])
+            d_act = d_out[rows] + d_h[:n]
+            dz = _threshold_backward(d_act, out[rows], 0) if ctx.relu else _tanh_backward(d_act, out[rows])
             d_pre[rows] = dz
             torch.mm(dz, w_h_t, out=d_h[:n])
         h_prev_all = _h_prev_all(h0, out, packing)
         d_kernel = torch.cat([data.t() @ d_pre, h_prev_all.t() @ d_pre])
-        return d_pre @ kernel[:depth].t(), d_h, d_kernel, d_pre.sum(0), None
+        return d_pre @ kernel[:depth].t(), d_h, d_kernel, d_pre.sum(0), None, None

@@ -25,7 +25,7 @@ from torch.autograd.function import once_differentiable
 
 from .native import kernels
 from .packing import Packing, last_rows, previous_rows, step_starts
-from .precision import HALF_DTYPES, state_dtype
+from .precision import HALF_DTYPES, add_product_, product_into, state_dtype
 from .triton_support import persistent_fits, triton_runs_on
 
 _sigmoid_backward = torch.ops.aten.sigmoid_backward
@@ -132,13 +132,13 @@ def forward_steps_torch(
     h_prev, c_prev, start = h0, c0, 0
     for n in batch_sizes:
         rows = slice(start, start + n)
-        z = gates[rows].addmm_(h_prev[:n], w_h)
+        z = add_product_(gates[rows], h_prev[:n], w_h)
         m = out[rows] if projection.numel() == 0 else hidden[rows]
         kept = clip_mask[rows] if clip_mask.numel() else clip_mask
         step_outputs = (candidates[rows], cells[rows], tanh_cells[rows], m, kept)
         pointwise(z, c_prev[:n], w_if, w_o, clip, *step_outputs)
         if projection.numel():
-            m = torch.mm(m, projection, out=out[rows])
+            m = product_into(out[rows], m, projection)
             if proj_clip >= 0:
                 _clip_(m, proj_clip, proj_mask[rows])
         h_prev, c_prev, start = out[rows], cells[rows], start + n
@@ -168,31 +168,31 @@ def backward_steps_torch(
         dz = d_gates[rows]
         saved = (gates[rows], candidates[rows], c_prev, tanh_cells[rows])
         pointwise(*saved, dm, d_c[:n], w_if, w_o, kept, dz)
-        torch.mm(dz, w_h_t, out=d_h[:n])
+        product_into(d_h[:n], dz, w_h_t)
 
 
 def _steps(device: torch.device, dtype: torch.dtype, batch: int, units: int, projected: bool) -> tuple[Any, Any]:
     """The (forward, backward) step loops for a layer: on the CPU the compiled loops when they
-    build; on CUDA the persistent Triton kernels where they fit (no projection; see
-    ``triton_support.persistent_fits``),
-    else the loops around Triton's pointwise kernels (float32); the torch twins otherwise."""
-    if device.type == "cpu":
+    build (half inputs only in tests, through Triton's interpreter); on CUDA the persistent
+    Triton kernels where they fit (no projection; see ``triton_support.persistent_fits``), else
+    the loops around Triton's pointwise kernels (float32 and half); the torch twins otherwise
+    (float32 and float64)."""
+    if device.type == "cpu" and dtype not in HALF_DTYPES:
         compiled = kernels()
         if compiled is not None:
             return compiled.lstm_forward_steps, compiled.lstm_backward_steps
-    elif triton_runs_on(device) and dtype != torch.float64:
+        return forward_steps_torch, backward_steps_torch
+    if triton_runs_on(device) and dtype != torch.float64:
         if persistent_fits(device, batch, units, projected):
             from .persistent_lstm import backward_steps_persistent, forward_steps_persistent
 
             return forward_steps_persistent, backward_steps_persistent
-        if dtype == torch.float32:
-            from .triton_pointwise import backward_pointwise_triton, forward_pointwise_triton
+        from .triton_pointwise import backward_pointwise_triton, forward_pointwise_triton
 
-            return (partial(forward_steps_torch, pointwise=forward_pointwise_triton),
-                    partial(backward_steps_torch, pointwise=backward_pointwise_triton))
+        return (partial(forward_steps_torch, pointwise=forward_pointwise_triton),
+                partial(backward_steps_torch, pointwise=backward_pointwise_triton))
     if dtype in HALF_DTYPES:
-        raise ValueError(f"the fused LSTM runs {dtype} only in the persistent kernel (CUDA, Triton, no projection, "
-                         "a batch whose programs fit)")
+        raise ValueError(f"the fused LSTM runs {dtype} only with Triton's kernels (CUDA)")
     return forward_steps_torch, backward_steps_torch
 
 
@@ -261,7 +261,7 @@ class LSTMSequence(torch.autograd.Function):
         d_gates = torch.empty_like(gates)
         d_m = torch.empty_like(out) if projection is not None else None  # after proj clip
         d_h = torch.zeros_like(h0)
-        d_c = d_c_final.clone()
+        d_c = d_c_final.to(gates.dtype, copy=True)  # carried from step to step: float32 for half inputs
         backward_steps = ctx.backward_steps
         # the per-step GEMMs read the transposed weights: contiguous copies, made once, are faster
         w_h_t = w_h.t().contiguous()
@@ -289,5 +289,5 @@ class LSTMSequence(torch.autograd.Function):
             d_w_f = (d_gates[:, U : 2 * U] * c_prev_all).sum(0).to(data.dtype)
             d_w_o = (d_gates[:, 2 * U : 3 * U] * cells).sum(0).to(data.dtype)
         if projection is not None:
-            d_projection = hidden.t() @ d_m
-        return d_data, d_h, d_c, d_kernel, d_bias, d_w_i, d_w_f, d_w_o, d_projection, None, None
+            d_projection = hidden.to(out.dtype).t() @ d_m
+        return d_data, d_h, d_c.to(c0.dtype), d_kernel, d_bias, d_w_i, d_w_f, d_w_o, d_projection, None, None

@@ -1,7 +1,7 @@
 """Which cells the fused path runs, and how a whole stack runs on packed steps.
 
 ``make_plan(cell)`` recognises a cell tree: ``BasicLSTMCell``/``LSTMCell`` (every option),
-``GRUCell`` (both forms), ``BasicRNNCell`` with their default tanh activation, stacked in a
+``GRUCell`` (both forms) with their default tanh activation, ``BasicRNNCell`` with tanh or relu, stacked in a
 ``MultiRNNCell``, wrapped in ``ResidualWrapper`` (default residual) and ``DropoutWrapper``
 (input and output dropout with a fresh mask per step and element, as the wrapper draws them,
 here applied to whole packed sequences; state dropout and variational masks feed back into the
@@ -30,7 +30,7 @@ from .lstm import LSTMConfig, LSTMSequence
 from .native import kernels
 from .packing import Packing, make_packing, pack, sort_rows, unpack, unsort_rows
 from .precision import half_supported
-from .torch_rnn import is_torch_lstm_math, torch_gru_layer, torch_lstm_layer
+from .torch_rnn import TORCH_RNN_ACTIVATIONS, is_torch_lstm_math, torch_gru_layer, torch_lstm_layer, torch_rnn_layer
 from .triton_support import persistent_preferred
 
 
@@ -42,6 +42,8 @@ def _cudnn_on(device: torch.device) -> bool:
 class _Layer:
     """One recurrent layer on packed rows, inside its wrappers (outermost first); its state as a
     list of ``[B, width]`` tensors."""
+
+    activations: tuple[Any, ...] = (torch.tanh,)  # the cell activations it implements
 
     def __init__(self, cell: Any, wrappers: tuple[Any, ...]) -> None:
         self.cell = cell
@@ -76,8 +78,8 @@ class _Layer:
     def run(self, data: Tensor, packing: Packing, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         raise NotImplementedError
 
-    def half_reason(self, device: torch.device, batch: int) -> str | None:
-        """Why bfloat16/float16 inputs of ``batch`` rows cannot run here (None: they can)."""
+    def half_reason(self, device: torch.device) -> str | None:
+        """Why bfloat16/float16 inputs cannot run here (None: they can)."""
         return f"{self.cell.name} in half precision (fused: float32 and float64)"
 
 
@@ -92,15 +94,13 @@ class _LSTMLayer(_Layer):
         h, c = tensors
         return LSTMStateTuple(c, h) if self.cell.state_is_tuple else torch.cat([c, h], 1)
 
-    def half_reason(self, device: torch.device, batch: int) -> str | None:
+    def half_reason(self, device: torch.device) -> str | None:
         cell = self.cell
         if _cudnn_on(device) and is_torch_lstm_math(cell, projection=True):
             return None  # cuDNN
-        if half_supported(device, batch, cell.num_units, cell.num_proj is not None):
-            return None  # the persistent kernel
-        return (f"{cell.name} in half precision: the fused LSTM runs it through cuDNN (no peepholes or clipping) "
-                "or the persistent kernel (CUDA with Triton, num_units <= 1024, no projection, a batch whose "
-                "programs fit: on an H100 up to 64 rows at 1024 units, 256 at 256)")
+        if half_supported(device):
+            return None  # the persistent kernel or the Triton step loop
+        return f"{cell.name} in half precision: the fused LSTM runs it on CUDA (cuDNN or Triton's kernels)"
 
     def run(self, data: Tensor, packing: Packing, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         cell = self.cell
@@ -131,14 +131,13 @@ class _LSTMLayer(_Layer):
 
 
 class _GRULayer(_Layer):
-    def half_reason(self, device: torch.device, batch: int) -> str | None:
+    def half_reason(self, device: torch.device) -> str | None:
         if _cudnn_on(device) and self.cell.reset_after:
             return None  # cuDNN
-        if not self.cell.reset_after and half_supported(device, batch, self.cell.num_units, False):
-            return None  # the persistent kernel
-        return (f"{self.cell.name} in half precision: the fused GRU runs it through cuDNN (reset_after=True) "
-                "or the persistent kernel (CUDA with Triton, num_units <= 1024, a batch whose programs fit: "
-                "on an H100 up to 64 rows at 1024 units, 256 at 256)")
+        if not self.cell.reset_after and half_supported(device):
+            return None  # the persistent kernel or the Triton step loop
+        return (f"{self.cell.name} in half precision: the fused GRU runs it on CUDA (cuDNN for reset_after=True, "
+                "else Triton's kernels)")
 
     def run(self, data: Tensor, packing: Packing, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         if self.cell.reset_after:  # torch.nn.GRU's math: cuDNN on CUDA, ATen's loop on the CPU
@@ -152,8 +151,19 @@ class _GRULayer(_Layer):
 
 
 class _RNNLayer(_Layer):
+    activations = tuple(TORCH_RNN_ACTIVATIONS)  # tanh and relu
+
+    def half_reason(self, device: torch.device) -> str | None:
+        if _cudnn_on(device):
+            return None
+        return f"{self.cell.name} in half precision: the fused BasicRNNCell runs it through cuDNN (CUDA)"
+
     def run(self, data: Tensor, packing: Packing, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-        out, h = RNNSequence.apply(data, state[0], self.cell.kernel, self.cell.bias, packing)
+        if _cudnn_on(data.device):
+            out, h = torch_rnn_layer(data, packing, state[0], self.cell)
+        else:
+            relu = self.cell.activation is not torch.tanh
+            out, h = RNNSequence.apply(data, state[0], self.cell.kernel, self.cell.bias, packing, relu)
         return out, [h]
 
 
@@ -173,10 +183,10 @@ class FusedPlan:
     split_state: Callable[[Any], list[Any]]
     merge_state: Callable[[list[Any]], Any]
 
-    def half_reason(self, device: torch.device, batch: int) -> str | None:
+    def half_reason(self, device: torch.device) -> str | None:
         """Why bfloat16/float16 inputs cannot run on this plan (None: they can)."""
         for i, layer in enumerate(self.layers):
-            reason = layer.half_reason(device, batch)
+            reason = layer.half_reason(device)
             if reason is not None:
                 return reason if len(self.layers) == 1 else f"layer {i}: {reason}"
         return None
@@ -245,8 +255,9 @@ def _layer_for(cell: Any, wrappers: tuple[Any, ...] = ()) -> _Layer | str:
     layer_type = _LAYERS.get(type(cell))  # exact types: a subclass may change the step
     if layer_type is None:
         return f"{type(cell).__name__} has no fused implementation"
-    if cell.activation is not torch.tanh:
-        return f"{cell.name} uses activation {cell.activation!r}; the fused path implements tanh"
+    if cell.activation not in layer_type.activations:
+        implemented = " and ".join(dict.fromkeys(a.__name__ for a in layer_type.activations))
+        return f"{cell.name} uses activation {cell.activation!r}; the fused path implements {implemented} for it"
     return layer_type(cell, wrappers)
 
 

@@ -9,6 +9,8 @@ CUDA, oneDNN (LSTM) or ATen's loop (GRU) on the CPU.
 * ``GRUCell(reset_after=True)`` is ``torch.nn.GRU``'s math: gates ``(r, u)`` are PyTorch's
   ``(r, z)``, ``candidate/input_projection`` is the n block of ``W_ih``/``b_ih`` and
   ``candidate/hidden_projection`` that of ``W_hh``/``b_hh``.
+* ``BasicRNNCell`` with tanh or relu is ``torch.nn.RNN``'s math with ``W_ih = kernel[:D].T``,
+  ``W_hh = kernel[D:].T``, ``b_ih = bias`` and ``b_hh = 0``.
 
 The conversions are a few tensor ops under autograd, so gradients reach the TF-layout weights.
 
@@ -63,6 +65,12 @@ def torch_gru_weights(cell: Any, depth: int) -> list[Tensor]:
         torch.cat([gates["bias"], x_part["bias"]]),
         torch.cat([torch.zeros_like(gates["bias"]), h_part["bias"]]),
     ]
+
+
+def torch_rnn_weights(cell: Any, depth: int) -> list[Tensor]:
+    """``[W_ih, W_hh, b_ih, b_hh]`` of ``torch.nn.RNN`` from a ``BasicRNNCell``."""
+    kernel = cell.kernel
+    return [kernel[:depth].t().contiguous(), kernel[depth:].t().contiguous(), cell.bias, torch.zeros_like(cell.bias)]
 
 
 @contextmanager
@@ -179,14 +187,18 @@ def torch_lstm_layer(
     return out, h, c
 
 
-def _gru_packed(data: Tensor, packing: Packing, h0: Tensor, *weights: Tensor) -> tuple[Tensor, ...]:
+def _one_state_packed(
+    rnn: Callable[..., tuple[Tensor, Tensor]], data: Tensor, packing: Packing, h0: Tensor, *weights: Tensor
+) -> tuple[Tensor, ...]:
+    """Packed ``data`` through ``rnn`` (``torch.gru``, ``torch.rnn_tanh``, ``torch.rnn_relu``):
+    the padded call when every row runs every step, else one packed call."""
     train = torch.is_grad_enabled()
     if packing.flat_index is None:
         x = data.view(len(packing.batch_sizes), packing.batch_size, data.shape[1])
-        out, h_n = torch.gru(x, h0.unsqueeze(0), list(weights), True, 1, 0.0, train, False, False)
+        out, h_n = rnn(x, h0.unsqueeze(0), list(weights), True, 1, 0.0, train, False, False)
         return out.reshape(-1, out.shape[-1]), h_n[0]
     sizes = torch.tensor(packing.batch_sizes, dtype=torch.long)
-    out, h_n = torch.gru(data, sizes, h0.unsqueeze(0), list(weights), True, 1, 0.0, train, False)
+    out, h_n = rnn(data, sizes, h0.unsqueeze(0), list(weights), True, 1, 0.0, train, False)
     return out, h_n[0]
 
 
@@ -194,5 +206,21 @@ def torch_gru_layer(data: Tensor, packing: Packing, h0: Tensor, cell: Any) -> tu
     """Packed ``data`` ``[N, D]`` -> ``(out [N, U], h_final [k, U])`` for a
     ``GRUCell(reset_after=True)`` through ``torch.gru`` (one packed call)."""
     weights = torch_gru_weights(cell, data.shape[1])
-    out, h = _with_tf32_rule(lambda *t: _gru_packed(t[0], packing, *t[1:]), data, h0, *weights)
+    out, h = _with_tf32_rule(lambda *t: _one_state_packed(torch.gru, t[0], packing, *t[1:]), data, h0, *weights)
+    return out, h
+
+
+TORCH_RNN_ACTIVATIONS: dict[Callable[..., Tensor], Callable[..., tuple[Tensor, Tensor]]] = {
+    torch.tanh: torch.rnn_tanh,
+    torch.relu: torch.rnn_relu,
+    torch.nn.functional.relu: torch.rnn_relu,
+}
+
+
+def torch_rnn_layer(data: Tensor, packing: Packing, h0: Tensor, cell: Any) -> tuple[Tensor, Tensor]:
+    """Packed ``data`` ``[N, D]`` -> ``(out [N, U], h_final [k, U])`` for a ``BasicRNNCell``
+    with tanh or relu (a key of ``TORCH_RNN_ACTIVATIONS``) through ``torch.rnn_tanh``/``rnn_relu``."""
+    rnn = TORCH_RNN_ACTIVATIONS[cell.activation]
+    weights = torch_rnn_weights(cell, data.shape[1])
+    out, h = _with_tf32_rule(lambda *t: _one_state_packed(rnn, t[0], packing, *t[1:]), data, h0, *weights)
     return out, h
