@@ -266,3 +266,19 @@ def test_output_dropout_zeroes_or_scales_each_element(backend: str) -> None:
     torch.testing.assert_close(dropped[~zero], 2 * kept_all[~zero])
     again, _ = rk.dynamic_rnn(rk.DropoutWrapper(wrapper.cell, output_keep_prob=0.5, seed=3), x, backend=backend)
     assert torch.equal(again, dropped)  # the same seed, the same masks
+
+
+@pytest.mark.parametrize("lengths", [None, [3, 0, 5, 5, 1, 9], [4, 4, 4], [0, 2]])
+def test_packing_row_tables_follow_each_sequence(lengths: list[int] | None) -> None:
+    """``previous_rows``/``last_rows`` against their definition, step by step: packed row
+    ``offsets[t] + b`` is sorted row ``b`` at step ``t``."""
+    from rnnkit.fused.packing import last_rows, make_packing, previous_rows
+
+    batch = 4 if lengths is None else len(lengths)
+    packing = make_packing(7, batch, None if lengths is None else torch.tensor(lengths))
+    sizes, offsets = packing.batch_sizes, packing.offsets
+    expected_previous = [offsets[t - 1] + b for t in range(1, len(sizes)) for b in range(sizes[t])]
+    previous = previous_rows(packing, torch.device("cpu"))
+    assert (previous.tolist() if previous is not None else []) == expected_previous
+    steps_run = [sum(n > b for n in sizes) for b in range(packing.num_running)]
+    assert last_rows(packing, torch.device("cpu")).tolist() == [offsets[s - 1] + b for b, s in enumerate(steps_run)]

@@ -12,6 +12,7 @@ back to the padded inputs; padded outputs are exactly zero (TF's semantics).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -28,8 +29,9 @@ class Packing:
     order: Tensor | None  # sorted position -> original row (None: already in order)
     flat_index: Tensor | None  # packed row -> t * B + original row (None: packed == padded)
 
-    @property
+    @functools.cached_property
     def offsets(self) -> list[int]:
+        """The first packed row of each step."""
         return step_starts(self.batch_sizes)
 
     @property
@@ -112,19 +114,25 @@ def unsort_rows(sorted_state: Tensor, packing: Packing) -> Tensor:
 def previous_rows(packing: Packing, device: torch.device) -> Tensor | None:
     """For the packed rows of steps ``t >= 1``: the packed row of the same sequence at ``t - 1``
     (``None`` when no step after the first runs)."""
-    sizes, starts = packing.batch_sizes, packing.offsets
+    sizes = packing.batch_sizes
     if len(sizes) < 2:
         return None
-    pieces = [torch.arange(starts[t - 1], starts[t - 1] + sizes[t]) for t in range(1, len(sizes))]
-    return torch.cat(pieces).to(device)
+    if packing.flat_index is None:  # every row runs every step: B rows back
+        return torch.arange(sum(sizes[1:]), device=device)
+    later = torch.tensor(sizes[1:])
+    previous_starts = torch.tensor(packing.offsets[:-1])
+    first_of_step = torch.repeat_interleave(previous_starts, later)  # start of step t - 1, per row of step t
+    row_in_step = torch.arange(len(first_of_step)) - torch.repeat_interleave(later.cumsum(0) - later, later)
+    return (first_of_step + row_in_step).to(device)
 
 
 def last_rows(packing: Packing, device: torch.device) -> Tensor:
     """For each running sorted row ``b``: its packed row at its last step."""
-    sizes, starts = packing.batch_sizes, packing.offsets
-    last = [0] * packing.num_running
-    for t, n in enumerate(sizes):
-        still_alive = sizes[t + 1] if t + 1 < len(sizes) else 0
-        for b in range(still_alive, n):
-            last[b] = starts[t] + b
-    return torch.tensor(last, dtype=torch.long, device=device)
+    sizes, running = packing.batch_sizes, packing.num_running
+    if packing.flat_index is None:  # the rows of the last step
+        total = running * len(sizes)
+        return torch.arange(total - running, total, device=device)
+    rows = torch.arange(running)
+    ascending = torch.tensor(sizes[::-1])
+    steps_run = len(sizes) - torch.searchsorted(ascending, rows, right=True)  # steps with more than b rows alive
+    return (torch.tensor(packing.offsets)[steps_run - 1] + rows).to(device)

@@ -207,7 +207,10 @@ class FusedPlan:
                     "are incompatible (inputs vs the cell's outputs); the cell's output_size must equal the input depth"
                 )
             tensors = layer.state_tensors(layer_state)
-            if running:
+            if running and running == batch_size:  # every row runs (the rows may be reordered)
+                data, final = layer.run_wrapped(data, packing, [sort_rows(s, packing) for s in tensors])
+                tensors = [unsort_rows(f, packing) for f in final]
+            elif running:  # rows of length 0 keep their initial state
                 sorted_state = [sort_rows(s, packing) for s in tensors]
                 data, final = layer.run_wrapped(data, packing, [s[:running] for s in sorted_state])
                 final = [torch.cat([f, s[running:]]) for f, s in zip(final, sorted_state)]

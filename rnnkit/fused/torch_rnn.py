@@ -120,10 +120,11 @@ def _quietly(fn: Callable[..., tuple[Tensor, ...]]) -> Callable[..., tuple[Tenso
 
 def _with_tf32_rule(fn: Callable[..., tuple[Tensor, ...]], *tensors: Tensor) -> tuple[Tensor, ...]:
     """``fn(*tensors)`` with cuDNN allowed TF32 exactly when float32 matmuls are."""
+    if tensors[0].device.type != "cuda":
+        return fn(*tensors)
     fn = _quietly(fn)
     allow = torch.backends.cuda.matmul.allow_tf32
-    cudnn_float32 = tensors[0].device.type == "cuda" and tensors[0].dtype == torch.float32
-    if not cudnn_float32 or torch.backends.cudnn.allow_tf32 == allow:
+    if tensors[0].dtype != torch.float32 or torch.backends.cudnn.allow_tf32 == allow:
         return fn(*tensors)
     if not torch.is_grad_enabled():
         with _cudnn_tf32(allow):
@@ -146,6 +147,11 @@ def _lstm_runs(data: Tensor, packing: Packing, h0: Tensor, c0: Tensor, *weights:
     """Packed LSTM as one padded ``torch.lstm`` call per run of equal batch sizes (oneDNN on
     the CPU takes no packed input): no work on finished rows."""
     train, depth = torch.is_grad_enabled(), data.shape[1]
+    if packing.flat_index is None:  # every row runs every step: one call
+        x = data.view(len(packing.batch_sizes), packing.batch_size, depth)
+        out, h_n, c_n = torch.lstm(x, (h0.unsqueeze(0), c0.unsqueeze(0)), list(weights), True, 1, 0.0, train, False,
+                                   False)
+        return out.view(-1, out.shape[-1]), h_n[0], c_n[0]
     outputs, finished_h, finished_c = [], [], []
     h, c = h0, c0
     for start, steps, rows in _runs_of_equal_sizes(packing):
