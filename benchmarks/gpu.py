@@ -14,14 +14,17 @@ forward+backward (every gradient) of:
   loop every variant cost before the fused kernels; skipped at T=1000 unless ``--loops``).
 
 float32 is strict everywhere (cuDNN's TF32 off, as rnnkit's default; see
-``rnnkit/fused/torch_rnn.py``). Times are CUDA-event times, the best of interleaved rounds;
-compare ratios, not absolute times, on a shared machine.
+``rnnkit/fused/torch_rnn.py``). Times are CUDA-event times from an idle device, the best of
+interleaved rounds; compare ratios, not absolute times, on a shared machine. The host column
+is the CPU time to issue each call: when it nears the GPU time, a call is bound by Python
+and launch overhead, not by its kernels.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -61,23 +64,28 @@ def _path(cell: rk.RNNCell, x: torch.Tensor) -> str:
     return "persistent" if persistent_fits(x.device, x.shape[0], cell.num_units, False) else "step-loop"
 
 
-def _event_time(run: Callable[[], Any]) -> float:
+def _event_time(run: Callable[[], Any]) -> tuple[float, float]:
+    """(GPU time from an idle device to the last kernel's end, host time to issue the work), ms."""
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
+    issued = time.perf_counter()
     run()
+    issued = time.perf_counter() - issued
     end.record()
     end.synchronize()
-    return start.elapsed_time(end)  # milliseconds
+    return start.elapsed_time(end), 1e3 * issued
 
 
-def _best_times(runs: dict[str, Callable[[], Any]], rounds: int, train: bool) -> dict[str, float]:
+def _best_times(runs: dict[str, Callable[[], Any]], rounds: int, train: bool) -> dict[str, tuple[float, float]]:
+    """Per run: the best (GPU ms, host ms) of ``rounds`` interleaved rounds."""
     with torch.set_grad_enabled(train):
         for run in runs.values():  # warm-up: compilation, cuDNN plans, allocator
             run()
-        best = {name: float("inf") for name in runs}
+        best = {name: (float("inf"), float("inf")) for name in runs}
         for _ in range(rounds):
             for name, run in runs.items():
-                best[name] = min(best[name], _event_time(run))
+                gpu, host = _event_time(run)
+                best[name] = (min(best[name][0], gpu), min(best[name][1], host))
     return best
 
 
@@ -110,7 +118,8 @@ def _measure(shape: tuple[int, int, int], cell_spec: Cell, dtype: torch.dtype, r
         }
         if loops or steps <= 100:
             runs["loop"] = _runner(cell, x, list(cell.parameters()), train, "reference")
-        times = _best_times(runs, rounds if steps <= 100 else max(2, rounds // 2), train)
+        timed = _best_times(runs, rounds if steps <= 100 else max(2, rounds // 2), train)
+        times = {name: gpu for name, (gpu, _) in timed.items()}
         mode = "fwd+bwd" if train else "fwd"
         if cell_spec.name == "lstm":
             plain_cudnn[(shape, dtype, mode)] = times["cudnn"]
@@ -119,6 +128,7 @@ def _measure(shape: tuple[int, int, int], cell_spec: Cell, dtype: torch.dtype, r
             "B": batch, "H": hidden, "T": steps, "cell": cell_spec.name, "dtype": str(dtype).replace("torch.", ""),
             "mode": mode, "path": _path(cell, x), "cudnn_ms": times["cudnn"], "rnnkit_ms": times["rnnkit"],
             "loop_ms": times.get("loop"), "rnnkit_us_per_step": 1e3 * times["rnnkit"] / steps,
+            "cudnn_host_ms": timed["cudnn"][1], "rnnkit_host_ms": timed["rnnkit"][1],
             "ratio_vs_cudnn_lstm": times["rnnkit"] / yardstick,
             "ratio_vs_loop": times["rnnkit"] / times["loop"] if "loop" in times else None,
         })
@@ -130,7 +140,8 @@ def _print_row(row: dict[str, Any]) -> None:
     vs_loop = f"{row['ratio_vs_loop']:6.3f}" if row["ratio_vs_loop"] is not None else "     -"
     print(f"| {row['B']:4d} {row['H']:5d} {row['T']:5d} | {row['cell']:13s} | {row['dtype']:8s} | {row['mode']:7s} "
           f"| {row['path']:10s} | {row['cudnn_ms']:9.2f} | {row['rnnkit_ms']:9.2f} | {loop} "
-          f"| {row['rnnkit_us_per_step']:8.1f} | {row['ratio_vs_cudnn_lstm']:6.2f} | {vs_loop} |", flush=True)
+          f"| {row['rnnkit_us_per_step']:8.1f} | {row['ratio_vs_cudnn_lstm']:6.2f} | {vs_loop} "
+          f"| {row['cudnn_host_ms']:5.2f} / {row['rnnkit_host_ms']:5.2f} |", flush=True)
 
 
 def main() -> None:
@@ -150,8 +161,8 @@ def main() -> None:
     print("ratio = rnnkit time / cuDNN plain-LSTM time, same shape and dtype (lower is better); "
           "fwd = inference, fwd+bwd = all gradients\n")
     print("|  B     H     T   | cell          | dtype    | mode    | path       |  cudnn ms |  rnnkit ms |   loop ms "
-          "|  us/step |  ratio | vs loop |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "|  us/step |  ratio | vs loop | host ms cudnn / rnnkit |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows: list[dict[str, Any]] = []
     plain_cudnn: dict[tuple[Any, ...], float] = {}
     for shape in QUICK_SHAPES if args.quick else SHAPES:
