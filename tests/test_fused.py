@@ -193,11 +193,33 @@ class _Doubling(rk.RNNCell):
         return 2 * state + inputs, 2 * state + inputs
 
 
+ACTIVATIONS = ["sigmoid", "relu", "relu6", "elu", "selu", "softsign", "linear"]  # tanh: every other test
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("lengths", [None, [5, 0, 2, 6]])
+def test_every_activation_kind_matches_the_reference(activation: str, lengths: list[int] | None) -> None:
+    torch.manual_seed(8)
+    cell = rk.MultiRNNCell([
+        rk.LSTMCell(5, use_peepholes=True, cell_clip=0.9, activation=activation),
+        rk.LSTMCell(4, num_proj=3, activation=activation),
+        rk.GRUCell(4, activation=activation),
+        rk.BasicRNNCell(3, activation=activation),
+    ])
+    _build(cell, 3, F64)
+    _random_scale(cell)
+    x = 2 * torch.randn(4, 6, 3, dtype=F64)  # both sides of relu6's and elu's kinks
+    init = rk.map_state(lambda z: torch.randn_like(z), cell.zero_state(4, F64))
+    assert select_plan(cell, x, "auto") is not None
+    _assert_match(_run_both(cell, x, lengths, init, time_major=False), F64)
+
+
 @pytest.mark.parametrize(
     "cell, reason",
     [
-        (rk.LSTMCell(3, activation="relu"), "activation"),
-        (rk.BasicRNNCell(3, activation="sigmoid"), "implements tanh and relu"),
+        (rk.LSTMCell(3, activation="gelu"), "activation .*implements elu, linear, relu, relu6, selu, sigmoid"),
+        (rk.BasicRNNCell(3, activation=lambda x: x * 2), "activation"),
+        (rk.GRUCell(3, reset_after=True, activation="relu"), "reset_after=True.*tanh only"),
         (rk.DropoutWrapper(rk.GRUCell(3), state_keep_prob=0.5), "state dropout"),
         (rk.DropoutWrapper(rk.GRUCell(3), output_keep_prob=0.5, variational_recurrent=True), "variational"),
         (rk.ResidualWrapper(rk.GRUCell(2), residual_fn=lambda i, o: o), "custom residual_fn"),

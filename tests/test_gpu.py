@@ -89,6 +89,8 @@ CUDA_PATHS = {
     "persistent_peephole_lstm_batch_256": (lambda: rk.LSTMCell(128, use_peepholes=True, cell_clip=2.0), 256),
     "step_loop_projection_peephole_lstm": (lambda: rk.LSTMCell(64, use_peepholes=True, num_proj=32), 100),
     "step_loop_tf_gru_batch_300": (lambda: rk.GRUCell(512), 300),  # too many programs for the persistent kernel
+    "persistent_softsign_lstm": (lambda: rk.LSTMCell(100, use_peepholes=True, activation="softsign"), 24),
+    "step_loop_relu_gru_batch_300": (lambda: rk.GRUCell(256, activation="relu"), 300),
 }
 
 
@@ -140,6 +142,7 @@ EXPECTED_PATH = {
     "persistent_plain_lstm": "persistent", "persistent_peephole_lstm": "persistent", "persistent_tf_gru": "persistent",
     "persistent_peephole_lstm_batch_256": "persistent",
     "step_loop_projection_peephole_lstm": "step_loop", "step_loop_tf_gru_batch_300": "step_loop",
+    "persistent_softsign_lstm": "persistent", "step_loop_relu_gru_batch_300": "step_loop",
 }
 
 

@@ -4,6 +4,7 @@ when there is no GPU) at small sizes, and on CUDA for real when a GPU is present
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Any
 
@@ -34,11 +35,14 @@ def _strided(rows: int, cols: int) -> torch.Tensor:
     return _randn(rows, cols + 3)[:, :cols]
 
 
-LSTM_KINDS = list(itertools.product([False, True], [-1.0, 0.4]))  # (peepholes, clip)
+ACTIVATIONS = ["tanh", "sigmoid", "relu", "relu6", "elu", "selu", "softsign", "linear"]
+# (peepholes, clip, activation): every option with tanh, other activations with all options on
+LSTM_KINDS = [(p, c, "tanh") for p, c in itertools.product([False, True], [-1.0, 0.4])]
+LSTM_KINDS += [(True, 0.4, a) for a in ACTIVATIONS[1:]]
 
 
-@pytest.mark.parametrize("peepholes, clip", LSTM_KINDS)
-def test_lstm_pointwise_kernels_equal_the_torch_twins(peepholes: bool, clip: float) -> None:
+@pytest.mark.parametrize("peepholes, clip, activation", LSTM_KINDS)
+def test_lstm_pointwise_kernels_equal_the_torch_twins(peepholes: bool, clip: float, activation: str) -> None:
     torch.manual_seed(0)
     n, units = 5, 20
     z, c_prev = _randn(n, 4 * units, scale=2.0), _strided(n, units)
@@ -47,32 +51,33 @@ def test_lstm_pointwise_kernels_equal_the_torch_twins(peepholes: bool, clip: flo
     for pointwise in (lstm.forward_pointwise_torch, triton_pointwise.forward_pointwise_triton):
         outputs = [z.clone(), *(torch.empty(n, units, device=DEVICE) for _ in range(4))]
         kept = torch.empty(n, units, dtype=torch.bool, device=DEVICE) if clip >= 0 else NO_MASK
-        pointwise(outputs[0], c_prev, w_if, w_o, clip, *outputs[1:], kept)
+        pointwise(outputs[0], c_prev, w_if, w_o, clip, *outputs[1:], kept, activation=activation)
         forward.append([*outputs, kept])
     for twin, kernel in zip(*forward):
         torch.testing.assert_close(kernel, twin, **TOL)
 
-    gates, j, _, tanh_c, _, kept = forward[0]
+    gates, j, _, act_c, _, kept = forward[0]
     dm, d_c = _strided(n, units), _randn(n, units)
     backward = []
     for pointwise in (lstm.backward_pointwise_torch, triton_pointwise.backward_pointwise_triton):
         d_c_step, dz = d_c.clone(), torch.empty(n, 4 * units, device=DEVICE)
-        pointwise(gates, j, c_prev, tanh_c, dm, d_c_step, w_if, w_o, kept, dz)
+        pointwise(gates, j, c_prev, act_c, dm, d_c_step, w_if, w_o, kept, dz, activation=activation)
         backward.append([d_c_step, dz])
     for twin, kernel in zip(*backward):
         torch.testing.assert_close(kernel, twin, **TOL)
 
 
-def test_gru_pointwise_kernels_equal_the_torch_twins() -> None:
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_gru_pointwise_kernels_equal_the_torch_twins(activation: str) -> None:
     torch.manual_seed(1)
     n, units = 6, 19
-    twins = gru.GRUPointwise()
+    twins = gru.GRUPointwise().for_activation(activation)
     kernels = gru.GRUPointwise(
         triton_pointwise.gates_forward_triton, triton_pointwise.output_forward_triton,
         triton_pointwise.output_backward_triton, triton_pointwise.reset_backward_triton,
-    )
-    g0, h_prev, c0, dh, d_rh = _randn(n, 2 * units), _strided(n, units), _randn(n, units), _randn(n, units), _randn(
-        n, units)
+    ).for_activation(activation)
+    g0, h_prev, c0, dh, d_rh = _randn(n, 2 * units), _strided(n, units), _randn(n, units, scale=3.0), _randn(
+        n, units), _randn(n, units)
     results = []
     for ops in (twins, kernels):
         g, c, reset_h, h = g0.clone(), c0.clone(), torch.empty(n, units, device=DEVICE), torch.empty(
@@ -107,7 +112,7 @@ def _forward_buffers(batch_sizes: list[int], units: int, clip: float) -> dict[st
     return {
         "candidates": torch.empty(rows, units, device=DEVICE),
         "cells": torch.empty(rows, units, device=DEVICE),
-        "tanh_cells": torch.empty(rows, units, device=DEVICE),
+        "act_cells": torch.empty(rows, units, device=DEVICE),
         "out": torch.empty(rows, units, device=DEVICE),
         "clip_mask": torch.empty(rows, units, dtype=torch.bool, device=DEVICE) if clip >= 0 else NO_MASK,
     }
@@ -115,25 +120,27 @@ def _forward_buffers(batch_sizes: list[int], units: int, clip: float) -> dict[st
 
 def _forward(steps: Any, gates: torch.Tensor, h0, c0, w_h, w_if, w_o, clip, sizes) -> dict[str, torch.Tensor]:
     b = _forward_buffers(sizes, c0.shape[1], clip)
-    steps(gates, h0, c0, w_h, w_if, w_o, EMPTY, clip, -1.0, sizes, b["candidates"], b["cells"], b["tanh_cells"],
+    steps(gates, h0, c0, w_h, w_if, w_o, EMPTY, clip, -1.0, sizes, b["candidates"], b["cells"], b["act_cells"],
           EMPTY, b["out"], b["clip_mask"], NO_MASK)
     return {"gates": gates, **b}
 
 
-@pytest.mark.parametrize("peepholes, clip", LSTM_KINDS)
+@pytest.mark.parametrize("peepholes, clip, activation", [*LSTM_KINDS[:4], (True, 0.4, "elu"), (False, -1.0, "relu6")])
 @pytest.mark.parametrize("sizes", sorted(SIZES))
 @pytest.mark.parametrize("resident", [True, False], ids=["weights_in_registers", "weights_streamed"])
-def test_persistent_lstm_kernels_equal_the_step_loops(peepholes: bool, clip: float, sizes: str, resident: bool,
-                                                      monkeypatch) -> None:
+def test_persistent_lstm_kernels_equal_the_step_loops(peepholes: bool, clip: float, activation: str, sizes: str,
+                                                      resident: bool, monkeypatch) -> None:
     monkeypatch.setattr(persistent_setup.TUNING, "resident_max_depth", 1 << 20 if resident else 0)
     torch.manual_seed(2)
     batch_sizes, units = SIZES[sizes], 24
     rows, k = sum(batch_sizes), batch_sizes[0]
     gates, h0, c0, w_h = _randn(rows, 4 * units), _randn(k, units), _randn(k, units), _randn(units, 4 * units, scale=0.3)
     w_if, w_o = (_randn(2, units), _randn(units)) if peepholes else (EMPTY, EMPTY)
-    twin = _forward(lstm.forward_steps_torch, gates.clone(), h0, c0, w_h, w_if, w_o, clip, batch_sizes)
-    kernel = _forward(persistent_lstm.forward_steps_persistent, gates.clone(), h0, c0, w_h, w_if, w_o, clip,
-                      batch_sizes)
+    twin_forward, twin_backward = lstm._loops(lstm.forward_pointwise_torch, lstm.backward_pointwise_torch, activation)
+    kernel_forward = functools.partial(persistent_lstm.forward_steps_persistent, activation=activation)
+    kernel_backward = functools.partial(persistent_lstm.backward_steps_persistent, activation=activation)
+    twin = _forward(twin_forward, gates.clone(), h0, c0, w_h, w_if, w_o, clip, batch_sizes)
+    kernel = _forward(kernel_forward, gates.clone(), h0, c0, w_h, w_if, w_o, clip, batch_sizes)
     saved_gates = twin["gates"]
     twin["gates"], kernel["gates"] = twin["gates"][:, : 3 * units], kernel["gates"][:, : 3 * units]  # j stays raw
     for name in twin:
@@ -141,10 +148,10 @@ def test_persistent_lstm_kernels_equal_the_step_loops(peepholes: bool, clip: flo
 
     d_out, d_c_final = _randn(rows, units), _randn(k, units)
     results = []
-    for steps in (lstm.backward_steps_torch, persistent_lstm.backward_steps_persistent):
+    for steps in (twin_backward, kernel_backward):
         d_h, d_c, d_gates = torch.zeros(k, units, device=DEVICE), d_c_final.clone(), torch.empty(
             rows, 4 * units, device=DEVICE)
-        steps(saved_gates, twin["candidates"], twin["cells"], twin["tanh_cells"], c0, d_out, d_h, d_c, d_gates, EMPTY,
+        steps(saved_gates, twin["candidates"], twin["cells"], twin["act_cells"], c0, d_out, d_h, d_c, d_gates, EMPTY,
               w_h.t().contiguous(), EMPTY, w_if, w_o, twin["clip_mask"], NO_MASK, batch_sizes)
         results.append([d_h, d_c, d_gates])
     for twin_grad, kernel_grad in zip(*results):
@@ -153,7 +160,9 @@ def test_persistent_lstm_kernels_equal_the_step_loops(peepholes: bool, clip: flo
 
 @pytest.mark.parametrize("sizes", sorted(SIZES))
 @pytest.mark.parametrize("resident", [True, False], ids=["weights_in_registers", "weights_streamed"])
-def test_persistent_gru_kernels_equal_the_step_loops(sizes: str, resident: bool, monkeypatch) -> None:
+@pytest.mark.parametrize("activation", ["tanh", "softsign"])
+def test_persistent_gru_kernels_equal_the_step_loops(sizes: str, resident: bool, activation: str,
+                                                     monkeypatch) -> None:
     monkeypatch.setattr(persistent_setup.TUNING, "resident_max_depth", 1 << 20 if resident else 0)
     torch.manual_seed(6)
     batch_sizes, units = SIZES[sizes], 20
@@ -161,7 +170,10 @@ def test_persistent_gru_kernels_equal_the_step_loops(sizes: str, resident: bool,
     gates, candidates, h0 = _randn(rows, 2 * units), _randn(rows, units), _randn(k, units)
     w_gh, w_ch = _randn(units, 2 * units, scale=0.3), _randn(units, units, scale=0.3)
     forward = []
-    for steps in (gru.forward_steps_torch, persistent_gru.forward_steps_persistent):
+    twin_forward, twin_backward = gru._loops(gru.GRUPointwise(), activation)
+    kernel_forward = functools.partial(persistent_gru.forward_steps_persistent, activation=activation)
+    kernel_backward = functools.partial(persistent_gru.backward_steps_persistent, activation=activation)
+    for steps in (twin_forward, kernel_forward):
         buffers = [gates.clone(), candidates.clone(), torch.empty(rows, units, device=DEVICE),
                    torch.empty(rows, units, device=DEVICE)]
         steps(*buffers, h0, w_gh, w_ch, batch_sizes)
@@ -172,7 +184,7 @@ def test_persistent_gru_kernels_equal_the_step_loops(sizes: str, resident: bool,
     activated, candidates_out, _, out = forward[0]
     d_out = _randn(rows, units)
     backward = []
-    for steps in (gru.backward_steps_torch, persistent_gru.backward_steps_persistent):
+    for steps in (twin_backward, kernel_backward):
         d_h, d_gates, d_candidates = torch.zeros(k, units, device=DEVICE), torch.empty(
             rows, 2 * units, device=DEVICE), torch.empty(rows, units, device=DEVICE)
         steps(activated, candidates_out, out, h0, d_out, d_h, d_gates, d_candidates, w_gh.t().contiguous(),
@@ -197,19 +209,21 @@ def _run(cell: Any, x: torch.Tensor, lengths: Any, init: Any, backend: str) -> l
 def _on_triton(monkeypatch: pytest.MonkeyPatch, persistent: bool = True) -> None:
     """Make the fused path take the Triton kernels on this device (on the CPU: the interpreter):
     the persistent kernels where they fit (unless not ``persistent``), else the step loops."""
-    def lstm_steps(device: torch.device, dtype: torch.dtype, batch: int, units: int, projected: bool) -> Any:
+    def lstm_steps(device: torch.device, dtype: torch.dtype, batch: int, units: int, projected: bool,
+                   activation: str = "tanh") -> Any:
         if persistent and persistent_fits(device, batch, units, projected):
-            return persistent_lstm.forward_steps_persistent, persistent_lstm.backward_steps_persistent
-        return (lambda *a: lstm.forward_steps_torch(*a, pointwise=triton_pointwise.forward_pointwise_triton),
-                lambda *a: lstm.backward_steps_torch(*a, pointwise=triton_pointwise.backward_pointwise_triton))
+            return (functools.partial(persistent_lstm.forward_steps_persistent, activation=activation),
+                    functools.partial(persistent_lstm.backward_steps_persistent, activation=activation))
+        return lstm._loops(triton_pointwise.forward_pointwise_triton, triton_pointwise.backward_pointwise_triton,
+                           activation)
 
-    def gru_steps(device: torch.device, dtype: torch.dtype, batch: int, units: int) -> Any:
+    def gru_steps(device: torch.device, dtype: torch.dtype, batch: int, units: int, activation: str = "tanh") -> Any:
         if persistent and persistent_fits(device, batch, units, False):
-            return persistent_gru.forward_steps_persistent, persistent_gru.backward_steps_persistent
+            return (functools.partial(persistent_gru.forward_steps_persistent, activation=activation),
+                    functools.partial(persistent_gru.backward_steps_persistent, activation=activation))
         ops = gru.GRUPointwise(triton_pointwise.gates_forward_triton, triton_pointwise.output_forward_triton,
                                triton_pointwise.output_backward_triton, triton_pointwise.reset_backward_triton)
-        return (lambda *a: gru.forward_steps_torch(*a, pointwise=ops),
-                lambda *a: gru.backward_steps_torch(*a, pointwise=ops))
+        return gru._loops(ops, activation)
 
     monkeypatch.setattr(lstm, "_steps", lstm_steps)
     monkeypatch.setattr(gru, "_steps", gru_steps)
@@ -222,6 +236,9 @@ CELLS = {
     "lstm_projection": lambda: rk.LSTMCell(12, use_peepholes=True, num_proj=7, proj_clip=0.3),
     "tf_gru": lambda: rk.GRUCell(11),
     "stack": lambda: rk.MultiRNNCell([rk.LSTMCell(10, use_peepholes=True), rk.GRUCell(9)]),
+    "other_activations": lambda: rk.MultiRNNCell([rk.LSTMCell(10, use_peepholes=True, cell_clip=0.7, activation="selu"),
+                                                  rk.LSTMCell(9, num_proj=6, activation="relu"),
+                                                  rk.GRUCell(9, activation="softsign")]),
 }
 
 

@@ -1,6 +1,7 @@
 """A whole TF GRU layer (reset gate BEFORE the candidate matmul) over packed steps, and the
-plain ``BasicRNNCell`` layer (tanh or relu; on CUDA it runs through cuDNN instead, see
-``torch_rnn.py``); forward and hand-written backward.
+plain ``BasicRNNCell`` layer (on CUDA tanh and relu run through cuDNN instead, see
+``torch_rnn.py``); forward and hand-written backward. The candidate's (and the plain RNN's)
+activation is any kind of ``activation_kinds.py``; tanh in the formulas below.
 
 GRU, with ``W_g = gates/kernel`` and ``W_c = candidate/kernel`` split into input rows ``x`` and
 recurrent rows ``h``::
@@ -16,7 +17,7 @@ pointwise pass (compiled in ``rnn_cpu.cpp`` on the CPU, else the torch twins bel
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Callable
 
@@ -24,14 +25,13 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .activation_kinds import activate_, activation_backward
 from .native import kernels
 from .packing import Packing, last_rows, previous_rows, step_starts
 from .precision import HALF_DTYPES, add_product_, product_into, state_dtype
 from .triton_support import persistent_fits, triton_runs_on
 
 _sigmoid_backward = torch.ops.aten.sigmoid_backward
-_tanh_backward = torch.ops.aten.tanh_backward
-_threshold_backward = torch.ops.aten.threshold_backward  # relu's: the gradient where the output > 0
 
 
 def gates_forward_torch(g: Tensor, h_prev: Tensor, rh: Tensor) -> None:
@@ -40,21 +40,21 @@ def gates_forward_torch(g: Tensor, h_prev: Tensor, rh: Tensor) -> None:
     torch.mul(g[:, : h_prev.shape[1]], h_prev, out=rh)
 
 
-def output_forward_torch(c: Tensor, g: Tensor, h_prev: Tensor, h: Tensor) -> None:
-    """``c = tanh(c)`` in place and ``h = u * h_prev + (1 - u) * c``."""
-    c.tanh_()
+def output_forward_torch(c: Tensor, g: Tensor, h_prev: Tensor, h: Tensor, activation: str = "tanh") -> None:
+    """``c = act(c)`` in place and ``h = u * h_prev + (1 - u) * c``."""
+    activate_(activation, c)
     torch.sub(h_prev, c, out=h).mul_(g[:, c.shape[1] :]).add_(c)
 
 
 def output_backward_torch(
-    dh: Tensor, g: Tensor, c: Tensor, h_prev: Tensor, dg: Tensor, dc: Tensor, dh_prev: Tensor
+    dh: Tensor, g: Tensor, c: Tensor, h_prev: Tensor, dg: Tensor, dc: Tensor, dh_prev: Tensor, activation: str = "tanh"
 ) -> None:
     """From ``dh`` (gradient of the new h): the u pre-activation gradient into ``dg[:, U:]``,
     the candidate pre-activation gradient into ``dc``, and ``dh_prev = dh * u``."""
     U = c.shape[1]
     u = g[:, U:]
     _sigmoid_backward.grad_input(dh * (h_prev - c), u, grad_input=dg[:, U:])
-    _tanh_backward.grad_input(dh - dh * u, c, grad_input=dc)
+    dc.copy_(activation_backward(activation, dh - dh * u, c))
     torch.mul(dh, u, out=dh_prev)
 
 
@@ -68,12 +68,17 @@ def reset_backward_torch(d_rh: Tensor, g: Tensor, h_prev: Tensor, dg: Tensor, dh
 
 @dataclass(frozen=True)
 class GRUPointwise:
-    """The four pointwise parts of a GRU step: the torch twins above, or their Triton kernels."""
+    """The four pointwise parts of a GRU step: the torch twins above, or their Triton kernels;
+    the output parts for the candidate's activation kind."""
 
     gates_forward: Callable[..., None] = gates_forward_torch
     output_forward: Callable[..., None] = output_forward_torch
     output_backward: Callable[..., None] = output_backward_torch
     reset_backward: Callable[..., None] = reset_backward_torch
+
+    def for_activation(self, activation: str) -> GRUPointwise:
+        return replace(self, output_forward=partial(self.output_forward, activation=activation),
+                       output_backward=partial(self.output_backward, activation=activation))
 
 
 _TORCH_POINTWISE = GRUPointwise()
@@ -114,30 +119,38 @@ def backward_steps_torch(
         add_product_(d_h[:n], dg, w_gh_t)
 
 
-def _steps(device: torch.device, dtype: torch.dtype, batch: int, units: int) -> tuple[Any, Any]:
+def _steps(
+    device: torch.device, dtype: torch.dtype, batch: int, units: int, activation: str = "tanh"
+) -> tuple[Any, Any]:
     """The (forward, backward) step loops for a layer: on the CPU the compiled loops when they
-    build (half inputs only in tests, through Triton's interpreter); on CUDA the persistent
-    Triton kernels where they fit, else the loops around Triton's pointwise kernels (float32
-    and half); the torch twins otherwise (float32 and float64)."""
+    build (tanh only; half inputs only in tests, through Triton's interpreter); on CUDA the
+    persistent Triton kernels where they fit, else the loops around Triton's pointwise kernels
+    (float32 and half); the torch twins otherwise (float32 and float64)."""
     if device.type == "cpu" and dtype not in HALF_DTYPES:
         compiled = kernels()
-        if compiled is not None:
+        if compiled is not None and activation == "tanh":
             return compiled.gru_forward_steps, compiled.gru_backward_steps
-        return forward_steps_torch, backward_steps_torch
+        return _loops(_TORCH_POINTWISE, activation)
     if triton_runs_on(device) and dtype != torch.float64:
         if persistent_fits(device, batch, units, False):
             from .persistent_gru import backward_steps_persistent, forward_steps_persistent
 
-            return forward_steps_persistent, backward_steps_persistent
+            return (partial(forward_steps_persistent, activation=activation),
+                    partial(backward_steps_persistent, activation=activation))
         from . import triton_pointwise as kernels_
 
         on_triton = GRUPointwise(kernels_.gates_forward_triton, kernels_.output_forward_triton,
                                  kernels_.output_backward_triton, kernels_.reset_backward_triton)
-        return (partial(forward_steps_torch, pointwise=on_triton),
-                partial(backward_steps_torch, pointwise=on_triton))
+        return _loops(on_triton, activation)
     if dtype in HALF_DTYPES:
         raise ValueError(f"the fused GRU runs {dtype} only with Triton's kernels (CUDA)")
-    return forward_steps_torch, backward_steps_torch
+    return _loops(_TORCH_POINTWISE, activation)
+
+
+def _loops(pointwise: GRUPointwise, activation: str) -> tuple[Any, Any]:
+    """The step loops around ``pointwise``, for the candidate's ``activation``."""
+    bound = pointwise.for_activation(activation)
+    return partial(forward_steps_torch, pointwise=bound), partial(backward_steps_torch, pointwise=bound)
 
 
 def _h_prev_all(h0: Tensor, out: Tensor, packing: Packing) -> Tensor:
@@ -161,6 +174,7 @@ class GRUSequence(torch.autograd.Function):
         candidate_kernel: Tensor,
         candidate_bias: Tensor,
         packing: Packing,
+        activation: str = "tanh",
     ) -> tuple[Tensor, Tensor]:
         U, depth = h0.shape[1], data.shape[1]
         w_gh, w_ch = gates_kernel[depth:], candidate_kernel[depth:]
@@ -171,7 +185,7 @@ class GRUSequence(torch.autograd.Function):
         candidates = projected[:, 2 * U :].to(kept_dtype).contiguous()  # becomes c after activation
         reset_h = torch.empty(data.shape[0], U, dtype=data.dtype, device=data.device)
         out = torch.empty_like(reset_h)
-        forward_steps, ctx.backward_steps = _steps(data.device, data.dtype, packing.batch_sizes[0], U)
+        forward_steps, ctx.backward_steps = _steps(data.device, data.dtype, packing.batch_sizes[0], U, activation)
         forward_steps(gates, candidates, reset_h, out, h0, w_gh, w_ch, list(packing.batch_sizes))
         last = last_rows(packing, data.device)
         ctx.save_for_backward(data, h0, x_kernel, w_gh, w_ch, gates, candidates, reset_h, out)
@@ -199,25 +213,24 @@ class GRUSequence(torch.autograd.Function):
         d_gates_kernel = torch.cat([d_x_kernel[:, : 2 * U], h_prev_all.t() @ d_x_gates[:, : 2 * U]])
         d_candidate_kernel = torch.cat([d_x_kernel[:, 2 * U :], reset_h.t() @ d_x_gates[:, 2 * U :]])
         d_biases = (d_gates.sum(0).to(data.dtype), d_candidates.sum(0).to(data.dtype))
-        return d_data, d_h, d_gates_kernel, d_biases[0], d_candidate_kernel, d_biases[1], None
+        return d_data, d_h, d_gates_kernel, d_biases[0], d_candidate_kernel, d_biases[1], None, None
 
 
 class RNNSequence(torch.autograd.Function):
-    """Packed ``BasicRNNCell`` layer: ``h' = act([x, h] @ kernel + bias)`` with ``act`` tanh,
-    or relu when ``relu`` is set."""
+    """Packed ``BasicRNNCell`` layer: ``h' = act([x, h] @ kernel + bias)``, ``act`` of kind
+    ``activation`` (``activation_kinds.py``)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, data: Tensor, h0: Tensor, kernel: Tensor, bias: Tensor, packing: Packing, relu: bool = False
+        ctx: Any, data: Tensor, h0: Tensor, kernel: Tensor, bias: Tensor, packing: Packing, activation: str = "tanh"
     ) -> tuple[Tensor, Tensor]:
         depth = data.shape[1]
         out = torch.addmm(bias, data, kernel[:depth])
         w_h, h_prev = kernel[depth:], h0
         for n, start in zip(packing.batch_sizes, packing.offsets):
-            h_prev = out[start : start + n].addmm_(h_prev[:n], w_h)
-            h_prev.relu_() if relu else h_prev.tanh_()
+            h_prev = activate_(activation, out[start : start + n].addmm_(h_prev[:n], w_h))
         ctx.save_for_backward(data, h0, kernel, out)
-        ctx.packing, ctx.relu = packing, relu
+        ctx.packing, ctx.activation = packing, activation
         return out, out.index_select(0, last_rows(packing, data.device))
 
     @staticmethod
@@ -236,8 +249,7 @@ class RNNSequence(torch.autograd.Function):
         for t in reversed(range(len(packing.batch_sizes))):
             n, start = packing.batch_sizes[t], starts[t]
             rows = slice(start, start + n)
-            d_act = d_out[rows] + d_h[:n]
-            dz = _threshold_backward(d_act, out[rows], 0) if ctx.relu else _tanh_backward(d_act, out[rows])
+            dz = activation_backward(ctx.activation, d_out[rows] + d_h[:n], out[rows])
             d_pre[rows] = dz
             torch.mm(dz, w_h_t, out=d_h[:n])
         h_prev_all = _h_prev_all(h0, out, packing)

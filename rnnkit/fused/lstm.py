@@ -2,13 +2,15 @@
 
 Same math as :class:`rnnkit.LSTMCell` (gate blocks ``(i, j, f, o)``, ``forget_bias`` added to
 ``f``, peepholes from ``c_prev`` for i/f and from the new clipped ``c`` for o, cell and
-projection clipping), organised for speed:
+projection clipping, the cell's activation on ``j`` and ``c``: any kind of
+``activation_kinds.py``), organised for speed:
 
 * the kernel's columns are reordered to ``(i, f, o, j)`` so the sigmoid gates are one
   contiguous block, and ``forget_bias`` is folded into the bias, once per call;
 * the input projection of all steps is one GEMM; each step adds one ``h @ W_h`` GEMM in place
   and does its pointwise part on the rows still alive in one compiled pass (``rnn_cpu.cpp``,
-  CPU) or, without it (no compiler, or a GPU), as a handful of in-place torch ops;
+  CPU, tanh), one Triton kernel (CUDA; or the whole loop is one persistent kernel), or else
+  as a handful of in-place torch ops;
 * backward is written by hand: per step one pointwise pass for the gate gradients and one
   ``dz @ W_h^T`` GEMM; the weight gradients are single GEMMs over all steps at the end.
 """
@@ -23,23 +25,25 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .activation_kinds import activate_, activation_backward
 from .native import kernels
 from .packing import Packing, last_rows, previous_rows, step_starts
 from .precision import HALF_DTYPES, add_product_, product_into, state_dtype
 from .triton_support import persistent_fits, triton_runs_on
 
 _sigmoid_backward = torch.ops.aten.sigmoid_backward
-_tanh_backward = torch.ops.aten.tanh_backward
 
 
 @dataclass(frozen=True)
 class LSTMConfig:
-    """The cell's numbers; peepholes and projection are on when their weights are given."""
+    """The cell's numbers; peepholes and projection are on when their weights are given.
+    ``activation`` is the kind (``activation_kinds.py``) applied to ``j`` and to ``c``."""
 
     units: int
     forget_bias: float
     cell_clip: float | None
     proj_clip: float | None
+    activation: str = "tanh"
 
 
 def _reorder_gates(kernel: Tensor, bias: Tensor, units: int, forget_bias: float) -> tuple[Tensor, Tensor]:
@@ -75,45 +79,45 @@ def _mask_like(values: Tensor, wanted: bool) -> Tensor | None:
 
 def forward_pointwise_torch(
     z: Tensor, c_prev: Tensor, w_if: Tensor, w_o: Tensor, clip: float,
-    j: Tensor, c: Tensor, tc: Tensor, m: Tensor, kept: Tensor,
+    j: Tensor, c: Tensor, act_c: Tensor, m: Tensor, kept: Tensor, activation: str = "tanh",
 ) -> None:
     """One step's pointwise forward on ``n`` rows, in torch ops (``rnn_cpu.cpp`` is the same
-    in one pass): activates ``z`` [n, 4U] (i, f, o, j) in place and writes ``j = tanh(j)``,
-    the new (clipped) ``c``, ``tanh(c)``, ``m = o * tanh(c)`` and, if clipping, ``kept``.
-    Absent peepholes are empty tensors; ``clip < 0`` means no clipping."""
+    in one pass, for tanh): activates ``z`` [n, 4U] (i, f, o, j) in place and writes
+    ``j = act(j)``, the new (clipped) ``c``, ``act(c)``, ``m = o * act(c)`` and, if clipping,
+    ``kept``. Absent peepholes are empty tensors; ``clip < 0`` means no clipping."""
     n, U = c.shape
     peepholes = w_if.numel() > 0
     if peepholes:
         z[:, : 2 * U].view(n, 2, U).addcmul_(c_prev.unsqueeze(1), w_if)
     z[:, : 2 * U if peepholes else 3 * U].sigmoid_()  # with peepholes o waits for the new c
-    j.copy_(z[:, 3 * U :]).tanh_()  # contiguous: tanh on a strided block is much slower
+    activate_(activation, j.copy_(z[:, 3 * U :]))  # contiguous: tanh on a strided block is much slower
     i, f, o = z[:, :U], z[:, U : 2 * U], z[:, 2 * U : 3 * U]
     torch.mul(f, c_prev, out=c).addcmul_(i, j)
     if clip >= 0:
         _clip_(c, clip, kept)
     if peepholes:
         o.addcmul_(c, w_o).sigmoid_()
-    torch.mul(o, torch.tanh(c, out=tc), out=m)
+    torch.mul(o, activate_(activation, act_c.copy_(c)), out=m)
 
 
 def backward_pointwise_torch(
-    z: Tensor, j: Tensor, c_prev: Tensor, tc: Tensor, dm: Tensor, d_c: Tensor,
-    w_if: Tensor, w_o: Tensor, kept: Tensor, dz: Tensor,
+    z: Tensor, j: Tensor, c_prev: Tensor, act_c: Tensor, dm: Tensor, d_c: Tensor,
+    w_if: Tensor, w_o: Tensor, kept: Tensor, dz: Tensor, activation: str = "tanh",
 ) -> None:
     """One step's pointwise backward: from ``dm`` (the gradient of ``m``) and ``d_c`` (the
     gradient reaching the new ``c`` from the next step) write the gate pre-activation
     gradients ``dz`` [n, 4U] and replace ``d_c`` by the gradient of ``c_prev``."""
     U = j.shape[1]
     i, f, o = z[:, :U], z[:, U : 2 * U], z[:, 2 * U : 3 * U]
-    _sigmoid_backward.grad_input(dm * tc, o, grad_input=dz[:, 2 * U : 3 * U])
-    dc = _tanh_backward(dm * o, tc).add_(d_c)
+    _sigmoid_backward.grad_input(dm * act_c, o, grad_input=dz[:, 2 * U : 3 * U])
+    dc = activation_backward(activation, dm * o, act_c).add_(d_c)
     if w_o.numel() > 0:
         dc.addcmul_(dz[:, 2 * U : 3 * U], w_o)
     if kept.numel() > 0:
         dc.mul_(kept)
     _sigmoid_backward.grad_input(dc * c_prev, f, grad_input=dz[:, U : 2 * U])
     _sigmoid_backward.grad_input(dc * j, i, grad_input=dz[:, :U])
-    _tanh_backward.grad_input(dc * i, j, grad_input=dz[:, 3 * U :])
+    dz[:, 3 * U :] = activation_backward(activation, dc * i, j)
     d_c_prev = dc.mul_(f)
     if w_if.numel() > 0:
         d_c_prev.addcmul_(dz[:, :U], w_if[0]).addcmul_(dz[:, U : 2 * U], w_if[1])
@@ -123,7 +127,7 @@ def backward_pointwise_torch(
 def forward_steps_torch(
     gates: Tensor, h0: Tensor, c0: Tensor, w_h: Tensor, w_if: Tensor, w_o: Tensor, projection: Tensor,
     clip: float, proj_clip: float, batch_sizes: list[int], candidates: Tensor, cells: Tensor,
-    tanh_cells: Tensor, hidden: Tensor, out: Tensor, clip_mask: Tensor, proj_mask: Tensor,
+    act_cells: Tensor, hidden: Tensor, out: Tensor, clip_mask: Tensor, proj_mask: Tensor,
     pointwise: Callable[..., None] = forward_pointwise_torch,
 ) -> None:
     """The forward step loop over packed rows (``lstm_forward_steps`` in ``rnn_cpu.cpp`` is the
@@ -135,7 +139,7 @@ def forward_steps_torch(
         z = add_product_(gates[rows], h_prev[:n], w_h)
         m = out[rows] if projection.numel() == 0 else hidden[rows]
         kept = clip_mask[rows] if clip_mask.numel() else clip_mask
-        step_outputs = (candidates[rows], cells[rows], tanh_cells[rows], m, kept)
+        step_outputs = (candidates[rows], cells[rows], act_cells[rows], m, kept)
         pointwise(z, c_prev[:n], w_if, w_o, clip, *step_outputs)
         if projection.numel():
             m = product_into(out[rows], m, projection)
@@ -145,7 +149,7 @@ def forward_steps_torch(
 
 
 def backward_steps_torch(
-    gates: Tensor, candidates: Tensor, cells: Tensor, tanh_cells: Tensor, c0: Tensor, d_out: Tensor,
+    gates: Tensor, candidates: Tensor, cells: Tensor, act_cells: Tensor, c0: Tensor, d_out: Tensor,
     d_h: Tensor, d_c: Tensor, d_gates: Tensor, d_m: Tensor, w_h_t: Tensor, projection_t: Tensor,
     w_if: Tensor, w_o: Tensor, clip_mask: Tensor, proj_mask: Tensor, batch_sizes: list[int],
     pointwise: Callable[..., None] = backward_pointwise_torch,
@@ -166,34 +170,43 @@ def backward_steps_torch(
             dm = dm @ projection_t
         kept = clip_mask[rows] if clip_mask.numel() else clip_mask
         dz = d_gates[rows]
-        saved = (gates[rows], candidates[rows], c_prev, tanh_cells[rows])
+        saved = (gates[rows], candidates[rows], c_prev, act_cells[rows])
         pointwise(*saved, dm, d_c[:n], w_if, w_o, kept, dz)
         product_into(d_h[:n], dz, w_h_t)
 
 
-def _steps(device: torch.device, dtype: torch.dtype, batch: int, units: int, projected: bool) -> tuple[Any, Any]:
+def _steps(
+    device: torch.device, dtype: torch.dtype, batch: int, units: int, projected: bool, activation: str = "tanh"
+) -> tuple[Any, Any]:
     """The (forward, backward) step loops for a layer: on the CPU the compiled loops when they
-    build (half inputs only in tests, through Triton's interpreter); on CUDA the persistent
-    Triton kernels where they fit (no projection; see ``triton_support.persistent_fits``), else
-    the loops around Triton's pointwise kernels (float32 and half); the torch twins otherwise
-    (float32 and float64)."""
+    build (tanh only; half inputs only in tests, through Triton's interpreter); on CUDA the
+    persistent Triton kernels where they fit (no projection; see
+    ``triton_support.persistent_fits``), else the loops around Triton's pointwise kernels
+    (float32 and half); the torch twins otherwise (float32 and float64)."""
     if device.type == "cpu" and dtype not in HALF_DTYPES:
         compiled = kernels()
-        if compiled is not None:
+        if compiled is not None and activation == "tanh":
             return compiled.lstm_forward_steps, compiled.lstm_backward_steps
-        return forward_steps_torch, backward_steps_torch
+        return _loops(forward_pointwise_torch, backward_pointwise_torch, activation)
     if triton_runs_on(device) and dtype != torch.float64:
         if persistent_fits(device, batch, units, projected):
             from .persistent_lstm import backward_steps_persistent, forward_steps_persistent
 
-            return forward_steps_persistent, backward_steps_persistent
+            return (partial(forward_steps_persistent, activation=activation),
+                    partial(backward_steps_persistent, activation=activation))
         from .triton_pointwise import backward_pointwise_triton, forward_pointwise_triton
 
-        return (partial(forward_steps_torch, pointwise=forward_pointwise_triton),
-                partial(backward_steps_torch, pointwise=backward_pointwise_triton))
+        return _loops(forward_pointwise_triton, backward_pointwise_triton, activation)
     if dtype in HALF_DTYPES:
         raise ValueError(f"the fused LSTM runs {dtype} only with Triton's kernels (CUDA)")
-    return forward_steps_torch, backward_steps_torch
+    return _loops(forward_pointwise_torch, backward_pointwise_torch, activation)
+
+
+def _loops(forward_pointwise: Callable[..., None], backward_pointwise: Callable[..., None],
+           activation: str) -> tuple[Any, Any]:
+    """The step loops around a pair of pointwise functions, for ``activation``."""
+    return (partial(forward_steps_torch, pointwise=partial(forward_pointwise, activation=activation)),
+            partial(backward_steps_torch, pointwise=partial(backward_pointwise, activation=activation)))
 
 
 class LSTMSequence(torch.autograd.Function):
@@ -219,12 +232,12 @@ class LSTMSequence(torch.autograd.Function):
         depth = data.shape[1]
         kernel_p, bias_p = _reorder_gates(kernel, bias, U, config.forget_bias)
         w_x, w_h = kernel_p[:depth], kernel_p[depth:]
-        steps = _steps(data.device, data.dtype, packing.batch_sizes[0], U, projection is not None)
+        steps = _steps(data.device, data.dtype, packing.batch_sizes[0], U, projection is not None, config.activation)
         kept_dtype = state_dtype(data.dtype)  # float32 gates and cell states for half inputs
         gates = torch.addmm(bias_p, data, w_x).to(kept_dtype)  # [N, 4U]: (i, f, o, j), activated in place
         cells = torch.empty(data.shape[0], U, dtype=kept_dtype, device=data.device)
-        tanh_cells = torch.empty_like(cells)
-        candidates = torch.empty_like(cells)  # tanh(j), contiguous: tanh on a strided block is slow
+        act_cells = torch.empty_like(cells)
+        candidates = torch.empty_like(cells)  # act(j), contiguous: tanh on a strided block is slow
         hidden = None if projection is None else torch.empty_like(cells)  # m before the projection
         out = torch.empty(data.shape[0], w_h.shape[0], dtype=data.dtype, device=data.device)
         clip_mask = _mask_like(cells, config.cell_clip is not None)
@@ -235,12 +248,12 @@ class LSTMSequence(torch.autograd.Function):
             gates, h0, c0, w_h, _given(w_if), _given(w_o), _given(projection),
             -1.0 if config.cell_clip is None else config.cell_clip,
             -1.0 if config.proj_clip is None else config.proj_clip,
-            list(packing.batch_sizes), candidates, cells, tanh_cells, _given(hidden), out,
+            list(packing.batch_sizes), candidates, cells, act_cells, _given(hidden), out,
             _given(clip_mask), _given(proj_mask),
         )
         last = last_rows(packing, data.device)
         ctx.save_for_backward(
-            data, h0, c0, kernel_p, gates, candidates, cells, tanh_cells, hidden, out, w_o, w_if, projection,
+            data, h0, c0, kernel_p, gates, candidates, cells, act_cells, hidden, out, w_o, w_if, projection,
             clip_mask, proj_mask,
         )
         ctx.config, ctx.packing = config, packing
@@ -249,7 +262,7 @@ class LSTMSequence(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, d_out: Tensor, d_h_final: Tensor, d_c_final: Tensor) -> tuple[Any, ...]:
-        (data, h0, c0, kernel_p, gates, candidates, cells, tanh_cells, hidden, out, w_o, w_if, projection,
+        (data, h0, c0, kernel_p, gates, candidates, cells, act_cells, hidden, out, w_o, w_if, projection,
          clip_mask, proj_mask) = ctx.saved_tensors
         config: LSTMConfig = ctx.config
         packing: Packing = ctx.packing
@@ -267,7 +280,7 @@ class LSTMSequence(torch.autograd.Function):
         w_h_t = w_h.t().contiguous()
         projection_t = projection.t().contiguous() if projection is not None else None
         backward_steps(
-            gates, candidates, cells, tanh_cells, c0, d_out, d_h, d_c, d_gates, _given(d_m), w_h_t,
+            gates, candidates, cells, act_cells, c0, d_out, d_h, d_c, d_gates, _given(d_m), w_h_t,
             _given(projection_t), _given(w_if), _given(w_o), _given(clip_mask), _given(proj_mask),
             list(packing.batch_sizes),
         )

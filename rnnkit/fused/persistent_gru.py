@@ -5,7 +5,7 @@ block of rows and the programs meet at grid-wide barriers. TF's GRU has two depe
 products per step, so two barriers:
 
 * forward: ``r, u = sigmoid(x W_gx + b_g + h W_gh)`` for the program's units, then
-  ``r * h`` is published; barrier; ``c = tanh(x W_cx + b_c + (r * h) W_ch)`` and
+  ``r * h`` is published; barrier; ``c = act(x W_cx + b_c + (r * h) W_ch)`` and
   ``h' = u * h + (1 - u) * c``; barrier;
 * backward (step ``t``, last to first): the gradient of ``h_t`` (its output's, plus what
   reached it from step ``t + 1``: ``dh u + d(rh) r`` kept in registers, and
@@ -24,7 +24,17 @@ import triton.language as tl
 from torch import Tensor
 
 from .persistent_setup import after_initial, launch_parameters, schedule
-from .triton_math import grid_barrier, load_tile, product, program_tile, sigmoid, step_at, tanh, weight_slice
+from .triton_math import (
+    activate,
+    activation_slope,
+    grid_barrier,
+    load_tile,
+    product,
+    program_tile,
+    sigmoid,
+    step_at,
+    weight_slice,
+)
 
 
 @triton.jit
@@ -50,7 +60,7 @@ def _saved(d_out_ptr, gates_ptr, candidates_ptr, hbuf_ptr, start, n, previous, r
 def _gru_forward_kernel(
     gates_ptr, candidates_ptr, reset_h_ptr, hbuf_ptr, w_gh_ptr, w_ch_ptr, sizes_ptr, starts_ptr, previous_ptr,
     counter_ptr, num_steps, units, running, unit_blocks, num_programs,
-    PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr, BLOCK_K: tl.constexpr,
+    ACT: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr, BLOCK_K: tl.constexpr,
     K_PAD: tl.constexpr, RESIDENT: tl.constexpr,
 ):
     """``hbuf`` is ``[running + N, units]``: the initial h, then each step's h; step ``t``
@@ -81,8 +91,8 @@ def _gru_forward_kernel(
         tl.store(gates_ptr + gate_here + units, update, mask=mask)
         tl.store(reset_h_ptr + here, (reset * h_prev).to(reset_h_ptr.dtype.element_ty), mask=mask)
         grid_barrier(counter_ptr, 2 * t, num_programs)
-        c = tanh(x_c + product(reset_h_ptr, start, rows, row_mask, units, w_ch_ptr, units, cols, col_mask, w_c,
-                               BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION))
+        c = activate(x_c + product(reset_h_ptr, start, rows, row_mask, units, w_ch_ptr, units, cols, col_mask, w_c,
+                                   BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION), ACT)
         tl.store(candidates_ptr + here, c, mask=mask)
         h_here = (running + start + rows[:, None]) * units + cols[None, :]
         tl.store(hbuf_ptr + h_here, ((h_prev - c) * update + c).to(hbuf_ptr.dtype.element_ty), mask=mask)
@@ -96,7 +106,7 @@ def _gru_forward_kernel(
 def _gru_backward_kernel(
     gates_ptr, candidates_ptr, hbuf_ptr, d_out_ptr, d_h_ptr, d_gates_ptr, d_candidates_ptr, w_gh_t_ptr, w_ch_t_ptr,
     sizes_ptr, starts_ptr, previous_ptr, counter_ptr, num_steps, units, running, unit_blocks, num_programs,
-    PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr, BLOCK_K: tl.constexpr,
+    ACT: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr, BLOCK_K: tl.constexpr,
     K_PAD: tl.constexpr, RESIDENT: tl.constexpr,
 ):
     """``hbuf`` as in the forward kernel; ``d_h`` holds the gradient reaching ``h0`` in the end."""
@@ -118,7 +128,7 @@ def _gru_backward_kernel(
         gate_here = (start + rows[:, None]) * width + cols[None, :]
         here = (start + rows[:, None]) * units + cols[None, :]
         tl.store(d_gates_ptr + gate_here + units, dh * (h_prev - c) * update * (1.0 - update), mask=mask)
-        tl.store(d_candidates_ptr + here, (dh - dh * update) * (1.0 - c * c), mask=mask)
+        tl.store(d_candidates_ptr + here, (dh - dh * update) * activation_slope(c, ACT), mask=mask)
         grid_barrier(counter_ptr, 2 * s, num_programs)
         d_rh = product(d_candidates_ptr, start, rows, row_mask, units, w_ch_t_ptr, units, cols, col_mask, w_ch_t_ptr,
                        BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION)
@@ -137,7 +147,7 @@ def _gru_backward_kernel(
 
 def forward_steps_persistent(
     gates: Tensor, candidates: Tensor, reset_h: Tensor, out: Tensor, h0: Tensor, w_gh: Tensor, w_ch: Tensor,
-    batch_sizes: list[int],
+    batch_sizes: list[int], activation: str = "tanh",
 ) -> None:
     """:func:`rnnkit.fused.gru.forward_steps_torch` in one launch. ``gates`` and ``candidates``
     (in: input projections plus biases; out: activated) are float32; ``reset_h``, ``out``,
@@ -148,14 +158,14 @@ def forward_steps_persistent(
     hbuf = after_initial(h0, out, running)  # the kernel writes each step's h after the initial h
     _gru_forward_kernel[(programs,)](
         gates, candidates, reset_h, hbuf, w_gh.contiguous(), w_ch.contiguous(), sizes, starts, previous, counter,
-        len(batch_sizes), units, running, **launch,
+        len(batch_sizes), units, running, ACT=activation, **launch,
     )
     out.copy_(hbuf[running:])
 
 
 def backward_steps_persistent(
     gates: Tensor, candidates: Tensor, out: Tensor, h0: Tensor, d_out: Tensor, d_h: Tensor, d_gates: Tensor,
-    d_candidates: Tensor, w_gh_t: Tensor, w_ch_t: Tensor, batch_sizes: list[int],
+    d_candidates: Tensor, w_gh_t: Tensor, w_ch_t: Tensor, batch_sizes: list[int], activation: str = "tanh",
 ) -> None:
     """:func:`rnnkit.fused.gru.backward_steps_torch` in one launch: fills ``d_gates`` and
     ``d_candidates`` (float32) and leaves the initial state's gradient in ``d_h``."""
@@ -165,5 +175,6 @@ def backward_steps_persistent(
     hbuf = after_initial(h0, out, running)
     _gru_backward_kernel[(programs,)](
         gates, candidates, hbuf, d_out.contiguous(), d_h, d_gates, d_candidates, w_gh_t.contiguous(),
-        w_ch_t.contiguous(), sizes, starts, previous, counter, len(batch_sizes), units, running, **launch,
+        w_ch_t.contiguous(), sizes, starts, previous, counter, len(batch_sizes), units, running, ACT=activation,
+        **launch,
     )

@@ -28,7 +28,17 @@ import triton.language as tl
 from torch import Tensor
 
 from .persistent_setup import after_initial, launch_parameters, or_stand_in, schedule
-from .triton_math import grid_barrier, load_tile, product, program_tile, sigmoid, step_at, tanh, weight_slice
+from .triton_math import (
+    activate,
+    activation_slope,
+    grid_barrier,
+    load_tile,
+    product,
+    program_tile,
+    sigmoid,
+    step_at,
+    weight_slice,
+)
 
 
 @triton.jit
@@ -52,27 +62,27 @@ def _gate_inputs(gates_ptr, start, n, rows, cols, col_mask, units):
 
 
 @triton.jit
-def _saved(d_out_ptr, gates_ptr, candidates_ptr, tanh_cells_ptr, cbuf_ptr, start, n, c_row, rows, cols, col_mask,
+def _saved(d_out_ptr, gates_ptr, candidates_ptr, act_cells_ptr, cbuf_ptr, start, n, c_row, rows, cols, col_mask,
            units):
     """What the backward step reads of its own rows: the output gradient, the activated gates,
-    ``tanh(j)``, ``tanh(c)`` and the previous ``c`` (all float32)."""
+    ``act(j)``, ``act(c)`` and the previous ``c`` (all float32)."""
     width = 4 * units
     dm = load_tile(d_out_ptr, start, rows, cols, rows < n, col_mask, units)
     i = load_tile(gates_ptr, start, rows, cols, rows < n, col_mask, width)
     f = load_tile(gates_ptr + units, start, rows, cols, rows < n, col_mask, width)
     o = load_tile(gates_ptr + 2 * units, start, rows, cols, rows < n, col_mask, width)
     j = load_tile(candidates_ptr, start, rows, cols, rows < n, col_mask, units)
-    tanh_c = load_tile(tanh_cells_ptr, start, rows, cols, rows < n, col_mask, units)
+    act_c = load_tile(act_cells_ptr, start, rows, cols, rows < n, col_mask, units)
     c_prev = load_tile(cbuf_ptr, c_row, rows, cols, rows < n, col_mask, units)
-    return dm, i, f, o, j, tanh_c, c_prev
+    return dm, i, f, o, j, act_c, c_prev
 
 
 @triton.jit
 def _lstm_forward_kernel(
     gates_ptr, hbuf_ptr, c0_ptr, w_ptr, w_if_ptr, w_o_ptr, sizes_ptr, starts_ptr, previous_ptr,
-    candidates_ptr, cells_ptr, tanh_cells_ptr, kept_ptr, counter_ptr,
+    candidates_ptr, cells_ptr, act_cells_ptr, kept_ptr, counter_ptr,
     num_steps, units, clip, running, unit_blocks, num_programs,
-    PEEPHOLES: tl.constexpr, CLIP: tl.constexpr, PRECISION: tl.constexpr,
+    PEEPHOLES: tl.constexpr, CLIP: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr, BLOCK_K: tl.constexpr, K_PAD: tl.constexpr,
     RESIDENT: tl.constexpr,
 ):
@@ -110,7 +120,7 @@ def _lstm_forward_kernel(
             z_f += c * w_f
         i = sigmoid(z_i)
         f = sigmoid(z_f)
-        j = tanh(z_j)
+        j = activate(z_j, ACT)
         c_new = f * c + i * j
         mask = row_mask[:, None] & col_mask[None, :]
         here = (start + rows[:, None]) * units + cols[None, :]
@@ -120,16 +130,16 @@ def _lstm_forward_kernel(
         if PEEPHOLES:
             z_o += c_new * w_o
         o = sigmoid(z_o)
-        tanh_c = tanh(c_new)
+        act_c = activate(c_new, ACT)
         gate_here = (start + rows[:, None]) * width + cols[None, :]
         tl.store(gates_ptr + gate_here, i, mask=mask)
         tl.store(gates_ptr + gate_here + units, f, mask=mask)
         tl.store(gates_ptr + gate_here + 2 * units, o, mask=mask)
         tl.store(candidates_ptr + here, j, mask=mask)
         tl.store(cells_ptr + here, c_new, mask=mask)
-        tl.store(tanh_cells_ptr + here, tanh_c, mask=mask)
+        tl.store(act_cells_ptr + here, act_c, mask=mask)
         h_here = (running + start + rows[:, None]) * units + cols[None, :]
-        tl.store(hbuf_ptr + h_here, (o * tanh_c).to(hbuf_ptr.dtype.element_ty), mask=mask)
+        tl.store(hbuf_ptr + h_here, (o * act_c).to(hbuf_ptr.dtype.element_ty), mask=mask)
         c = tl.where(mask, c_new, c)
         # the next step's input projection, before the barrier (sentinel size 0 after the last)
         n, start, previous = step_at(sizes_ptr, starts_ptr, previous_ptr, t + 1, True)
@@ -139,10 +149,10 @@ def _lstm_forward_kernel(
 
 @triton.jit
 def _lstm_backward_kernel(
-    gates_ptr, candidates_ptr, cbuf_ptr, tanh_cells_ptr, kept_ptr, d_out_ptr,
+    gates_ptr, candidates_ptr, cbuf_ptr, act_cells_ptr, kept_ptr, d_out_ptr,
     d_h_ptr, d_c_ptr, d_gates_ptr, w_t_ptr, w_if_ptr, w_o_ptr, sizes_ptr, starts_ptr, previous_ptr, counter_ptr,
     num_steps, units, running, unit_blocks, num_programs,
-    PEEPHOLES: tl.constexpr, CLIP: tl.constexpr, PRECISION: tl.constexpr,
+    PEEPHOLES: tl.constexpr, CLIP: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr, BLOCK_K: tl.constexpr, K_PAD: tl.constexpr,
     RESIDENT: tl.constexpr,
 ):
@@ -160,7 +170,7 @@ def _lstm_backward_kernel(
         r_t = weight_slice(w_t_ptr, width, units, cols, col_mask, K_PAD)
     last = num_steps - 1
     n, start, c_row = step_at(sizes_ptr, starts_ptr, previous_ptr, last, True)
-    dm, i, f, o, j, tanh_c, c_prev = _saved(d_out_ptr, gates_ptr, candidates_ptr, tanh_cells_ptr, cbuf_ptr, start, n,
+    dm, i, f, o, j, act_c, c_prev = _saved(d_out_ptr, gates_ptr, candidates_ptr, act_cells_ptr, cbuf_ptr, start, n,
                                             c_row, rows, cols, col_mask, units)
     for s in range(num_steps):
         t = last - s
@@ -169,8 +179,8 @@ def _lstm_backward_kernel(
         # the gradient reaching h_t through step t + 1 (none after the last step: sentinel size 0)
         dm += product(d_gates_ptr, tl.load(starts_ptr + t + 1), rows, rows < tl.load(sizes_ptr + t + 1), width,
                        w_t_ptr, units, cols, col_mask, r_t, BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION)
-        d_o = dm * tanh_c * o * (1.0 - o)
-        dc = dm * o * (1.0 - tanh_c * tanh_c) + d_c
+        d_o = dm * act_c * o * (1.0 - o)
+        dc = dm * o * activation_slope(act_c, ACT) + d_c
         if PEEPHOLES:
             dc += d_o * w_o
         if CLIP:
@@ -178,7 +188,7 @@ def _lstm_backward_kernel(
             dc = tl.where(tl.load(kept_ptr + here, mask=mask, other=0) != 0, dc, 0.0)
         d_f = dc * c_prev * f * (1.0 - f)
         d_i = dc * j * i * (1.0 - i)
-        d_j = dc * i * (1.0 - j * j)
+        d_j = dc * i * activation_slope(j, ACT)
         dc_prev = dc * f
         if PEEPHOLES:
             dc_prev += d_i * w_i + d_f * w_f
@@ -190,7 +200,7 @@ def _lstm_backward_kernel(
         d_c = tl.where(mask, dc_prev, d_c)
         # the previous step's own inputs, before the barrier (size 0 before the first step)
         n, start, c_row = step_at(sizes_ptr, starts_ptr, previous_ptr, t - 1, t > 0)
-        dm, i, f, o, j, tanh_c, c_prev = _saved(d_out_ptr, gates_ptr, candidates_ptr, tanh_cells_ptr, cbuf_ptr, start,
+        dm, i, f, o, j, act_c, c_prev = _saved(d_out_ptr, gates_ptr, candidates_ptr, act_cells_ptr, cbuf_ptr, start,
                                                 n, c_row, rows, cols, col_mask, units)
         grid_barrier(counter_ptr, s, num_programs)
     d_h0 = product(d_gates_ptr, 0, rows, rows < running, width, w_t_ptr, units, cols, col_mask, r_t,
@@ -204,11 +214,11 @@ def _lstm_backward_kernel(
 def forward_steps_persistent(
     gates: Tensor, h0: Tensor, c0: Tensor, w_h: Tensor, w_if: Tensor, w_o: Tensor, projection: Tensor,
     clip: float, proj_clip: float, batch_sizes: list[int], candidates: Tensor, cells: Tensor,
-    tanh_cells: Tensor, hidden: Tensor, out: Tensor, clip_mask: Tensor, proj_mask: Tensor,
+    act_cells: Tensor, hidden: Tensor, out: Tensor, clip_mask: Tensor, proj_mask: Tensor, activation: str = "tanh",
 ) -> None:
     """:func:`rnnkit.fused.lstm.forward_steps_torch` in one launch (no projection).
     ``gates`` (in: input projection plus bias; out: activated), ``candidates``, ``cells`` and
-    ``tanh_cells`` are float32; ``h0``, ``w_h`` and ``out`` share the inputs' dtype."""
+    ``act_cells`` are float32; ``h0``, ``w_h`` and ``out`` share the inputs' dtype."""
     if projection.numel():
         raise ValueError("the persistent LSTM kernel does not run projections")
     units, running = cells.shape[1], batch_sizes[0]
@@ -217,17 +227,17 @@ def forward_steps_persistent(
     hbuf = after_initial(h0, out, running)  # the kernel writes each step's h after the initial h
     _lstm_forward_kernel[(programs,)](
         gates, hbuf, c0.contiguous(), w_h.contiguous(), or_stand_in(w_if, cells), or_stand_in(w_o, cells),
-        sizes, starts, previous, candidates, cells, tanh_cells, or_stand_in(clip_mask, cells), counter,
+        sizes, starts, previous, candidates, cells, act_cells, or_stand_in(clip_mask, cells), counter,
         len(batch_sizes), units, max(clip, 0.0), running,
-        PEEPHOLES=w_if.numel() > 0, CLIP=clip >= 0, **launch,
+        PEEPHOLES=w_if.numel() > 0, CLIP=clip >= 0, ACT=activation, **launch,
     )
     out.copy_(hbuf[running:])
 
 
 def backward_steps_persistent(
-    gates: Tensor, candidates: Tensor, cells: Tensor, tanh_cells: Tensor, c0: Tensor, d_out: Tensor,
+    gates: Tensor, candidates: Tensor, cells: Tensor, act_cells: Tensor, c0: Tensor, d_out: Tensor,
     d_h: Tensor, d_c: Tensor, d_gates: Tensor, d_m: Tensor, w_h_t: Tensor, projection_t: Tensor,
-    w_if: Tensor, w_o: Tensor, clip_mask: Tensor, proj_mask: Tensor, batch_sizes: list[int],
+    w_if: Tensor, w_o: Tensor, clip_mask: Tensor, proj_mask: Tensor, batch_sizes: list[int], activation: str = "tanh",
 ) -> None:
     """:func:`rnnkit.fused.lstm.backward_steps_torch` in one launch (no projection):
     fills ``d_gates`` (float32) and leaves the initial state's gradients in ``d_h``, ``d_c``."""
@@ -238,9 +248,9 @@ def backward_steps_persistent(
     sizes, starts, previous = schedule(batch_sizes, running, gates.device)
     cbuf = after_initial(c0, cells, running)
     _lstm_backward_kernel[(programs,)](
-        gates, candidates, cbuf, tanh_cells, or_stand_in(clip_mask, cells), d_out.contiguous(),
+        gates, candidates, cbuf, act_cells, or_stand_in(clip_mask, cells), d_out.contiguous(),
         d_h, d_c, d_gates, w_h_t.contiguous(), or_stand_in(w_if, cells), or_stand_in(w_o, cells),
         sizes, starts, previous, counter,
         len(batch_sizes), units, running,
-        PEEPHOLES=w_if.numel() > 0, CLIP=clip_mask.numel() > 0, **launch,
+        PEEPHOLES=w_if.numel() > 0, CLIP=clip_mask.numel() > 0, ACT=activation, **launch,
     )

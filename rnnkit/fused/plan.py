@@ -1,8 +1,9 @@
 """Which cells the fused path runs, and how a whole stack runs on packed steps.
 
 ``make_plan(cell)`` recognises a cell tree: ``BasicLSTMCell``/``LSTMCell`` (every option),
-``GRUCell`` (both forms) with their default tanh activation, ``BasicRNNCell`` with tanh or relu, stacked in a
-``MultiRNNCell``, wrapped in ``ResidualWrapper`` (default residual) and ``DropoutWrapper``
+``GRUCell`` (both forms; ``reset_after`` with tanh only) and ``BasicRNNCell``, each with an
+activation of ``activation_kinds.py`` (tanh, sigmoid, relu, relu6, elu, selu, softsign,
+linear), stacked in a ``MultiRNNCell``, wrapped in ``ResidualWrapper`` (default residual) and ``DropoutWrapper``
 (input and output dropout with a fresh mask per step and element, as the wrapper draws them,
 here applied to whole packed sequences; state dropout and variational masks feed back into the
 recurrence and are left to the reference loop).
@@ -25,6 +26,7 @@ from torch import Tensor
 from ..cells import BasicLSTMCell, BasicRNNCell, GRUCell, LSTMCell
 from ..state import LSTMStateTuple
 from ..wrappers import DropoutWrapper, MultiRNNCell, ResidualWrapper, _add_residual
+from .activation_kinds import ACTIVATION_KINDS, activation_kind
 from .gru import GRUSequence, RNNSequence
 from .lstm import LSTMConfig, LSTMSequence
 from .native import kernels
@@ -42,8 +44,6 @@ def _cudnn_on(device: torch.device) -> bool:
 class _Layer:
     """One recurrent layer on packed rows, inside its wrappers (outermost first); its state as a
     list of ``[B, width]`` tensors."""
-
-    activations: tuple[Any, ...] = (torch.tanh,)  # the cell activations it implements
 
     def __init__(self, cell: Any, wrappers: tuple[Any, ...]) -> None:
         self.cell = cell
@@ -78,6 +78,20 @@ class _Layer:
     def run(self, data: Tensor, packing: Packing, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         raise NotImplementedError
 
+    @property
+    def activation(self) -> str:
+        """The kind of the cell's activation (``activation_kinds.py``)."""
+        kind = activation_kind(self.cell.activation)
+        assert kind is not None, "checked by activation_reason"
+        return kind
+
+    def activation_reason(self) -> str | None:
+        """Why the fused layer cannot run the cell's activation (None: it can)."""
+        if activation_kind(self.cell.activation) is None:
+            return (f"{self.cell.name} uses activation {self.cell.activation!r}; the fused path implements "
+                    f"{', '.join(sorted(set(ACTIVATION_KINDS.values())))}")
+        return None
+
     def half_reason(self, device: torch.device) -> str | None:
         """Why bfloat16/float16 inputs cannot run here (None: they can)."""
         return f"{self.cell.name} in half precision (fused: float32 and float64)"
@@ -107,7 +121,7 @@ class _LSTMLayer(_Layer):
         if self._through_torch(cell, data, packing):
             out, h, c = torch_lstm_layer(data, packing, state[0], state[1], cell)
             return out, [h, c]
-        config = LSTMConfig(cell.num_units, cell.forget_bias, cell.cell_clip, cell.proj_clip)
+        config = LSTMConfig(cell.num_units, cell.forget_bias, cell.cell_clip, cell.proj_clip, self.activation)
         peepholes = (cell.w_i_diag, cell.w_f_diag, cell.w_o_diag) if cell.use_peepholes else (None, None, None)
         projection = cell.projection["kernel"] if cell.num_proj is not None else None
         h0, c0 = state
@@ -131,6 +145,12 @@ class _LSTMLayer(_Layer):
 
 
 class _GRULayer(_Layer):
+    def activation_reason(self) -> str | None:
+        if self.cell.reset_after and self.cell.activation is not torch.tanh:
+            return (f"{self.cell.name}: GRUCell(reset_after=True) runs fused through torch.gru, with tanh only; "
+                    f"it uses {self.cell.activation!r}")
+        return super().activation_reason()
+
     def half_reason(self, device: torch.device) -> str | None:
         if _cudnn_on(device) and self.cell.reset_after:
             return None  # cuDNN
@@ -145,25 +165,23 @@ class _GRULayer(_Layer):
             return out, [h]
         gates, candidate = self.cell.gates, self.cell.candidate
         out, h = GRUSequence.apply(
-            data, state[0], gates["kernel"], gates["bias"], candidate["kernel"], candidate["bias"], packing
+            data, state[0], gates["kernel"], gates["bias"], candidate["kernel"], candidate["bias"], packing,
+            self.activation,
         )
         return out, [h]
 
 
 class _RNNLayer(_Layer):
-    activations = tuple(TORCH_RNN_ACTIVATIONS)  # tanh and relu
-
     def half_reason(self, device: torch.device) -> str | None:
-        if _cudnn_on(device):
-            return None
-        return f"{self.cell.name} in half precision: the fused BasicRNNCell runs it through cuDNN (CUDA)"
+        if device.type == "cuda":
+            return None  # cuDNN (tanh, relu) or the torch loop, both in half
+        return f"{self.cell.name} in half precision: the fused BasicRNNCell runs it on CUDA"
 
     def run(self, data: Tensor, packing: Packing, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-        if _cudnn_on(data.device):
+        if _cudnn_on(data.device) and self.cell.activation in TORCH_RNN_ACTIVATIONS:
             out, h = torch_rnn_layer(data, packing, state[0], self.cell)
         else:
-            relu = self.cell.activation is not torch.tanh
-            out, h = RNNSequence.apply(data, state[0], self.cell.kernel, self.cell.bias, packing, relu)
+            out, h = RNNSequence.apply(data, state[0], self.cell.kernel, self.cell.bias, packing, self.activation)
         return out, [h]
 
 
@@ -258,10 +276,9 @@ def _layer_for(cell: Any, wrappers: tuple[Any, ...] = ()) -> _Layer | str:
     layer_type = _LAYERS.get(type(cell))  # exact types: a subclass may change the step
     if layer_type is None:
         return f"{type(cell).__name__} has no fused implementation"
-    if cell.activation not in layer_type.activations:
-        implemented = " and ".join(dict.fromkeys(a.__name__ for a in layer_type.activations))
-        return f"{cell.name} uses activation {cell.activation!r}; the fused path implements {implemented} for it"
-    return layer_type(cell, wrappers)
+    layer = layer_type(cell, wrappers)
+    reason = layer.activation_reason()
+    return layer if reason is None else reason
 
 
 def _drops(wrapper: DropoutWrapper, kind: str) -> bool:

@@ -1,6 +1,9 @@
 """Device functions shared by rnnkit's Triton kernels: activations, tiles, products and a
 grid-wide barrier.
 
+``activate``/``activation_slope`` are the cell activations of ``activation_kinds.py`` (a
+compile-time kind) and their derivatives from the output.
+
 The activations compute in float32 from ``exp`` alone (Triton's interpreter has no libdevice):
 ``sigmoid(x) = 1 / (1 + exp(-x))``; ``tanh`` from ``exp(-2|x|)`` with an odd Taylor
 polynomial below ``|x| = 0.2``, where ``1 - exp(-2|x|)`` would cancel. Both are within a few
@@ -27,6 +30,50 @@ def tanh(x):
     series = x * (1.0 + x2 * (-0.3333333333333333 + x2 * (0.13333333333333333 + x2 * (
         -0.05396825396825397 + x2 * 0.021869488536155203))))
     return tl.where(a < 0.2, series, tl.where(x < 0, -large, large))
+
+
+@triton.jit
+def activate(x, KIND: tl.constexpr):
+    """A cell activation of kind ``KIND`` (``activation_kinds.py``), float32."""
+    if KIND == "tanh":
+        y = tanh(x)
+    elif KIND == "sigmoid":
+        y = sigmoid(x)
+    elif KIND == "relu":
+        y = tl.maximum(x, 0.0)
+    elif KIND == "relu6":
+        y = tl.minimum(tl.maximum(x, 0.0), 6.0)
+    elif KIND == "elu":
+        y = tl.where(x > 0, x, tl.exp(tl.minimum(x, 0.0)) - 1.0)
+    elif KIND == "selu":
+        y = 1.0507009873554805 * tl.where(x > 0, x, 1.6732632423543772 * (tl.exp(tl.minimum(x, 0.0)) - 1.0))
+    elif KIND == "softsign":
+        y = x / (1.0 + tl.abs(x))
+    else:  # linear
+        y = x
+    return y
+
+
+@triton.jit
+def activation_slope(y, KIND: tl.constexpr):
+    """The derivative of the activation of kind ``KIND`` at the input whose output is ``y``."""
+    if KIND == "tanh":
+        slope = 1.0 - y * y
+    elif KIND == "sigmoid":
+        slope = y * (1.0 - y)
+    elif KIND == "relu":
+        slope = tl.where(y > 0, 1.0, 0.0)
+    elif KIND == "relu6":
+        slope = tl.where((y > 0) & (y < 6.0), 1.0, 0.0)
+    elif KIND == "elu":
+        slope = tl.where(y > 0, 1.0, y + 1.0)
+    elif KIND == "selu":
+        slope = tl.where(y > 0, 1.0507009873554805, y + 1.0507009873554805 * 1.6732632423543772)
+    elif KIND == "softsign":
+        slope = (1.0 - tl.abs(y)) * (1.0 - tl.abs(y))
+    else:  # linear
+        slope = y * 0.0 + 1.0
+    return slope
 
 
 @triton.jit

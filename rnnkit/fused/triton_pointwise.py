@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .triton_math import sigmoid, tanh
+from .triton_math import activate, activation_slope, sigmoid
 
 _BLOCK_ROWS = 16
 _BLOCK_UNITS = 64
@@ -45,7 +45,7 @@ def _tile(rows_per_block: tl.constexpr, units_per_block: tl.constexpr, n, units)
 def _lstm_forward(
     z_ptr, z_rs, c_prev_ptr, c_prev_rs, w_if_ptr, w_o_ptr, j_ptr, j_rs, c_ptr, c_rs, tc_ptr, tc_rs,
     m_ptr, m_rs, kept_ptr, kept_rs, n, units, clip,
-    PEEPHOLES: tl.constexpr, CLIP: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_U: tl.constexpr,
+    PEEPHOLES: tl.constexpr, CLIP: tl.constexpr, ACT: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_U: tl.constexpr,
 ):
     r, u, mask = _tile(BLOCK_R, BLOCK_U, n, units)
     z = z_ptr + r * z_rs + u
@@ -59,7 +59,7 @@ def _lstm_forward(
         z_f += c_prev * tl.load(w_if_ptr + units + u, mask=u < units).to(tl.float32)
     i = sigmoid(z_i)
     f = sigmoid(z_f)
-    j = tanh(z_j)
+    j = activate(z_j, ACT)
     c = f * c_prev + i * j
     if CLIP:
         tl.store(kept_ptr + r * kept_rs + u, tl.abs(c) <= clip, mask=mask)
@@ -67,7 +67,7 @@ def _lstm_forward(
     if PEEPHOLES:
         z_o += c * tl.load(w_o_ptr + u, mask=u < units).to(tl.float32)
     o = sigmoid(z_o)
-    tc = tanh(c)
+    tc = activate(c, ACT)
     kind = z_ptr.dtype.element_ty
     tl.store(z, i.to(kind), mask=mask)
     tl.store(z + units, f.to(kind), mask=mask)
@@ -80,7 +80,7 @@ def _lstm_forward(
 
 def forward_pointwise_triton(
     z: Tensor, c_prev: Tensor, w_if: Tensor, w_o: Tensor, clip: float,
-    j: Tensor, c: Tensor, tc: Tensor, m: Tensor, kept: Tensor,
+    j: Tensor, c: Tensor, tc: Tensor, m: Tensor, kept: Tensor, activation: str = "tanh",
 ) -> None:
     """:func:`rnnkit.fused.lstm.forward_pointwise_torch` as one kernel."""
     n, units = c.shape
@@ -91,7 +91,7 @@ def forward_pointwise_triton(
         z, *_strides(z), c_prev, *_strides(c_prev), w_if if w_if.numel() else z, w_o if w_o.numel() else z,
         j, *_strides(j), c, *_strides(c), tc, *_strides(tc), m, *_strides(m), kept_t, *_strides(kept_t),
         n, units, max(clip, 0.0),
-        PEEPHOLES=w_if.numel() > 0, CLIP=clip >= 0, BLOCK_R=_BLOCK_ROWS, BLOCK_U=_BLOCK_UNITS,
+        PEEPHOLES=w_if.numel() > 0, CLIP=clip >= 0, ACT=activation, BLOCK_R=_BLOCK_ROWS, BLOCK_U=_BLOCK_UNITS,
     )
 
 
@@ -99,7 +99,7 @@ def forward_pointwise_triton(
 def _lstm_backward(
     z_ptr, z_rs, j_ptr, j_rs, c_prev_ptr, c_prev_rs, tc_ptr, tc_rs, dm_ptr, dm_rs, d_c_ptr, d_c_rs,
     w_if_ptr, w_o_ptr, kept_ptr, kept_rs, dz_ptr, dz_rs, n, units,
-    PEEPHOLES: tl.constexpr, CLIP: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_U: tl.constexpr,
+    PEEPHOLES: tl.constexpr, CLIP: tl.constexpr, ACT: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_U: tl.constexpr,
 ):
     r, u, mask = _tile(BLOCK_R, BLOCK_U, n, units)
     z = z_ptr + r * z_rs + u
@@ -112,14 +112,14 @@ def _lstm_backward(
     dm = tl.load(dm_ptr + r * dm_rs + u, mask=mask).to(tl.float32)
     d_c = d_c_ptr + r * d_c_rs + u
     d_o = dm * tc * o * (1.0 - o)
-    dc = dm * o * (1.0 - tc * tc) + tl.load(d_c, mask=mask).to(tl.float32)
+    dc = dm * o * activation_slope(tc, ACT) + tl.load(d_c, mask=mask).to(tl.float32)
     if PEEPHOLES:
         dc += d_o * tl.load(w_o_ptr + u, mask=u < units).to(tl.float32)
     if CLIP:
         dc = tl.where(tl.load(kept_ptr + r * kept_rs + u, mask=mask, other=0) != 0, dc, 0.0)
     d_f = dc * c_prev * f * (1.0 - f)
     d_i = dc * j * i * (1.0 - i)
-    d_j = dc * i * (1.0 - j * j)
+    d_j = dc * i * activation_slope(j, ACT)
     dc_prev = dc * f
     if PEEPHOLES:
         dc_prev += d_i * tl.load(w_if_ptr + u, mask=u < units).to(tl.float32)
@@ -135,7 +135,7 @@ def _lstm_backward(
 
 def backward_pointwise_triton(
     z: Tensor, j: Tensor, c_prev: Tensor, tc: Tensor, dm: Tensor, d_c: Tensor,
-    w_if: Tensor, w_o: Tensor, kept: Tensor, dz: Tensor,
+    w_if: Tensor, w_o: Tensor, kept: Tensor, dz: Tensor, activation: str = "tanh",
 ) -> None:
     """:func:`rnnkit.fused.lstm.backward_pointwise_torch` as one kernel."""
     n, units = j.shape
@@ -146,7 +146,7 @@ def backward_pointwise_triton(
         z, *_strides(z), j, *_strides(j), c_prev, *_strides(c_prev), tc, *_strides(tc), dm, *_strides(dm),
         d_c, *_strides(d_c), w_if if w_if.numel() else z, w_o if w_o.numel() else z, kept_t, *_strides(kept_t),
         dz, *_strides(dz), n, units,
-        PEEPHOLES=w_if.numel() > 0, CLIP=kept.numel() > 0, BLOCK_R=_BLOCK_ROWS, BLOCK_U=_BLOCK_UNITS,
+        PEEPHOLES=w_if.numel() > 0, CLIP=kept.numel() > 0, ACT=activation, BLOCK_R=_BLOCK_ROWS, BLOCK_U=_BLOCK_UNITS,
     )
 
 
@@ -174,9 +174,9 @@ def gates_forward_triton(g: Tensor, h_prev: Tensor, rh: Tensor) -> None:
 
 @triton.jit
 def _gru_output_forward(c_ptr, c_rs, g_ptr, g_rs, h_prev_ptr, h_prev_rs, h_ptr, h_rs, n, units,
-                        BLOCK_R: tl.constexpr, BLOCK_U: tl.constexpr):
+                        ACT: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_U: tl.constexpr):
     r, u, mask = _tile(BLOCK_R, BLOCK_U, n, units)
-    c = tanh(tl.load(c_ptr + r * c_rs + u, mask=mask).to(tl.float32))
+    c = activate(tl.load(c_ptr + r * c_rs + u, mask=mask).to(tl.float32), ACT)
     update = tl.load(g_ptr + r * g_rs + units + u, mask=mask).to(tl.float32)
     h_prev = tl.load(h_prev_ptr + r * h_prev_rs + u, mask=mask).to(tl.float32)
     kind = c_ptr.dtype.element_ty
@@ -184,18 +184,19 @@ def _gru_output_forward(c_ptr, c_rs, g_ptr, g_rs, h_prev_ptr, h_prev_rs, h_ptr, 
     tl.store(h_ptr + r * h_rs + u, ((h_prev - c) * update + c).to(kind), mask=mask)
 
 
-def output_forward_triton(c: Tensor, g: Tensor, h_prev: Tensor, h: Tensor) -> None:
+def output_forward_triton(c: Tensor, g: Tensor, h_prev: Tensor, h: Tensor, activation: str = "tanh") -> None:
     """:func:`rnnkit.fused.gru.output_forward_torch` as one kernel."""
     n, units = c.shape
     if n:
         _gru_output_forward[_grid(n, units)](c, *_strides(c), g, *_strides(g), h_prev, *_strides(h_prev),
-                                             h, *_strides(h), n, units, BLOCK_R=_BLOCK_ROWS, BLOCK_U=_BLOCK_UNITS)
+                                             h, *_strides(h), n, units, ACT=activation, BLOCK_R=_BLOCK_ROWS,
+                                             BLOCK_U=_BLOCK_UNITS)
 
 
 @triton.jit
 def _gru_output_backward(dh_ptr, dh_rs, g_ptr, g_rs, c_ptr, c_rs, h_prev_ptr, h_prev_rs, dg_ptr, dg_rs,
                          dc_ptr, dc_rs, dh_prev_ptr, dh_prev_rs, n, units,
-                         BLOCK_R: tl.constexpr, BLOCK_U: tl.constexpr):
+                         ACT: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_U: tl.constexpr):
     r, u, mask = _tile(BLOCK_R, BLOCK_U, n, units)
     dh = tl.load(dh_ptr + r * dh_rs + u, mask=mask).to(tl.float32)
     update = tl.load(g_ptr + r * g_rs + units + u, mask=mask).to(tl.float32)
@@ -203,19 +204,20 @@ def _gru_output_backward(dh_ptr, dh_rs, g_ptr, g_rs, c_ptr, c_rs, h_prev_ptr, h_
     h_prev = tl.load(h_prev_ptr + r * h_prev_rs + u, mask=mask).to(tl.float32)
     kind = dg_ptr.dtype.element_ty
     tl.store(dg_ptr + r * dg_rs + units + u, (dh * (h_prev - c) * update * (1.0 - update)).to(kind), mask=mask)
-    tl.store(dc_ptr + r * dc_rs + u, ((dh - dh * update) * (1.0 - c * c)).to(kind), mask=mask)
+    tl.store(dc_ptr + r * dc_rs + u, ((dh - dh * update) * activation_slope(c, ACT)).to(kind), mask=mask)
     tl.store(dh_prev_ptr + r * dh_prev_rs + u, (dh * update).to(kind), mask=mask)
 
 
 def output_backward_triton(
-    dh: Tensor, g: Tensor, c: Tensor, h_prev: Tensor, dg: Tensor, dc: Tensor, dh_prev: Tensor
+    dh: Tensor, g: Tensor, c: Tensor, h_prev: Tensor, dg: Tensor, dc: Tensor, dh_prev: Tensor, activation: str = "tanh"
 ) -> None:
     """:func:`rnnkit.fused.gru.output_backward_torch` as one kernel."""
     n, units = c.shape
     if n:
         _gru_output_backward[_grid(n, units)](
             dh, *_strides(dh), g, *_strides(g), c, *_strides(c), h_prev, *_strides(h_prev), dg, *_strides(dg),
-            dc, *_strides(dc), dh_prev, *_strides(dh_prev), n, units, BLOCK_R=_BLOCK_ROWS, BLOCK_U=_BLOCK_UNITS,
+            dc, *_strides(dc), dh_prev, *_strides(dh_prev), n, units, ACT=activation, BLOCK_R=_BLOCK_ROWS,
+            BLOCK_U=_BLOCK_UNITS,
         )
 
 

@@ -1,0 +1,97 @@
+"""The cell activations the fused layers implement, and their torch twins.
+
+A fused kernel saves an activation's *output* (``act(j)``, ``act(c)``, the GRU candidate), so
+it implements the activations whose derivative is a function of the output alone:
+
+=========  ==========================  =====================================
+kind       y = act(x)                  dy/dx from y
+=========  ==========================  =====================================
+tanh       tanh(x)                     1 - y^2
+sigmoid    1 / (1 + exp(-x))           y (1 - y)
+relu       max(x, 0)                   1 if y > 0 else 0
+relu6      min(max(x, 0), 6)           1 if 0 < y < 6 else 0
+elu        x if x > 0 else e^x - 1     1 if y > 0 else y + 1
+selu       s x if x > 0 else s a (e^x - 1)   s if y > 0 else y + s a
+softsign   x / (1 + |x|)               (1 - |y|)^2
+linear     x                           1
+=========  ==========================  =====================================
+
+(``s``, ``a``: SELU's scale and alpha.) Each kind is recognised by the cell's activation
+callable: the functions ``rnnkit.activations`` resolves TF's names to, and their ``torch`` /
+``torch.nn.functional`` aliases. Anything else (``gelu``, ``swish``, ``softplus``, a lambda)
+runs on the reference loop. The derivatives equal those torch's autograd takes through the
+same functions (for ``relu``/``relu6``, 0 at the kinks).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..activations import linear
+
+SELU_SCALE = 1.0507009873554804934193349852946
+SELU_ALPHA = 1.6732632423543772848170429916717
+
+ACTIVATION_KINDS: dict[Callable[..., Any], str] = {
+    torch.tanh: "tanh", F.tanh: "tanh",
+    torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid",
+    torch.relu: "relu", F.relu: "relu",
+    F.relu6: "relu6",
+    F.elu: "elu",
+    torch.selu: "selu", F.selu: "selu",
+    F.softsign: "softsign",
+    linear: "linear",
+}
+
+
+def activation_kind(activation: Callable[..., Any]) -> str | None:
+    """The kind of a cell's activation callable, or None when the fused layers lack it."""
+    try:
+        return ACTIVATION_KINDS.get(activation)
+    except TypeError:  # an unhashable callable
+        return None
+
+
+def activate_(kind: str, x: Tensor) -> Tensor:
+    """``x = act(x)`` in place."""
+    if kind == "tanh":
+        return x.tanh_()
+    if kind == "sigmoid":
+        return x.sigmoid_()
+    if kind == "relu":
+        return x.relu_()
+    if kind == "relu6":
+        return F.relu6(x, inplace=True)
+    if kind == "elu":
+        return F.elu(x, inplace=True)
+    if kind == "selu":
+        return F.selu(x, inplace=True)
+    if kind == "softsign":
+        return x.div_(x.abs() + 1)
+    if kind == "linear":
+        return x
+    raise ValueError(f"unknown activation kind {kind!r}")
+
+
+def activation_backward(kind: str, grad: Tensor, y: Tensor) -> Tensor:
+    """The gradient of ``act``'s input from the gradient ``grad`` of its output ``y``."""
+    if kind == "tanh":
+        return torch.ops.aten.tanh_backward(grad, y)
+    if kind == "sigmoid":
+        return torch.ops.aten.sigmoid_backward(grad, y)
+    if kind == "relu":
+        return torch.ops.aten.threshold_backward(grad, y, 0)
+    if kind == "relu6":
+        return grad * ((y > 0) & (y < 6))
+    if kind in ("elu", "selu"):
+        scale, alpha = (SELU_SCALE, SELU_ALPHA) if kind == "selu" else (1.0, 1.0)
+        return torch.ops.aten.elu_backward(grad, alpha, scale, 1.0, True, y)
+    if kind == "softsign":
+        return grad * (1 - y.abs()).square()
+    if kind == "linear":
+        return grad.clone()
+    raise ValueError(f"unknown activation kind {kind!r}")
