@@ -3,7 +3,8 @@
 Run:  python benchmarks/gpu.py [--rounds 5] [--quick] [--dtypes float32 bfloat16] [--csv out.csv]
 
 For each shape (batch B, hidden H = input depth, steps T), cell (TF LSTM, peephole LSTM with
-cell clipping, TF's reset-before GRU) and dtype, it times forward (inference, no autograd) and
+cell clipping, TF's reset-before GRU, and the full LSTMCell: peepholes, both clips and a
+projection to H/2) and dtype, it times forward (inference, no autograd) and
 forward+backward (every gradient) of:
 
 * ``cudnn``: ``nn.LSTM``/``nn.GRU`` on the same ``[B, T, H]`` inputs (the plain LSTM is the
@@ -45,13 +46,16 @@ QUICK_SHAPES = [(1, 256, 1000), (16, 256, 100), (64, 256, 100), (256, 1024, 100)
 class Cell:
     name: str
     make: Callable[[int], rk.RNNCell]
-    baseline: type[nn.RNNBase]
+    baseline: Callable[[int], nn.RNNBase]  # cuDNN's nearest module, for its own column
 
 
 CELLS = [
-    Cell("lstm", lambda h: rk.BasicLSTMCell(h), nn.LSTM),
-    Cell("peephole-lstm", lambda h: rk.LSTMCell(h, use_peepholes=True, cell_clip=3.0), nn.LSTM),
-    Cell("tf-gru", lambda h: rk.GRUCell(h), nn.GRU),
+    Cell("lstm", lambda h: rk.BasicLSTMCell(h), lambda h: nn.LSTM(h, h, batch_first=True)),
+    Cell("peephole-lstm", lambda h: rk.LSTMCell(h, use_peepholes=True, cell_clip=3.0),
+         lambda h: nn.LSTM(h, h, batch_first=True)),
+    Cell("tf-gru", lambda h: rk.GRUCell(h), lambda h: nn.GRU(h, h, batch_first=True)),
+    Cell("full-lstm", lambda h: rk.LSTMCell(h, use_peepholes=True, cell_clip=3.0, num_proj=h // 2, proj_clip=3.0),
+         lambda h: nn.LSTM(h, h, batch_first=True, proj_size=h // 2)),
 ]
 
 
@@ -61,7 +65,8 @@ def _path(cell: rk.RNNCell, x: torch.Tensor) -> str:
         return "reference"
     if isinstance(cell, rk.LSTMCell) and is_torch_lstm_math(cell, projection=True):
         return "persistent" if persistent_preferred(x.device, x.shape[0], cell.num_units) else "cudnn"
-    return "persistent" if persistent_fits(x.device, x.shape[0], cell.num_units, False) else "step-loop"
+    num_proj = getattr(cell, "num_proj", None)
+    return "persistent" if persistent_fits(x.device, x.shape[0], cell.num_units, num_proj) else "step-loop"
 
 
 def _event_time(run: Callable[[], Any]) -> tuple[float, float]:
@@ -108,7 +113,7 @@ def _measure(shape: tuple[int, int, int], cell_spec: Cell, dtype: torch.dtype, r
     x = torch.randn(batch, steps, hidden, device="cuda", dtype=dtype)
     cell = cell_spec.make(hidden).to(device="cuda", dtype=dtype)
     rk.dynamic_rnn(cell, x[:, :1])  # build
-    baseline = cell_spec.baseline(hidden, hidden, batch_first=True).to(device="cuda", dtype=dtype)
+    baseline = cell_spec.baseline(hidden).to(device="cuda", dtype=dtype)
     baseline.flatten_parameters()
     rows = []
     for train in (False, True):

@@ -87,7 +87,10 @@ CUDA_PATHS = {
     "persistent_peephole_lstm": (lambda: rk.LSTMCell(200, use_peepholes=True, cell_clip=2.0), 48),
     "persistent_tf_gru": (lambda: rk.GRUCell(300), 40),
     "persistent_peephole_lstm_batch_256": (lambda: rk.LSTMCell(128, use_peepholes=True, cell_clip=2.0), 256),
-    "step_loop_projection_peephole_lstm": (lambda: rk.LSTMCell(64, use_peepholes=True, num_proj=32), 100),
+    "persistent_projection_peephole_lstm": (lambda: rk.LSTMCell(64, use_peepholes=True, num_proj=32, proj_clip=1.0),
+                                            100),
+    "step_loop_projection_peephole_lstm_batch_300": (lambda: rk.LSTMCell(512, use_peepholes=True, num_proj=256),
+                                                     300),
     "step_loop_tf_gru_batch_300": (lambda: rk.GRUCell(512), 300),  # too many programs for the persistent kernel
     "persistent_softsign_lstm": (lambda: rk.LSTMCell(100, use_peepholes=True, activation="softsign"), 24),
     "step_loop_relu_gru_batch_300": (lambda: rk.GRUCell(256, activation="relu"), 300),
@@ -117,8 +120,8 @@ def test_every_cuda_path_is_as_accurate_as_the_float32_reference(name: str, leng
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("name", ["cudnn_lstm", "cudnn_reset_after_gru", "cudnn_basic_rnn", "persistent_peephole_lstm",
-                                  "persistent_tf_gru", "step_loop_projection_peephole_lstm",
-                                  "step_loop_tf_gru_batch_300"])
+                                  "persistent_tf_gru", "persistent_projection_peephole_lstm",
+                                  "step_loop_projection_peephole_lstm_batch_300", "step_loop_tf_gru_batch_300"])
 def test_half_precision_cuda_paths_track_float32(dtype: torch.dtype, name: str) -> None:
     torch.manual_seed(3)
     make, batch = CUDA_PATHS[name]
@@ -141,7 +144,8 @@ EXPECTED_PATH = {
     "cudnn_lstm": "cudnn", "cudnn_projection_lstm": "cudnn", "cudnn_reset_after_gru": "cudnn", "cudnn_basic_rnn": "cudnn",
     "persistent_plain_lstm": "persistent", "persistent_peephole_lstm": "persistent", "persistent_tf_gru": "persistent",
     "persistent_peephole_lstm_batch_256": "persistent",
-    "step_loop_projection_peephole_lstm": "step_loop", "step_loop_tf_gru_batch_300": "step_loop",
+    "persistent_projection_peephole_lstm": "persistent", "step_loop_projection_peephole_lstm_batch_300": "step_loop",
+    "step_loop_tf_gru_batch_300": "step_loop",
     "persistent_softsign_lstm": "persistent", "step_loop_relu_gru_batch_300": "step_loop",
 }
 

@@ -158,6 +158,57 @@ def test_persistent_lstm_kernels_equal_the_step_loops(peepholes: bool, clip: flo
         torch.testing.assert_close(kernel_grad, twin_grad, **TOL)
 
 
+@pytest.mark.parametrize("proj_clip, activation", [(-1.0, "tanh"), (0.3, "tanh"), (0.3, "relu")])
+@pytest.mark.parametrize("sizes", sorted(SIZES))
+@pytest.mark.parametrize("resident", [True, False], ids=["weights_in_registers", "weights_streamed"])
+def test_persistent_projection_lstm_kernels_equal_the_step_loops(proj_clip: float, activation: str, sizes: str,
+                                                                 resident: bool, monkeypatch) -> None:
+    """With peepholes, cell clipping and a projection to fewer columns than units (and
+    ``proj_clip``): the two-barrier steps against the step loop."""
+    monkeypatch.setattr(persistent_setup.TUNING, "resident_max_depth", 1 << 20 if resident else 0)
+    torch.manual_seed(9)
+    batch_sizes, units, proj = SIZES[sizes], 20, 11
+    rows, k = sum(batch_sizes), batch_sizes[0]
+    gates, h0, c0 = _randn(rows, 4 * units), _randn(k, proj), _randn(k, units)
+    w_h, projection = _randn(proj, 4 * units, scale=0.3), _randn(units, proj, scale=0.4)
+    w_if, w_o = _randn(2, units), _randn(units)
+
+    def masks(cols: int, clip: float) -> torch.Tensor:
+        return torch.empty(rows, cols, dtype=torch.bool, device=DEVICE) if clip >= 0 else NO_MASK
+
+    twin_steps = lstm._loops(lstm.forward_pointwise_torch, lstm.backward_pointwise_torch, activation)
+    kernel_steps = (functools.partial(persistent_lstm.forward_steps_persistent, activation=activation),
+                    functools.partial(persistent_lstm.backward_steps_persistent, activation=activation))
+    forward = []
+    for steps in (twin_steps[0], kernel_steps[0]):
+        b = {"gates": gates.clone(), **{name: torch.empty(rows, units, device=DEVICE)
+                                         for name in ("candidates", "cells", "act_cells", "hidden")},
+             "out": torch.empty(rows, proj, device=DEVICE), "clip_mask": masks(units, 0.5),
+             "proj_mask": masks(proj, proj_clip)}
+        steps(b["gates"], h0, c0, w_h, w_if, w_o, projection, 0.5, proj_clip, batch_sizes, b["candidates"], b["cells"],
+              b["act_cells"], b["hidden"], b["out"], b["clip_mask"], b["proj_mask"])
+        forward.append(b)
+    twin, kernel = forward
+    for name in twin:
+        got, expected = (kernel[name][:, : 3 * units], twin[name][:, : 3 * units]) if name == "gates" else (
+            kernel[name], twin[name])  # j's block of the gates stays raw
+        torch.testing.assert_close(got, expected, **TOL, msg=lambda m, n=name: f"{n}: {m}")
+    if proj_clip >= 0:
+        assert 0 < int(twin["proj_mask"].sum()) < twin["proj_mask"].numel()  # the clip acts on some outputs
+
+    d_out, d_c_final = _randn(rows, proj), _randn(k, units)
+    backward = []
+    for steps in (twin_steps[1], kernel_steps[1]):
+        d_h, d_c, d_gates, d_m = torch.zeros(k, proj, device=DEVICE), d_c_final.clone(), torch.empty(
+            rows, 4 * units, device=DEVICE), torch.empty(rows, proj, device=DEVICE)
+        steps(twin["gates"], twin["candidates"], twin["cells"], twin["act_cells"], c0, d_out, d_h, d_c, d_gates, d_m,
+              w_h.t().contiguous(), projection.t().contiguous(), w_if, w_o, twin["clip_mask"], twin["proj_mask"],
+              batch_sizes)
+        backward.append([d_h, d_c, d_gates, d_m])
+    for twin_grad, kernel_grad in zip(*backward):
+        torch.testing.assert_close(kernel_grad, twin_grad, **TOL)
+
+
 @pytest.mark.parametrize("sizes", sorted(SIZES))
 @pytest.mark.parametrize("resident", [True, False], ids=["weights_in_registers", "weights_streamed"])
 @pytest.mark.parametrize("activation", ["tanh", "softsign"])
@@ -209,16 +260,16 @@ def _run(cell: Any, x: torch.Tensor, lengths: Any, init: Any, backend: str) -> l
 def _on_triton(monkeypatch: pytest.MonkeyPatch, persistent: bool = True) -> None:
     """Make the fused path take the Triton kernels on this device (on the CPU: the interpreter):
     the persistent kernels where they fit (unless not ``persistent``), else the step loops."""
-    def lstm_steps(device: torch.device, dtype: torch.dtype, batch: int, units: int, projected: bool,
+    def lstm_steps(device: torch.device, dtype: torch.dtype, batch: int, units: int, num_proj: int | None,
                    activation: str = "tanh") -> Any:
-        if persistent and persistent_fits(device, batch, units, projected):
+        if persistent and persistent_fits(device, batch, units, num_proj):
             return (functools.partial(persistent_lstm.forward_steps_persistent, activation=activation),
                     functools.partial(persistent_lstm.backward_steps_persistent, activation=activation))
         return lstm._loops(triton_pointwise.forward_pointwise_triton, triton_pointwise.backward_pointwise_triton,
                            activation)
 
     def gru_steps(device: torch.device, dtype: torch.dtype, batch: int, units: int, activation: str = "tanh") -> Any:
-        if persistent and persistent_fits(device, batch, units, False):
+        if persistent and persistent_fits(device, batch, units):
             return (functools.partial(persistent_gru.forward_steps_persistent, activation=activation),
                     functools.partial(persistent_gru.backward_steps_persistent, activation=activation))
         ops = gru.GRUPointwise(triton_pointwise.gates_forward_triton, triton_pointwise.output_forward_triton,

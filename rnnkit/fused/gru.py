@@ -132,7 +132,7 @@ def _steps(
             return compiled.gru_forward_steps, compiled.gru_backward_steps
         return _loops(_TORCH_POINTWISE, activation)
     if triton_runs_on(device) and dtype != torch.float64:
-        if persistent_fits(device, batch, units, False):
+        if persistent_fits(device, batch, units):
             from .persistent_gru import backward_steps_persistent, forward_steps_persistent
 
             return (partial(forward_steps_persistent, activation=activation),

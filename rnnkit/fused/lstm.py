@@ -176,20 +176,20 @@ def backward_steps_torch(
 
 
 def _steps(
-    device: torch.device, dtype: torch.dtype, batch: int, units: int, projected: bool, activation: str = "tanh"
+    device: torch.device, dtype: torch.dtype, batch: int, units: int, num_proj: int | None, activation: str = "tanh"
 ) -> tuple[Any, Any]:
     """The (forward, backward) step loops for a layer: on the CPU the compiled loops when they
     build (tanh only; half inputs only in tests, through Triton's interpreter); on CUDA the
-    persistent Triton kernels where they fit (no projection; see
-    ``triton_support.persistent_fits``), else the loops around Triton's pointwise kernels
-    (float32 and half); the torch twins otherwise (float32 and float64)."""
+    persistent Triton kernels where they fit (see ``triton_support.persistent_fits``), else
+    the loops around Triton's pointwise kernels (float32 and half); the torch twins otherwise
+    (float32 and float64)."""
     if device.type == "cpu" and dtype not in HALF_DTYPES:
         compiled = kernels()
         if compiled is not None and activation == "tanh":
             return compiled.lstm_forward_steps, compiled.lstm_backward_steps
         return _loops(forward_pointwise_torch, backward_pointwise_torch, activation)
     if triton_runs_on(device) and dtype != torch.float64:
-        if persistent_fits(device, batch, units, projected):
+        if persistent_fits(device, batch, units, num_proj):
             from .persistent_lstm import backward_steps_persistent, forward_steps_persistent
 
             return (partial(forward_steps_persistent, activation=activation),
@@ -232,7 +232,8 @@ class LSTMSequence(torch.autograd.Function):
         depth = data.shape[1]
         kernel_p, bias_p = _reorder_gates(kernel, bias, U, config.forget_bias)
         w_x, w_h = kernel_p[:depth], kernel_p[depth:]
-        steps = _steps(data.device, data.dtype, packing.batch_sizes[0], U, projection is not None, config.activation)
+        num_proj = None if projection is None else projection.shape[1]
+        steps = _steps(data.device, data.dtype, packing.batch_sizes[0], U, num_proj, config.activation)
         kept_dtype = state_dtype(data.dtype)  # float32 gates and cell states for half inputs
         gates = torch.addmm(bias_p, data, w_x).to(kept_dtype)  # [N, 4U]: (i, f, o, j), activated in place
         cells = torch.empty(data.shape[0], U, dtype=kept_dtype, device=data.device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import triton
@@ -50,6 +51,13 @@ def launch_parameters(
         "num_warps": TUNING.resident_warps if resident else TUNING.streamed_warps,
     }
     return row_blocks * unit_blocks, arguments, torch.zeros(1, dtype=torch.int32, device=weight.device)
+
+
+def output_block(depth_h: int, launch: dict[str, object]) -> int:
+    """Columns of ``h`` per program (``BLOCK_P``): the unit block without a projection
+    (``depth_h`` equals the units), else the projection's width shared by the unit blocks."""
+    unit_blocks, block_units = cast(int, launch["unit_blocks"]), cast(int, launch["BLOCK_U"])
+    return max(block_units, triton.next_power_of_2(-(-depth_h // unit_blocks)))
 
 
 def schedule(batch_sizes: list[int], running: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:

@@ -4,8 +4,8 @@ Each is a drop-in for the torch twin of the same name in ``lstm.py``/``gru.py`` 
 specification): same arguments, same in-place results, one launch instead of a handful of
 torch ops. The step loops around them (one cuBLAS GEMM per step, input projection and
 weight gradients as single GEMMs) are the loops of ``lstm.py``/``gru.py``; this is the GPU
-path for the layers the persistent kernel does not take (projections, batches over 64,
-TF's GRU, float32 only). Every kernel runs on a 2-D grid of ``[rows, units]`` tiles and
+path for the layers the persistent kernels do not take (batches whose programs do not all fit
+on the GPU at once). Every kernel runs on a 2-D grid of ``[rows, units]`` tiles and
 reads any row stride (column stride 1), so the loops pass row slices without copies.
 """
 

@@ -47,6 +47,7 @@ def multiprocessors(device_index: int) -> int:
 PERSISTENT_MAX_BATCH = 1024  # rows the persistent kernels take if their programs all fit
 PERSISTENT_MAX_BLOCK_ROWS = 32  # rows one program holds at most (64 spills registers in float32)
 PERSISTENT_MAX_UNITS = 1024
+PERSISTENT_MAX_PROJECTION_BLOCK = 64  # projection columns one program computes at most
 RESIDENT_MAX_DEPTH = 256  # the persistent forward kernels hold their weight slices in registers up to this
 
 
@@ -75,15 +76,18 @@ def _programs_resident(device: torch.device) -> int:
     return multiprocessors(device.index if device.index is not None else torch.cuda.current_device())
 
 
-def persistent_fits(device: torch.device, batch: int, units: int, projected: bool) -> bool:
-    """True when the persistent kernels can run a layer: no projection, at most
-    ``PERSISTENT_MAX_UNITS`` units, and at most one program per multiprocessor (all resident,
-    for the grid-wide barrier): on an H100 (132 multiprocessors) up to 64 rows at 1024 units,
-    256 rows at 256 units."""
-    if projected or batch > PERSISTENT_MAX_BATCH or units > PERSISTENT_MAX_UNITS:
+def persistent_fits(device: torch.device, batch: int, units: int, num_proj: int | None = None) -> bool:
+    """True when the persistent kernels can run a layer of ``units`` (LSTM: with a projection
+    to ``num_proj`` columns): at most ``PERSISTENT_MAX_UNITS`` units, at most
+    ``PERSISTENT_MAX_PROJECTION_BLOCK`` projection columns per program, and at most one program
+    per multiprocessor (all resident, for the grid-wide barrier): on an H100 (132
+    multiprocessors) up to 64 rows at 1024 units, 256 rows at 256 units."""
+    if batch > PERSISTENT_MAX_BATCH or units > PERSISTENT_MAX_UNITS:
         return False
     resident = _programs_resident(device)
     _, _, row_blocks, unit_blocks = persistent_layout(batch, units, resident)
+    if num_proj is not None and -(-num_proj // unit_blocks) > PERSISTENT_MAX_PROJECTION_BLOCK:
+        return False
     return row_blocks * unit_blocks <= resident
 
 
@@ -96,4 +100,4 @@ def persistent_preferred(device: torch.device, batch: int, units: int) -> bool:
     """True where the persistent LSTM kernel beats cuDNN on a plain LSTM (measured on an H100
     with at most ``RESIDENT_MAX_DEPTH`` units, the weights held in registers, and at most 64 rows)."""
     return (units <= RESIDENT_MAX_DEPTH and batch <= 64 and triton_runs_on(device)
-            and persistent_fits(device, batch, units, False))
+            and persistent_fits(device, batch, units))
