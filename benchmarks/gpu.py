@@ -34,6 +34,7 @@ from torch import nn
 
 import rnnkit as rk
 from rnnkit.fused import select_plan
+from rnnkit.fused.persistent_setup import TUNING
 from rnnkit.fused.torch_rnn import is_torch_lstm_math
 from rnnkit.fused.triton_support import persistent_fits, persistent_preferred
 
@@ -157,12 +158,18 @@ def main() -> None:
     parser.add_argument("--cells", nargs="+", default=[c.name for c in CELLS])
     parser.add_argument("--loops", action="store_true", help="also time the per-step loop at T=1000")
     parser.add_argument("--csv", default=None, help="also write the rows to this CSV file")
+    parser.add_argument("--fp32-dot", default=TUNING.strict_float32_dot, choices=["ieee", "tf32x3"],
+                        help="the persistent kernels' float32 products (persistent_setup.Tuning)")
+    parser.add_argument("--resident-max-depth", type=int, default=TUNING.resident_max_depth,
+                        help="deepest weight slices the persistent forward kernels keep on chip (0: always stream)")
     args = parser.parse_args()
+    TUNING.strict_float32_dot, TUNING.resident_max_depth = args.fp32_dot, args.resident_max_depth
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks/gpu.py needs a CUDA device")
     torch.backends.cudnn.allow_tf32 = False  # strict float32 for cuDNN too (rnnkit's default)
     torch.backends.cuda.matmul.allow_tf32 = False
-    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}")
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}, "
+          f"persistent float32 products: {args.fp32_dot}, resident slices up to depth {args.resident_max_depth}")
     print("ratio = rnnkit time / cuDNN plain-LSTM time, same shape and dtype (lower is better); "
           "fwd = inference, fwd+bwd = all gradients\n")
     print("|  B     H     T   | cell          | dtype    | mode    | path       |  cudnn ms |  rnnkit ms |   loop ms "

@@ -12,4 +12,8 @@ python -c "import torch, triton; print('torch', torch.__version__, 'triton', tri
 timeout "${TESTS_S:-240}" python -m pytest -q -rf tests/test_gpu.py tests/test_triton.py > "$OUT/tests.txt" 2>&1
 echo "pytest exit $?"; tail -3 "$OUT/tests.txt"; grep -E "^FAILED|^E  .*(Greatest|AssertionError)" "$OUT/tests.txt" | head -20
 timeout "${BENCH_S:-200}" python benchmarks/gpu.py ${BENCH_ARGS:-} --rounds 3 --csv "$OUT/bench.csv" 2>&1 | grep -v Warning
+# the float32 persistent rows again with 3xTF32 products of streamed weights (a candidate
+# default; see persistent_setup.Tuning)
+timeout "${SWEEP_S:-90}" python benchmarks/gpu.py --quick --dtypes float32 --cells lstm peephole-lstm tf-gru \
+  --fp32-dot tf32x3 --resident-max-depth 0 --rounds 3 --csv "$OUT/bench_tf32x3.csv" 2>&1 | grep -v Warning
 echo "results in $OUT"

@@ -97,13 +97,9 @@ CUDA_PATHS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(CUDA_PATHS))
-@pytest.mark.parametrize("lengths", [False, True])
-def test_every_cuda_path_is_as_accurate_as_the_float32_reference(name: str, lengths: bool, monkeypatch) -> None:
+def _assert_as_accurate_as_the_float32_reference(name: str, lengths: bool) -> None:
     """Every result within a few times the float32 reference's own distance from float64, or
-    2e-5 of its scale (cuDNN's small-hidden algorithms measured 5e-6 here). Also checks the
-    TF32 rule: cuDNN's default (TF32 on, set here) is 1e-4 of the scale off."""
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    2e-5 of its scale (cuDNN's small-hidden algorithms measured 5e-6 here)."""
     torch.manual_seed(2)
     make, batch = CUDA_PATHS[name]
     cell = make().cuda()
@@ -116,6 +112,26 @@ def test_every_cuda_path_is_as_accurate_as_the_float32_reference(name: str, leng
         fused_error = (f.double() - e).abs().max().item()
         allowed = 4 * reference_error + 2e-5 * (1 + e.abs().max().item())
         assert fused_error <= allowed, f"result {i}: fused {fused_error:.2e} vs reference {reference_error:.2e}"
+
+
+@pytest.mark.parametrize("name", sorted(CUDA_PATHS))
+@pytest.mark.parametrize("lengths", [False, True])
+def test_every_cuda_path_is_as_accurate_as_the_float32_reference(name: str, lengths: bool, monkeypatch) -> None:
+    """Also checks the TF32 rule: cuDNN's default (TF32 on, set here) would be 1e-4 of the
+    scale off."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    _assert_as_accurate_as_the_float32_reference(name, lengths)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in CUDA_PATHS if n.startswith("persistent")))
+def test_persistent_kernels_with_3xtf32_products_keep_float32_accuracy(name: str, monkeypatch) -> None:
+    """The ``tf32x3`` tuning (three TF32 tensor-core products of split operands, streamed
+    weights only) is as accurate."""
+    from rnnkit.fused import persistent_setup
+
+    monkeypatch.setattr(persistent_setup.TUNING, "strict_float32_dot", "tf32x3")
+    monkeypatch.setattr(persistent_setup.TUNING, "resident_max_depth", 0)
+    _assert_as_accurate_as_the_float32_reference(name, lengths=True)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)

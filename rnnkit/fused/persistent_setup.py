@@ -24,6 +24,10 @@ class Tuning:
     resident_warps: int = 8
     streamed_warps: int = 4
     block_k: int = 32  # rows of the weight slice per product when it is streamed
+    # float32 products when TF32 is not allowed: "ieee" (FMAs, measured) or "tf32x3" (three
+    # TF32 tensor-core products of split operands, about float32's accuracy; streamed weights
+    # only, to be measured)
+    strict_float32_dot: str = "ieee"
 
 
 TUNING = Tuning()
@@ -39,6 +43,9 @@ def launch_parameters(
     # resident slices only where measured right on an H100: depth <= 256 with 16-row blocks (a
     # 128 KB-shared-memory bf16 variant at depth 1024 computed wrong results)
     resident = resident and triton.next_power_of_2(depth) <= TUNING.resident_max_depth and block_rows <= 16
+    precision = _float32_dot() if weight.dtype == torch.float32 else "ieee"
+    if resident and precision == "tf32x3":
+        precision = "ieee"  # split copies of resident slices spill registers (ptxas for sm_90a)
     arguments: dict[str, object] = {
         "unit_blocks": unit_blocks,
         "num_programs": row_blocks * unit_blocks,
@@ -47,10 +54,17 @@ def launch_parameters(
         "BLOCK_K": TUNING.block_k,
         "K_PAD": max(16, triton.next_power_of_2(depth)) if resident else 16,  # only the resident slices use it
         "RESIDENT": resident,
-        "PRECISION": dot_precision() if weight.dtype == torch.float32 else "ieee",
+        "PRECISION": precision,
         "num_warps": TUNING.resident_warps if resident else TUNING.streamed_warps,
     }
     return row_blocks * unit_blocks, arguments, torch.zeros(1, dtype=torch.int32, device=weight.device)
+
+
+def _float32_dot() -> str:
+    """Triton's ``input_precision`` for the float32 products: TF32 where the user allowed it,
+    else ``TUNING.strict_float32_dot``."""
+    precision = dot_precision()
+    return TUNING.strict_float32_dot if precision == "ieee" else precision
 
 
 def output_block(depth_h: int, launch: dict[str, object]) -> int:
