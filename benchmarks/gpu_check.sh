@@ -8,6 +8,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$(mktemp -d)}"
 export PYTHONPATH="$PWD" PYTHONWARNINGS=ignore RNNKIT_NATIVE="${RNNKIT_NATIVE:-0}"  # the CPU kernels are not needed here
+export RNNKIT_PERSISTENT_PROJECTION="${RNNKIT_PERSISTENT_PROJECTION:-1}"  # measure the projection kernels too
 python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cudnn', torch.backends.cudnn.version(), torch.cuda.get_device_name())"
 timeout "${TESTS_S:-240}" python -m pytest -q -rf tests/test_gpu.py tests/test_triton.py > "$OUT/tests.txt" 2>&1
 echo "pytest exit $?"; tail -3 "$OUT/tests.txt"; grep -E "^FAILED|^E  .*(Greatest|AssertionError)" "$OUT/tests.txt" | head -20

@@ -14,6 +14,15 @@ pytestmark = pytest.mark.gpu
 F64 = torch.float64
 
 
+@pytest.fixture(autouse=True)
+def _persistent_projection(monkeypatch) -> None:
+    """Every GPU test also runs the persistent projection kernels (off by default until a GPU
+    run verifies them; see ``triton_support.PERSISTENT_PROJECTION``)."""
+    from rnnkit.fused import triton_support
+
+    monkeypatch.setattr(triton_support, "PERSISTENT_PROJECTION", True)
+
+
 def _stack() -> rk.MultiRNNCell:
     return rk.MultiRNNCell(
         [rk.LSTMCell(8, use_peepholes=True, cell_clip=1.0, num_proj=6, input_size=5, dtype=F64),

@@ -16,7 +16,13 @@ from rnnkit.fused import gru, lstm, plan
 
 pytest.importorskip("triton")
 
-from rnnkit.fused import persistent_gru, persistent_lstm, persistent_setup, triton_pointwise  # noqa: E402
+from rnnkit.fused import (  # noqa: E402
+    persistent_gru,
+    persistent_lstm,
+    persistent_setup,
+    triton_pointwise,
+    triton_support,
+)
 from rnnkit.fused.triton_support import persistent_fits  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -276,6 +282,7 @@ def _on_triton(monkeypatch: pytest.MonkeyPatch, persistent: bool = True) -> None
                                triton_pointwise.output_backward_triton, triton_pointwise.reset_backward_triton)
         return gru._loops(ops, activation)
 
+    monkeypatch.setattr(triton_support, "PERSISTENT_PROJECTION", True)
     monkeypatch.setattr(lstm, "_steps", lstm_steps)
     monkeypatch.setattr(gru, "_steps", gru_steps)
     monkeypatch.setattr(plan._LSTMLayer, "_through_torch", staticmethod(lambda *a: False))

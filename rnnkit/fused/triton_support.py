@@ -48,6 +48,10 @@ PERSISTENT_MAX_BATCH = 1024  # rows the persistent kernels take if their program
 PERSISTENT_MAX_BLOCK_ROWS = 32  # rows one program holds at most (64 spills registers in float32)
 PERSISTENT_MAX_UNITS = 1024
 PERSISTENT_MAX_PROJECTION_BLOCK = 64  # projection columns one program computes at most
+# Projections in the persistent LSTM kernels: tested in Triton's interpreter and compiled for
+# sm_90a, but not yet run on a GPU; off (the Triton step loop) until a GPU run verifies them,
+# unless RNNKIT_PERSISTENT_PROJECTION=1.
+PERSISTENT_PROJECTION = os.environ.get("RNNKIT_PERSISTENT_PROJECTION", "0") == "1"
 RESIDENT_MAX_DEPTH = 256  # the persistent forward kernels hold their weight slices in registers up to this
 
 
@@ -78,15 +82,16 @@ def _programs_resident(device: torch.device) -> int:
 
 def persistent_fits(device: torch.device, batch: int, units: int, num_proj: int | None = None) -> bool:
     """True when the persistent kernels can run a layer of ``units`` (LSTM: with a projection
-    to ``num_proj`` columns): at most ``PERSISTENT_MAX_UNITS`` units, at most
-    ``PERSISTENT_MAX_PROJECTION_BLOCK`` projection columns per program, and at most one program
-    per multiprocessor (all resident, for the grid-wide barrier): on an H100 (132
-    multiprocessors) up to 64 rows at 1024 units, 256 rows at 256 units."""
+    to ``num_proj`` columns, while ``PERSISTENT_PROJECTION``): at most ``PERSISTENT_MAX_UNITS``
+    units, at most ``PERSISTENT_MAX_PROJECTION_BLOCK`` projection columns per program, and at
+    most one program per multiprocessor (all resident, for the grid-wide barrier): on an H100
+    (132 multiprocessors) up to 64 rows at 1024 units, 256 rows at 256 units."""
     if batch > PERSISTENT_MAX_BATCH or units > PERSISTENT_MAX_UNITS:
         return False
     resident = _programs_resident(device)
     _, _, row_blocks, unit_blocks = persistent_layout(batch, units, resident)
-    if num_proj is not None and -(-num_proj // unit_blocks) > PERSISTENT_MAX_PROJECTION_BLOCK:
+    if num_proj is not None and (not PERSISTENT_PROJECTION
+                                 or -(-num_proj // unit_blocks) > PERSISTENT_MAX_PROJECTION_BLOCK):
         return False
     return row_blocks * unit_blocks <= resident
 
