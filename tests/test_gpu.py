@@ -15,12 +15,13 @@ F64 = torch.float64
 
 
 @pytest.fixture(autouse=True)
-def _persistent_projection(monkeypatch) -> None:
-    """Every GPU test also runs the persistent projection kernels (off by default until a GPU
-    run verifies them; see ``triton_support.PERSISTENT_PROJECTION``)."""
+def _unverified_persistent_layouts_on(monkeypatch) -> None:
+    """Every GPU test also runs the persistent kernels with projections and on wide tiles (off
+    by default until a GPU run verifies them; see ``triton_support``)."""
     from rnnkit.fused import triton_support
 
     monkeypatch.setattr(triton_support, "PERSISTENT_PROJECTION", True)
+    monkeypatch.setattr(triton_support, "PERSISTENT_WIDE", True)
 
 
 def _stack() -> rk.MultiRNNCell:
@@ -98,11 +99,12 @@ CUDA_PATHS = {
     "persistent_peephole_lstm_batch_256": (lambda: rk.LSTMCell(128, use_peepholes=True, cell_clip=2.0), 256),
     "persistent_projection_peephole_lstm": (lambda: rk.LSTMCell(64, use_peepholes=True, num_proj=32, proj_clip=1.0),
                                             100),
-    "step_loop_projection_peephole_lstm_batch_300": (lambda: rk.LSTMCell(512, use_peepholes=True, num_proj=256),
-                                                     300),
-    "step_loop_tf_gru_batch_300": (lambda: rk.GRUCell(512), 300),  # too many programs for the persistent kernel
+    "persistent_wide_tiles_peephole_lstm": (lambda: rk.LSTMCell(1024, use_peepholes=True, cell_clip=2.0), 256),
+    "step_loop_projection_peephole_lstm_1040_units": (lambda: rk.LSTMCell(1040, use_peepholes=True, num_proj=256),
+                                                      8),  # over 1024 units: no persistent kernel
+    "persistent_wide_tiles_tf_gru": (lambda: rk.GRUCell(512), 300),  # 32-row tiles make too many programs
+    "step_loop_relu_gru_1040_units": (lambda: rk.GRUCell(1040, activation="relu"), 20),
     "persistent_softsign_lstm": (lambda: rk.LSTMCell(100, use_peepholes=True, activation="softsign"), 24),
-    "step_loop_relu_gru_batch_300": (lambda: rk.GRUCell(256, activation="relu"), 300),
 }
 
 
@@ -146,7 +148,8 @@ def test_persistent_kernels_with_3xtf32_products_keep_float32_accuracy(name: str
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("name", ["cudnn_lstm", "cudnn_reset_after_gru", "cudnn_basic_rnn", "persistent_peephole_lstm",
                                   "persistent_tf_gru", "persistent_projection_peephole_lstm",
-                                  "step_loop_projection_peephole_lstm_batch_300", "step_loop_tf_gru_batch_300"])
+                                  "persistent_wide_tiles_tf_gru", "step_loop_projection_peephole_lstm_1040_units",
+                                  "step_loop_relu_gru_1040_units"])
 def test_half_precision_cuda_paths_track_float32(dtype: torch.dtype, name: str) -> None:
     torch.manual_seed(3)
     make, batch = CUDA_PATHS[name]
@@ -169,9 +172,9 @@ EXPECTED_PATH = {
     "cudnn_lstm": "cudnn", "cudnn_projection_lstm": "cudnn", "cudnn_reset_after_gru": "cudnn", "cudnn_basic_rnn": "cudnn",
     "persistent_plain_lstm": "persistent", "persistent_peephole_lstm": "persistent", "persistent_tf_gru": "persistent",
     "persistent_peephole_lstm_batch_256": "persistent",
-    "persistent_projection_peephole_lstm": "persistent", "step_loop_projection_peephole_lstm_batch_300": "step_loop",
-    "step_loop_tf_gru_batch_300": "step_loop",
-    "persistent_softsign_lstm": "persistent", "step_loop_relu_gru_batch_300": "step_loop",
+    "persistent_projection_peephole_lstm": "persistent", "persistent_wide_tiles_peephole_lstm": "persistent",
+    "persistent_wide_tiles_tf_gru": "persistent", "persistent_softsign_lstm": "persistent",
+    "step_loop_projection_peephole_lstm_1040_units": "step_loop", "step_loop_relu_gru_1040_units": "step_loop",
 }
 
 

@@ -164,6 +164,50 @@ def test_persistent_lstm_kernels_equal_the_step_loops(peepholes: bool, clip: flo
         torch.testing.assert_close(kernel_grad, twin_grad, **TOL)
 
 
+def test_persistent_kernels_on_tiles_of_64_rows_and_32_units(monkeypatch) -> None:
+    """The wide tiles' shapes (one program of 64 rows x 32 units here; 8 warps and ``wide_block_k``
+    on a GPU), LSTM and GRU, forward and backward, against the step loops."""
+    monkeypatch.setattr(persistent_setup.TUNING, "resident_max_depth", 0)
+    torch.manual_seed(10)
+    batch_sizes, units = [40, 40, 33, 17], 20
+    rows, k = sum(batch_sizes), batch_sizes[0]
+    gates, h0, c0, w_h = _randn(rows, 4 * units), _randn(k, units), _randn(k, units), _randn(units, 4 * units, scale=0.3)
+    w_if, w_o = _randn(2, units), _randn(units)
+    twin = _forward(lstm.forward_steps_torch, gates.clone(), h0, c0, w_h, w_if, w_o, 0.6, batch_sizes)
+    kernel = _forward(persistent_lstm.forward_steps_persistent, gates.clone(), h0, c0, w_h, w_if, w_o, 0.6, batch_sizes)
+    for name in ("candidates", "cells", "act_cells", "out", "clip_mask"):
+        torch.testing.assert_close(kernel[name], twin[name], **TOL, msg=lambda m, n=name: f"{n}: {m}")
+    d_out, d_c_final = _randn(rows, units), _randn(k, units)
+    results = []
+    for steps in (lstm.backward_steps_torch, persistent_lstm.backward_steps_persistent):
+        d_h, d_c, d_gates = torch.zeros(k, units, device=DEVICE), d_c_final.clone(), torch.empty(
+            rows, 4 * units, device=DEVICE)
+        steps(twin["gates"], twin["candidates"], twin["cells"], twin["act_cells"], c0, d_out, d_h, d_c, d_gates, EMPTY,
+              w_h.t().contiguous(), EMPTY, w_if, w_o, twin["clip_mask"], NO_MASK, batch_sizes)
+        results.append([d_h, d_c, d_gates])
+    for twin_grad, kernel_grad in zip(*results):
+        torch.testing.assert_close(kernel_grad, twin_grad, **TOL)
+
+    w_gh, w_ch = _randn(units, 2 * units, scale=0.3), _randn(units, units, scale=0.3)
+    forward = []
+    for steps in (gru.forward_steps_torch, persistent_gru.forward_steps_persistent):
+        buffers = [gates[:, : 2 * units].clone(), gates[:, 2 * units : 3 * units].clone(),
+                   torch.empty(rows, units, device=DEVICE), torch.empty(rows, units, device=DEVICE)]
+        steps(*buffers, h0, w_gh, w_ch, batch_sizes)
+        forward.append(buffers)
+    for twin_result, kernel_result in zip(*forward):
+        torch.testing.assert_close(kernel_result, twin_result, **TOL)
+    backward = []
+    for steps in (gru.backward_steps_torch, persistent_gru.backward_steps_persistent):
+        d_h, d_gates, d_candidates = torch.zeros(k, units, device=DEVICE), torch.empty(
+            rows, 2 * units, device=DEVICE), torch.empty(rows, units, device=DEVICE)
+        steps(forward[0][0], forward[0][1], forward[0][3], h0, d_out, d_h, d_gates, d_candidates,
+              w_gh.t().contiguous(), w_ch.t().contiguous(), batch_sizes)
+        backward.append([d_h, d_gates, d_candidates])
+    for twin_grad, kernel_grad in zip(*backward):
+        torch.testing.assert_close(kernel_grad, twin_grad, **TOL)
+
+
 @pytest.mark.parametrize("proj_clip, activation", [(-1.0, "tanh"), (0.3, "tanh"), (0.3, "relu")])
 @pytest.mark.parametrize("sizes", sorted(SIZES))
 @pytest.mark.parametrize("resident", [True, False], ids=["weights_in_registers", "weights_streamed"])
@@ -351,13 +395,19 @@ def test_half_precision_triton_kernels_track_the_float32_reference(dtype: torch.
         torch.testing.assert_close(b.float(), a, **tol, msg=lambda m, i=i: f"result {i}: {m}")
 
 
-def test_persistent_layout_covers_the_layer_with_resident_programs(monkeypatch) -> None:
-    from rnnkit.fused.triton_support import persistent_layout
-
+@pytest.mark.parametrize("wide", [False, True], ids=["narrow_tiles", "wide_tiles"])
+def test_persistent_layout_covers_the_layer_with_resident_programs(wide: bool, monkeypatch) -> None:
     monkeypatch.setenv("TRITON_INTERPRET", "0")  # the GPU layout (the interpreter's is one program)
-    for batch, units, resident in itertools.product([1, 5, 16, 33, 64, 256, 700], [8, 100, 256, 1024], [132, 114, 66]):
-        block_rows, block_units, row_blocks, unit_blocks = persistent_layout(batch, units, resident)
+    monkeypatch.setattr(triton_support, "PERSISTENT_WIDE", wide)
+    tiles = [(32, 16), *triton_support.WIDE_TILES] if wide else [(32, 16)]
+    sizes = itertools.product([1, 5, 16, 33, 64, 256, 300, 700, 1024], [8, 100, 256, 512, 1024], [132, 114, 66])
+    for batch, units, resident in sizes:
+        block_rows, block_units, row_blocks, unit_blocks = triton_support.persistent_layout(batch, units, resident)
         assert row_blocks * block_rows >= batch and unit_blocks * block_units >= units
-        assert 16 <= block_rows <= 32 and block_units >= 16  # tl.dot's smallest tile; no register spills
-        if -(-batch // 32) * unit_blocks <= resident:  # some layout fits: the chosen one does
-            assert row_blocks * unit_blocks <= resident
+        assert (block_rows, block_units) in [(16, 16), *tiles]  # tl.dot's smallest tile up; no register spills
+        if any(-(-batch // rows) * -(-units // width) <= resident for rows, width in tiles):
+            assert row_blocks * unit_blocks <= resident  # some layout fits: the chosen one does
+        if block_rows * block_units > 32 * 16:  # wide only where the narrow tiles do not fit
+            assert -(-batch // 32) * -(-units // 16) > resident
+    _, _, row_blocks, unit_blocks = triton_support.persistent_layout(256, 1024, 132)
+    assert (row_blocks * unit_blocks <= 132) == wide  # B256 H1024 on an H100: only wide tiles fit

@@ -23,7 +23,9 @@ class Tuning:
     resident_max_depth: int = RESIDENT_MAX_DEPTH  # keep the forward weight slices in registers up to this depth
     resident_warps: int = 8
     streamed_warps: int = 4
+    wide_warps: int = 8  # for tiles over 32 x 16 (``triton_support.WIDE_TILES``)
     block_k: int = 32  # rows of the weight slice per product when it is streamed
+    wide_block_k: int = 16  # the same for wide tiles (32 spills a few registers in float32 per ptxas)
     # float32 products when TF32 is not allowed: "ieee" (FMAs, measured) or "tf32x3" (three
     # TF32 tensor-core products of split operands, about float32's accuracy; streamed weights
     # only, to be measured)
@@ -42,7 +44,9 @@ def launch_parameters(
     block_rows, block_units, row_blocks, unit_blocks = persistent_launch(weight.device, batch, units)
     # resident slices only where measured right on an H100: depth <= 256 with 16-row blocks (a
     # 128 KB-shared-memory bf16 variant at depth 1024 computed wrong results)
-    resident = resident and triton.next_power_of_2(depth) <= TUNING.resident_max_depth and block_rows <= 16
+    resident = (resident and triton.next_power_of_2(depth) <= TUNING.resident_max_depth and block_rows <= 16
+                and block_units <= 16)
+    wide = block_rows * block_units > 32 * 16  # triton_support.WIDE_TILES
     precision = _float32_dot() if weight.dtype == torch.float32 else "ieee"
     if resident and precision == "tf32x3":
         precision = "ieee"  # split copies of resident slices spill registers (ptxas for sm_90a)
@@ -51,11 +55,11 @@ def launch_parameters(
         "num_programs": row_blocks * unit_blocks,
         "BLOCK_B": block_rows,
         "BLOCK_U": block_units,
-        "BLOCK_K": TUNING.block_k,
+        "BLOCK_K": TUNING.wide_block_k if wide else TUNING.block_k,
         "K_PAD": max(16, triton.next_power_of_2(depth)) if resident else 16,  # only the resident slices use it
         "RESIDENT": resident,
         "PRECISION": precision,
-        "num_warps": TUNING.resident_warps if resident else TUNING.streamed_warps,
+        "num_warps": TUNING.resident_warps if resident else TUNING.wide_warps if wide else TUNING.streamed_warps,
     }
     return row_blocks * unit_blocks, arguments, torch.zeros(1, dtype=torch.int32, device=weight.device)
 

@@ -45,7 +45,12 @@ def multiprocessors(device_index: int) -> int:
 
 
 PERSISTENT_MAX_BATCH = 1024  # rows the persistent kernels take if their programs all fit
-PERSISTENT_MAX_BLOCK_ROWS = 32  # rows one program holds at most (64 spills registers in float32)
+PERSISTENT_MAX_BLOCK_ROWS = 32  # rows one program holds at most (64 spills registers in float32 with 4 warps)
+# Wide tiles, for layers whose 16-unit x 32-row programs do not all fit on the GPU: 64 rows
+# and/or 32 units a program with 8 warps (no spills per ptxas for sm_90a). Tested in Triton's
+# interpreter, not yet run on a GPU: off (the Triton step loop) unless RNNKIT_PERSISTENT_WIDE=1.
+WIDE_TILES = ((64, 16), (32, 32), (64, 32))  # (block_rows, block_units), in order of preference
+PERSISTENT_WIDE = os.environ.get("RNNKIT_PERSISTENT_WIDE", "0") == "1"
 PERSISTENT_MAX_UNITS = 1024
 PERSISTENT_MAX_PROJECTION_BLOCK = 64  # projection columns one program computes at most
 # Projections in the persistent LSTM kernels: tested in Triton's interpreter and compiled for
@@ -62,8 +67,9 @@ def _power_of_two_at_least(n: int) -> int:
 def persistent_layout(batch: int, units: int, programs_resident: int) -> tuple[int, int, int, int]:
     """``(block_rows, block_units, row_blocks, unit_blocks)`` of the persistent kernels: each
     program owns 16 units (the gate columns of each) for a block of at most 32 rows; the rows
-    are split further while that keeps every program resident. The interpreter runs programs
-    one after another, so there a single program takes the whole layer."""
+    are split further while that keeps every program resident. When even 32-row blocks make
+    too many programs, the first of ``WIDE_TILES`` that fits (with ``PERSISTENT_WIDE``). The
+    interpreter runs programs one after another, so there a single program takes the layer."""
     if interpreting():
         return max(16, _power_of_two_at_least(batch)), max(16, _power_of_two_at_least(units)), 1, 1
     block_units = 16
@@ -71,6 +77,10 @@ def persistent_layout(batch: int, units: int, programs_resident: int) -> tuple[i
     block_rows = min(PERSISTENT_MAX_BLOCK_ROWS, max(16, _power_of_two_at_least(batch)))
     while block_rows > 16 and unit_blocks * -(-batch // (block_rows // 2)) <= programs_resident:
         block_rows //= 2
+    if PERSISTENT_WIDE and unit_blocks * -(-batch // block_rows) > programs_resident:
+        for rows, width in WIDE_TILES:
+            if -(-batch // rows) * -(-units // width) <= programs_resident:
+                return rows, width, -(-batch // rows), -(-units // width)
     return block_rows, block_units, -(-batch // block_rows), unit_blocks
 
 
