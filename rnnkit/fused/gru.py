@@ -77,6 +77,7 @@ class GRUPointwise:
     reset_backward: Callable[..., None] = reset_backward_torch
 
     def for_activation(self, activation: str) -> GRUPointwise:
+        """These parts with the output parts bound to the candidate's ``activation`` kind."""
         return replace(self, output_forward=partial(self.output_forward, activation=activation),
                        output_backward=partial(self.output_backward, activation=activation))
 

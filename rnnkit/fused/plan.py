@@ -3,8 +3,8 @@
 ``make_plan(cell)`` recognises a cell tree: ``BasicLSTMCell``/``LSTMCell`` (every option),
 ``GRUCell`` (both forms; ``reset_after`` with tanh only) and ``BasicRNNCell``, each with an
 activation of ``activation_kinds.py`` (tanh, sigmoid, relu, relu6, elu, selu, softsign,
-linear), stacked in a ``MultiRNNCell``, wrapped in ``ResidualWrapper`` (default residual) and ``DropoutWrapper``
-(input and output dropout with a fresh mask per step and element, as the wrapper draws them,
+linear), stacked in a ``MultiRNNCell``, wrapped in ``ResidualWrapper`` (default residual) and
+``DropoutWrapper`` (input and output dropout with a fresh mask per step and element, as the wrapper draws them,
 here applied to whole packed sequences; state dropout and variational masks feed back into the
 recurrence and are left to the reference loop).
 Anything else gets a reason string, and ``dynamic_rnn`` runs the reference loop (or, with
@@ -32,7 +32,7 @@ from .lstm import LSTMConfig, LSTMSequence
 from .native import kernels
 from .packing import Packing, make_packing, pack, sort_rows, unpack, unsort_rows
 from .precision import half_supported
-from .torch_rnn import TORCH_RNN_ACTIVATIONS, is_torch_lstm_math, torch_gru_layer, torch_lstm_layer, torch_rnn_layer
+from .torch_rnn import TORCH_RNN_FUNCTIONS, is_torch_lstm_math, torch_gru_layer, torch_lstm_layer, torch_rnn_layer
 from .triton_support import persistent_preferred
 
 
@@ -146,7 +146,7 @@ class _LSTMLayer(_Layer):
 
 class _GRULayer(_Layer):
     def activation_reason(self) -> str | None:
-        if self.cell.reset_after and self.cell.activation is not torch.tanh:
+        if self.cell.reset_after and activation_kind(self.cell.activation) != "tanh":
             return (f"{self.cell.name}: GRUCell(reset_after=True) runs fused through torch.gru, with tanh only; "
                     f"it uses {self.cell.activation!r}")
         return super().activation_reason()
@@ -178,8 +178,8 @@ class _RNNLayer(_Layer):
         return f"{self.cell.name} in half precision: the fused BasicRNNCell runs it on CUDA"
 
     def run(self, data: Tensor, packing: Packing, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-        if _cudnn_on(data.device) and self.cell.activation in TORCH_RNN_ACTIVATIONS:
-            out, h = torch_rnn_layer(data, packing, state[0], self.cell)
+        if _cudnn_on(data.device) and self.activation in TORCH_RNN_FUNCTIONS:
+            out, h = torch_rnn_layer(data, packing, state[0], self.cell, self.activation)
         else:
             out, h = RNNSequence.apply(data, state[0], self.cell.kernel, self.cell.bias, packing, self.activation)
         return out, [h]

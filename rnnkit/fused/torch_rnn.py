@@ -216,17 +216,17 @@ def torch_gru_layer(data: Tensor, packing: Packing, h0: Tensor, cell: Any) -> tu
     return out, h
 
 
-TORCH_RNN_ACTIVATIONS: dict[Callable[..., Tensor], Callable[..., tuple[Tensor, Tensor]]] = {
-    torch.tanh: torch.rnn_tanh,
-    torch.relu: torch.rnn_relu,
-    torch.nn.functional.relu: torch.rnn_relu,
+TORCH_RNN_FUNCTIONS: dict[str, Callable[..., tuple[Tensor, Tensor]]] = {  # by activation kind
+    "tanh": torch.rnn_tanh,
+    "relu": torch.rnn_relu,
 }
 
 
-def torch_rnn_layer(data: Tensor, packing: Packing, h0: Tensor, cell: Any) -> tuple[Tensor, Tensor]:
+def torch_rnn_layer(data: Tensor, packing: Packing, h0: Tensor, cell: Any, activation: str) -> tuple[Tensor, Tensor]:
     """Packed ``data`` ``[N, D]`` -> ``(out [N, U], h_final [k, U])`` for a ``BasicRNNCell``
-    with tanh or relu (a key of ``TORCH_RNN_ACTIVATIONS``) through ``torch.rnn_tanh``/``rnn_relu``."""
-    rnn = TORCH_RNN_ACTIVATIONS[cell.activation]
+    whose activation is of kind ``activation`` (tanh or relu: ``TORCH_RNN_FUNCTIONS``) through
+    ``torch.rnn_tanh``/``rnn_relu``."""
+    rnn = TORCH_RNN_FUNCTIONS[activation]
     weights = torch_rnn_weights(cell, data.shape[1])
     out, h = _with_tf32_rule(lambda *t: _one_state_packed(rnn, t[0], packing, *t[1:]), data, h0, *weights)
     return out, h
