@@ -198,7 +198,15 @@ ACTIVATIONS = ["sigmoid", "relu", "relu6", "elu", "selu", "softsign", "linear"] 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("lengths", [None, [5, 0, 2, 6]])
-def test_every_activation_kind_matches_the_reference(activation: str, lengths: list[int] | None) -> None:
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled_loops", "torch_loops"])
+def test_every_activation_kind_matches_the_reference(activation: str, lengths: list[int] | None, compiled: bool,
+                                                     monkeypatch) -> None:
+    """On the CPU's compiled step loops (where they build) and on their torch twins."""
+    from rnnkit.fused import gru, lstm
+
+    if not compiled:
+        monkeypatch.setattr(lstm, "kernels", lambda: None)
+        monkeypatch.setattr(gru, "kernels", lambda: None)
     torch.manual_seed(8)
     cell = rk.MultiRNNCell([
         rk.LSTMCell(5, use_peepholes=True, cell_clip=0.9, activation=activation),

@@ -4,6 +4,7 @@ equals the reference on both."""
 from __future__ import annotations
 
 import shutil
+from functools import partial
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ import torch
 import rnnkit as rk
 from rnnkit.fused import gru as fused_gru
 from rnnkit.fused import lstm as fused_lstm
+from rnnkit.fused.activation_kinds import ACTIVATION_CODES
 from rnnkit.fused.gru import gates_forward_torch, output_backward_torch, output_forward_torch, reset_backward_torch
 from rnnkit.fused.lstm import backward_pointwise_torch, forward_pointwise_torch
 from rnnkit.fused.native import kernels
@@ -38,15 +40,25 @@ def _step_inputs(dtype: torch.dtype, n: int, units: int, peepholes: bool, clip: 
     return z, c_prev, w_if, w_o, (0.8 if clip else -1.0), kept
 
 
+ACTIVATIONS = list(ACTIVATION_CODES)
+
+
+def _with_code(kernel, activation: str):
+    """A compiled kernel with the activation's code as its last argument (the twins' keyword)."""
+    return lambda *args: kernel(*args, ACTIVATION_CODES[activation])
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("peepholes", [False, True])
-@pytest.mark.parametrize("clip", [False, True])
-def test_forward_and_backward_kernels_match_torch(compiled, dtype, peepholes, clip) -> None:
+@pytest.mark.parametrize("peepholes, clip, activation", [
+    *((p, c, "tanh") for p in (False, True) for c in (False, True)), *((True, True, a) for a in ACTIVATIONS[1:])])
+def test_forward_and_backward_kernels_match_torch(compiled, dtype, peepholes, clip, activation) -> None:
     n, units = 5, 19  # not a multiple of the vector width
     results = []
     for forward, backward in (
-        (forward_pointwise_torch, backward_pointwise_torch),
-        (compiled.lstm_forward_pointwise, compiled.lstm_backward_pointwise),
+        (partial(forward_pointwise_torch, activation=activation), partial(backward_pointwise_torch,
+                                                                          activation=activation)),
+        (_with_code(compiled.lstm_forward_pointwise, activation), _with_code(compiled.lstm_backward_pointwise,
+                                                                             activation)),
     ):
         z, c_prev, w_if, w_o, limit, kept = _step_inputs(dtype, n, units, peepholes, clip)
         z = z.clone()
@@ -90,18 +102,21 @@ def test_compiled_tanh_keeps_relative_precision(compiled, dtype, rtol) -> None:
     z = torch.zeros(2, 4 * units, dtype=dtype)
     z[:, 3 * units :] = x
     j, c, tc, m = (torch.empty(2, units, dtype=dtype) for _ in range(4))
-    compiled.lstm_forward_pointwise(z, torch.zeros(2, units, dtype=dtype), EMPTY, EMPTY, -1.0, j, c, tc, m, EMPTY)
+    compiled.lstm_forward_pointwise(z, torch.zeros(2, units, dtype=dtype), EMPTY, EMPTY, -1.0, j, c, tc, m, EMPTY,
+                                    ACTIVATION_CODES["tanh"])
     torch.testing.assert_close(j, torch.tanh(x), rtol=rtol, atol=0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_gru_kernels_match_torch(compiled, dtype) -> None:
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_gru_kernels_match_torch(compiled, dtype, activation) -> None:
     n, units = 5, 19
     results = []
     for kernels_used in (
-        (gates_forward_torch, output_forward_torch, output_backward_torch, reset_backward_torch),
-        (compiled.gru_gates_forward, compiled.gru_output_forward, compiled.gru_output_backward,
-         compiled.gru_reset_backward),
+        (gates_forward_torch, partial(output_forward_torch, activation=activation),
+         partial(output_backward_torch, activation=activation), reset_backward_torch),
+        (compiled.gru_gates_forward, _with_code(compiled.gru_output_forward, activation),
+         _with_code(compiled.gru_output_backward, activation), compiled.gru_reset_backward),
     ):
         gates_forward, output_forward, output_backward, reset_backward = kernels_used
         g_ = torch.Generator().manual_seed(0)

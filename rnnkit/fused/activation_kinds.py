@@ -48,6 +48,10 @@ ACTIVATION_KINDS: dict[Callable[..., Any], str] = {
 }
 
 
+ACTIVATION_CODES = {kind: code for code, kind in enumerate(
+    ["tanh", "sigmoid", "relu", "relu6", "elu", "selu", "softsign", "linear"])}  # the enum of rnn_cpu.cpp
+
+
 def activation_kind(activation: Callable[..., Any]) -> str | None:
     """The kind of a cell's activation callable, or None when the fused layers lack it."""
     try:

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .activation_kinds import activate_, activation_backward
+from .activation_kinds import ACTIVATION_CODES, activate_, activation_backward
 from .native import kernels
 from .packing import Packing, last_rows, previous_rows, step_starts
 from .precision import HALF_DTYPES, add_product_, product_into, state_dtype
@@ -124,13 +124,15 @@ def _steps(
     device: torch.device, dtype: torch.dtype, batch: int, units: int, activation: str = "tanh"
 ) -> tuple[Any, Any]:
     """The (forward, backward) step loops for a layer: on the CPU the compiled loops when they
-    build (tanh only; half inputs only in tests, through Triton's interpreter); on CUDA the
+    build (half inputs only in tests, through Triton's interpreter); on CUDA the
     persistent Triton kernels where they fit, else the loops around Triton's pointwise kernels
     (float32 and half); the torch twins otherwise (float32 and float64)."""
     if device.type == "cpu" and dtype not in HALF_DTYPES:
         compiled = kernels()
-        if compiled is not None and activation == "tanh":
-            return compiled.gru_forward_steps, compiled.gru_backward_steps
+        if compiled is not None:
+            code = ACTIVATION_CODES[activation]
+            return (lambda *loop: compiled.gru_forward_steps(*loop, code),
+                    lambda *loop: compiled.gru_backward_steps(*loop, code))
         return _loops(_TORCH_POINTWISE, activation)
     if triton_runs_on(device) and dtype != torch.float64:
         if persistent_fits(device, batch, units):

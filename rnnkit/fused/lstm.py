@@ -9,7 +9,7 @@ projection clipping, the cell's activation on ``j`` and ``c``: any kind of
   contiguous block, and ``forget_bias`` is folded into the bias, once per call;
 * the input projection of all steps is one GEMM; each step adds one ``h @ W_h`` GEMM in place
   and does its pointwise part on the rows still alive in one compiled pass (``rnn_cpu.cpp``,
-  CPU, tanh), one Triton kernel (CUDA; or the whole loop is one persistent kernel), or else
+  CPU), one Triton kernel (CUDA; or the whole loop is one persistent kernel), or else
   as a handful of in-place torch ops;
 * backward is written by hand: per step one pointwise pass for the gate gradients and one
   ``dz @ W_h^T`` GEMM; the weight gradients are single GEMMs over all steps at the end.
@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .activation_kinds import activate_, activation_backward
+from .activation_kinds import ACTIVATION_CODES, activate_, activation_backward
 from .native import kernels
 from .packing import Packing, last_rows, previous_rows, step_starts
 from .precision import HALF_DTYPES, add_product_, product_into, state_dtype
@@ -82,7 +82,7 @@ def forward_pointwise_torch(
     j: Tensor, c: Tensor, act_c: Tensor, m: Tensor, kept: Tensor, activation: str = "tanh",
 ) -> None:
     """One step's pointwise forward on ``n`` rows, in torch ops (``rnn_cpu.cpp`` is the same
-    in one pass, for tanh): activates ``z`` [n, 4U] (i, f, o, j) in place and writes
+    in one pass): activates ``z`` [n, 4U] (i, f, o, j) in place and writes
     ``j = act(j)``, the new (clipped) ``c``, ``act(c)``, ``m = o * act(c)`` and, if clipping,
     ``kept``. Absent peepholes are empty tensors; ``clip < 0`` means no clipping."""
     n, U = c.shape
@@ -179,14 +179,16 @@ def _steps(
     device: torch.device, dtype: torch.dtype, batch: int, units: int, num_proj: int | None, activation: str = "tanh"
 ) -> tuple[Any, Any]:
     """The (forward, backward) step loops for a layer: on the CPU the compiled loops when they
-    build (tanh only; half inputs only in tests, through Triton's interpreter); on CUDA the
+    build (half inputs only in tests, through Triton's interpreter); on CUDA the
     persistent Triton kernels where they fit (see ``triton_support.persistent_fits``), else
     the loops around Triton's pointwise kernels (float32 and half); the torch twins otherwise
     (float32 and float64)."""
     if device.type == "cpu" and dtype not in HALF_DTYPES:
         compiled = kernels()
-        if compiled is not None and activation == "tanh":
-            return compiled.lstm_forward_steps, compiled.lstm_backward_steps
+        if compiled is not None:
+            code = ACTIVATION_CODES[activation]
+            return (lambda *loop: compiled.lstm_forward_steps(*loop, code),
+                    lambda *loop: compiled.lstm_backward_steps(*loop, code))
         return _loops(forward_pointwise_torch, backward_pointwise_torch, activation)
     if triton_runs_on(device) and dtype != torch.float64:
         if persistent_fits(device, batch, units, num_proj):

@@ -10,6 +10,10 @@
 // (exp(2|x|) + 1)) for |x| >= 0.625, and an odd polynomial below (fitted here to tanh(x) / x
 // as a polynomial in x^2; relative error under 7e-16 in double, 1.1e-7 in float), so small
 // values keep their relative precision.
+//
+// The cell activation (on the LSTM's j and c, the GRU's candidate) is one of the kinds of
+// activation_kinds.py, passed as its index in ACTIVATION_CODES there (the enum below); the
+// backward passes take its derivative from its output.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -17,6 +21,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 namespace {
 
@@ -48,15 +53,71 @@ at::vec::Vectorized<scalar_t> accurate_tanh(const at::vec::Vectorized<scalar_t>&
   return Vec::blendv(signed_large, small, magnitude < Vec(static_cast<scalar_t>(kTanhSmall)));
 }
 
+enum Activation : int64_t { kTanh, kSigmoid, kRelu, kRelu6, kElu, kSelu, kSoftsign, kLinear };
+constexpr double kSeluScale = 1.0507009873554804934193349852946;
+constexpr double kSeluAlpha = 1.6732632423543772848170429916717;
+
+template <typename scalar_t>
+at::vec::Vectorized<scalar_t> activate(int64_t kind, const at::vec::Vectorized<scalar_t>& x) {
+  using Vec = at::vec::Vectorized<scalar_t>;
+  const Vec zero(scalar_t(0)), one(scalar_t(1));
+  switch (kind) {
+    case kTanh: return accurate_tanh<scalar_t>(x);
+    case kSigmoid: return one / (one + x.neg().exp());
+    case kRelu: return at::vec::maximum(x, zero);
+    case kRelu6: return at::vec::clamp(x, zero, Vec(scalar_t(6)));
+    case kElu: return Vec::blendv(x.expm1(), x, x > zero);
+    case kSelu:
+      return Vec(static_cast<scalar_t>(kSeluScale)) *
+             Vec::blendv(Vec(static_cast<scalar_t>(kSeluAlpha)) * x.expm1(), x, x > zero);
+    case kSoftsign: return x / (one + x.abs());
+    default: return x;  // kLinear
+  }
+}
+
+template <typename scalar_t>
+scalar_t activation_slope(int64_t kind, scalar_t y) {  // d act / dx at the input whose output is y
+  switch (kind) {
+    case kTanh: return 1 - y * y;
+    case kSigmoid: return y * (1 - y);
+    case kRelu: return y > 0 ? scalar_t(1) : scalar_t(0);
+    case kRelu6: return y > 0 && y < 6 ? scalar_t(1) : scalar_t(0);
+    case kElu: return y > 0 ? scalar_t(1) : y + 1;
+    case kSelu: return y > 0 ? static_cast<scalar_t>(kSeluScale) : y + static_cast<scalar_t>(kSeluScale * kSeluAlpha);
+    case kSoftsign: return (1 - std::abs(y)) * (1 - std::abs(y));
+    default: return scalar_t(1);  // kLinear
+  }
+}
+
+// The row functions below are compiled twice: for tanh (TANH, the common case, which keeps the
+// backward loops vectorizable) and for any kind through the switches above.
+template <typename scalar_t, bool TANH>
+at::vec::Vectorized<scalar_t> cell_activation(int64_t kind, const at::vec::Vectorized<scalar_t>& x) {
+  if constexpr (TANH) return accurate_tanh<scalar_t>(x);
+  else return activate<scalar_t>(kind, x);
+}
+
+template <typename scalar_t, bool TANH>
+scalar_t cell_activation_slope(int64_t kind, scalar_t y) {
+  if constexpr (TANH) return 1 - y * y;
+  else return activation_slope<scalar_t>(kind, y);
+}
+
+template <typename F>
+void with_tanh_flag(int64_t kind, const F& run) {  // run(std::true_type{}) for tanh, else std::false_type{}
+  if (kind == kTanh) run(std::true_type{});
+  else run(std::false_type{});
+}
+
 template <typename scalar_t>
 const scalar_t* maybe_data(const torch::Tensor& t) {
   return t.defined() && t.numel() > 0 ? t.data_ptr<scalar_t>() : nullptr;
 }
 
-template <typename scalar_t>
+template <typename scalar_t, bool TANH>
 void forward_rows(const torch::Tensor& z_t, const torch::Tensor& c_prev_t, const torch::Tensor& w_if_t,
                   const torch::Tensor& w_o_t, double clip, const torch::Tensor& j_t, const torch::Tensor& c_t,
-                  const torch::Tensor& tc_t, const torch::Tensor& m_t, const torch::Tensor& mask_t) {
+                  const torch::Tensor& tc_t, const torch::Tensor& m_t, const torch::Tensor& mask_t, int64_t act) {
   using Vec = at::vec::Vectorized<scalar_t>;
   const int64_t n = z_t.size(0), U = c_t.size(1);
   Rows<scalar_t> z(z_t), c_prev(c_prev_t), j_out(j_t), c_out(c_t), tc_out(tc_t), m_out(m_t);
@@ -67,7 +128,6 @@ void forward_rows(const torch::Tensor& z_t, const torch::Tensor& c_prev_t, const
   const int64_t mask_stride = mask ? mask_t.stride(0) : 0;
   const Vec one{scalar_t(1)}, limit{static_cast<scalar_t>(clip)};
   auto sigmoid = [&](const Vec& x) { return one / (one + x.neg().exp()); };
-  auto tanh = [](const Vec& x) { return accurate_tanh<scalar_t>(x); };
   at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
     scalar_t unclipped[Vec::size()];
     for (int64_t r = begin; r < end; ++r) {
@@ -77,7 +137,7 @@ void forward_rows(const torch::Tensor& z_t, const torch::Tensor& c_prev_t, const
         const Vec cp = Vec::loadu(c_prev.row(r) + u, count);
         Vec i = Vec::loadu(zr + u, count), f = Vec::loadu(zr + U + u, count);
         Vec o = Vec::loadu(zr + 2 * U + u, count);
-        const Vec j = tanh(Vec::loadu(zr + 3 * U + u, count));
+        const Vec j = cell_activation<scalar_t, TANH>(act, Vec::loadu(zr + 3 * U + u, count));
         if (w_i) {
           i = i + Vec::loadu(w_i + u, count) * cp;
           f = f + Vec::loadu(w_f + u, count) * cp;
@@ -92,7 +152,7 @@ void forward_rows(const torch::Tensor& z_t, const torch::Tensor& c_prev_t, const
         }
         if (w_o) o = o + Vec::loadu(w_o + u, count) * c;
         o = sigmoid(o);
-        const Vec tc = tanh(c);
+        const Vec tc = cell_activation<scalar_t, TANH>(act, c);
         i.store(zr + u, count);
         f.store(zr + U + u, count);
         o.store(zr + 2 * U + u, count);
@@ -105,11 +165,11 @@ void forward_rows(const torch::Tensor& z_t, const torch::Tensor& c_prev_t, const
   });
 }
 
-template <typename scalar_t>
+template <typename scalar_t, bool TANH>
 void backward_rows(const torch::Tensor& z_t, const torch::Tensor& j_t, const torch::Tensor& c_prev_t,
                    const torch::Tensor& tc_t, const torch::Tensor& dm_t,
                    const torch::Tensor& dc_t, const torch::Tensor& w_if_t, const torch::Tensor& w_o_t,
-                   const torch::Tensor& mask_t, const torch::Tensor& dz_t) {
+                   const torch::Tensor& mask_t, const torch::Tensor& dz_t, int64_t act) {
   const int64_t n = z_t.size(0), U = j_t.size(1);
   Rows<scalar_t> z(z_t), j(j_t), c_prev(c_prev_t), tc(tc_t), dm(dm_t), dc(dc_t), dz(dz_t);
   const scalar_t* w_i = maybe_data<scalar_t>(w_if_t);
@@ -124,7 +184,7 @@ void backward_rows(const torch::Tensor& z_t, const torch::Tensor& j_t, const tor
       for (int64_t u = 0; u < U; ++u) {
         const scalar_t i = zr[u], f = zr[U + u], o = zr[2 * U + u], g = jr[u], t = tcr[u], d_m = dmr[u];
         const scalar_t dz_o = d_m * t * o * (1 - o);
-        scalar_t d_c = d_m * o * (1 - t * t) + dcr[u];
+        scalar_t d_c = d_m * o * cell_activation_slope<scalar_t, TANH>(act, t) + dcr[u];
         if (w_o) d_c += dz_o * w_o[u];
         if (mask && !mask[r * mask_stride + u]) d_c = 0;
         const scalar_t dz_i = d_c * g * i * (1 - i);
@@ -132,7 +192,7 @@ void backward_rows(const torch::Tensor& z_t, const torch::Tensor& j_t, const tor
         dzr[u] = dz_i;
         dzr[U + u] = dz_f;
         dzr[2 * U + u] = dz_o;
-        dzr[3 * U + u] = d_c * i * (1 - g * g);
+        dzr[3 * U + u] = d_c * i * cell_activation_slope<scalar_t, TANH>(act, g);
         scalar_t d_c_prev = d_c * f;
         if (w_i) d_c_prev += dz_i * w_i[u] + dz_f * w_f[u];
         dcr[u] = d_c_prev;  // the carry: d_c of the previous step, written in place
@@ -143,17 +203,21 @@ void backward_rows(const torch::Tensor& z_t, const torch::Tensor& j_t, const tor
 
 void lstm_forward_pointwise(torch::Tensor z, torch::Tensor c_prev, torch::Tensor w_if, torch::Tensor w_o,
                             double clip, torch::Tensor j, torch::Tensor c, torch::Tensor tc, torch::Tensor m,
-                            torch::Tensor mask) {
+                            torch::Tensor mask, int64_t activation) {
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "lstm_forward_pointwise", [&] {
-    forward_rows<scalar_t>(z, c_prev, w_if, w_o, clip, j, c, tc, m, mask);
+    with_tanh_flag(activation, [&](auto tanh) {
+      forward_rows<scalar_t, decltype(tanh)::value>(z, c_prev, w_if, w_o, clip, j, c, tc, m, mask, activation);
+    });
   });
 }
 
 void lstm_backward_pointwise(torch::Tensor z, torch::Tensor j, torch::Tensor c_prev, torch::Tensor tc,
                              torch::Tensor dm, torch::Tensor dc, torch::Tensor w_if, torch::Tensor w_o,
-                             torch::Tensor mask, torch::Tensor dz) {
+                             torch::Tensor mask, torch::Tensor dz, int64_t activation) {
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "lstm_backward_pointwise", [&] {
-    backward_rows<scalar_t>(z, j, c_prev, tc, dm, dc, w_if, w_o, mask, dz);
+    with_tanh_flag(activation, [&](auto tanh) {
+      backward_rows<scalar_t, decltype(tanh)::value>(z, j, c_prev, tc, dm, dc, w_if, w_o, mask, dz, activation);
+    });
   });
 }
 
@@ -162,8 +226,8 @@ void lstm_backward_pointwise(torch::Tensor z, torch::Tensor j, torch::Tensor c_p
 void lstm_forward_steps(torch::Tensor gates, torch::Tensor h0, torch::Tensor c0, torch::Tensor w_h,
                         torch::Tensor w_if, torch::Tensor w_o, torch::Tensor projection, double clip,
                         double proj_clip, std::vector<int64_t> batch_sizes, torch::Tensor candidates,
-                        torch::Tensor cells, torch::Tensor tanh_cells, torch::Tensor hidden, torch::Tensor out,
-                        torch::Tensor clip_mask, torch::Tensor proj_mask) {
+                        torch::Tensor cells, torch::Tensor act_cells, torch::Tensor hidden, torch::Tensor out,
+                        torch::Tensor clip_mask, torch::Tensor proj_mask, int64_t activation) {
   const bool projected = projection.numel() > 0;
   torch::Tensor h_prev = h0, c_prev = c0;
   int64_t start = 0;
@@ -173,7 +237,7 @@ void lstm_forward_steps(torch::Tensor gates, torch::Tensor h0, torch::Tensor c0,
     z.addmm_(h_prev.narrow(0, 0, n), w_h);
     torch::Tensor m = projected ? hidden.narrow(0, start, n) : out.narrow(0, start, n);
     lstm_forward_pointwise(z, c_prev.narrow(0, 0, n), w_if, w_o, clip, rows(candidates), rows(cells),
-                           rows(tanh_cells), m, rows(clip_mask));
+                           rows(act_cells), m, rows(clip_mask), activation);
     if (projected) {
       torch::Tensor projected_m = out.narrow(0, start, n);
       at::mm_out(projected_m, m, projection);
@@ -190,10 +254,10 @@ void lstm_forward_steps(torch::Tensor gates, torch::Tensor h0, torch::Tensor c0,
 }
 
 void lstm_backward_steps(torch::Tensor gates, torch::Tensor candidates, torch::Tensor cells,
-                         torch::Tensor tanh_cells, torch::Tensor c0, torch::Tensor d_out, torch::Tensor d_h,
+                         torch::Tensor act_cells, torch::Tensor c0, torch::Tensor d_out, torch::Tensor d_h,
                          torch::Tensor d_c, torch::Tensor d_gates, torch::Tensor d_m, torch::Tensor w_h_t,
                          torch::Tensor projection_t, torch::Tensor w_if, torch::Tensor w_o, torch::Tensor clip_mask,
-                         torch::Tensor proj_mask, std::vector<int64_t> batch_sizes) {
+                         torch::Tensor proj_mask, std::vector<int64_t> batch_sizes, int64_t activation) {
   const bool projected = projection_t.numel() > 0;
   std::vector<int64_t> starts(batch_sizes.size(), 0);
   for (size_t t = 1; t < batch_sizes.size(); ++t) starts[t] = starts[t - 1] + batch_sizes[t - 1];
@@ -209,7 +273,7 @@ void lstm_backward_steps(torch::Tensor gates, torch::Tensor candidates, torch::T
     torch::Tensor kept = clip_mask.numel() ? clip_mask.narrow(0, start, n) : clip_mask;
     torch::Tensor dz = d_gates.narrow(0, start, n);
     lstm_backward_pointwise(gates.narrow(0, start, n), candidates.narrow(0, start, n), c_prev,
-                            tanh_cells.narrow(0, start, n), dm, d_c.narrow(0, 0, n), w_if, w_o, kept, dz);
+                            act_cells.narrow(0, start, n), dm, d_c.narrow(0, 0, n), w_if, w_o, kept, dz, activation);
     torch::Tensor d_h_rows = d_h.narrow(0, 0, n);
     at::mm_out(d_h_rows, dz, w_h_t);
   }
@@ -235,9 +299,9 @@ void gru_gates_rows(const torch::Tensor& g_t, const torch::Tensor& h_prev_t, con
   });
 }
 
-template <typename scalar_t>
+template <typename scalar_t, bool TANH>
 void gru_output_rows(const torch::Tensor& c_t, const torch::Tensor& g_t, const torch::Tensor& h_prev_t,
-                     const torch::Tensor& h_t) {
+                     const torch::Tensor& h_t, int64_t act) {
   using Vec = at::vec::Vectorized<scalar_t>;
   const int64_t n = c_t.size(0), U = c_t.size(1);
   Rows<scalar_t> c(c_t), g(g_t), h_prev(h_prev_t), h(h_t);
@@ -247,7 +311,7 @@ void gru_output_rows(const torch::Tensor& c_t, const torch::Tensor& g_t, const t
       const scalar_t *ur = g.row(r) + U, *hp = h_prev.row(r);
       for (int64_t u = 0; u < U; u += Vec::size()) {
         const int64_t count = std::min<int64_t>(Vec::size(), U - u);
-        const Vec cand = accurate_tanh<scalar_t>(Vec::loadu(cr + u, count));
+        const Vec cand = cell_activation<scalar_t, TANH>(act, Vec::loadu(cr + u, count));
         const Vec update = Vec::loadu(ur + u, count), prev = Vec::loadu(hp + u, count);
         cand.store(cr + u, count);
         (update * (prev - cand) + cand).store(h.row(r) + u, count);  // u * h + (1 - u) * c
@@ -256,10 +320,10 @@ void gru_output_rows(const torch::Tensor& c_t, const torch::Tensor& g_t, const t
   });
 }
 
-template <typename scalar_t>
+template <typename scalar_t, bool TANH>
 void gru_output_backward_rows(const torch::Tensor& dh_t, const torch::Tensor& g_t, const torch::Tensor& c_t,
                               const torch::Tensor& h_prev_t, const torch::Tensor& dg_t, const torch::Tensor& dc_t,
-                              const torch::Tensor& dh_prev_t) {
+                              const torch::Tensor& dh_prev_t, int64_t act) {
   const int64_t n = c_t.size(0), U = c_t.size(1);
   Rows<scalar_t> dh(dh_t), g(g_t), c(c_t), h_prev(h_prev_t), dg(dg_t), dc(dc_t), dh_prev(dh_prev_t);
   at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
@@ -269,7 +333,7 @@ void gru_output_backward_rows(const torch::Tensor& dh_t, const torch::Tensor& g_
       for (int64_t u = 0; u < U; ++u) {
         const scalar_t d = dhr[u], up = ur[u], cand = cr[u];
         du[u] = d * (hp[u] - cand) * up * (1 - up);
-        dcr[u] = d * (1 - up) * (1 - cand * cand);
+        dcr[u] = d * (1 - up) * cell_activation_slope<scalar_t, TANH>(act, cand);
         dhp[u] = d * up;
       }
     }
@@ -297,14 +361,20 @@ void gru_gates_forward(torch::Tensor g, torch::Tensor h_prev, torch::Tensor rh) 
   AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "gru_gates_forward", [&] { gru_gates_rows<scalar_t>(g, h_prev, rh); });
 }
 
-void gru_output_forward(torch::Tensor c, torch::Tensor g, torch::Tensor h_prev, torch::Tensor h) {
-  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "gru_output_forward", [&] { gru_output_rows<scalar_t>(c, g, h_prev, h); });
+void gru_output_forward(torch::Tensor c, torch::Tensor g, torch::Tensor h_prev, torch::Tensor h, int64_t activation) {
+  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "gru_output_forward", [&] {
+    with_tanh_flag(activation, [&](auto tanh) {
+      gru_output_rows<scalar_t, decltype(tanh)::value>(c, g, h_prev, h, activation);
+    });
+  });
 }
 
 void gru_output_backward(torch::Tensor dh, torch::Tensor g, torch::Tensor c, torch::Tensor h_prev, torch::Tensor dg,
-                         torch::Tensor dc, torch::Tensor dh_prev) {
+                         torch::Tensor dc, torch::Tensor dh_prev, int64_t activation) {
   AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "gru_output_backward", [&] {
-    gru_output_backward_rows<scalar_t>(dh, g, c, h_prev, dg, dc, dh_prev);
+    with_tanh_flag(activation, [&](auto tanh) {
+      gru_output_backward_rows<scalar_t, decltype(tanh)::value>(dh, g, c, h_prev, dg, dc, dh_prev, activation);
+    });
   });
 }
 
@@ -318,7 +388,8 @@ void gru_reset_backward(torch::Tensor d_rh, torch::Tensor g, torch::Tensor h_pre
 // the GRU's step loops (gru.py: forward_steps_torch, backward_steps_torch are the twins)
 
 void gru_forward_steps(torch::Tensor gates, torch::Tensor candidates, torch::Tensor reset_h, torch::Tensor out,
-                       torch::Tensor h0, torch::Tensor w_gh, torch::Tensor w_ch, std::vector<int64_t> batch_sizes) {
+                       torch::Tensor h0, torch::Tensor w_gh, torch::Tensor w_ch, std::vector<int64_t> batch_sizes,
+                       int64_t activation) {
   torch::Tensor h_prev = h0;
   int64_t start = 0;
   for (const int64_t n : batch_sizes) {
@@ -328,7 +399,7 @@ void gru_forward_steps(torch::Tensor gates, torch::Tensor candidates, torch::Ten
     g.addmm_(previous, w_gh);
     gru_gates_forward(g, previous, rh);
     c.addmm_(rh, w_ch);
-    gru_output_forward(c, g, previous, h);
+    gru_output_forward(c, g, previous, h, activation);
     h_prev = h;
     start += n;
   }
@@ -336,7 +407,8 @@ void gru_forward_steps(torch::Tensor gates, torch::Tensor candidates, torch::Ten
 
 void gru_backward_steps(torch::Tensor gates, torch::Tensor candidates, torch::Tensor out, torch::Tensor h0,
                         torch::Tensor d_out, torch::Tensor d_h, torch::Tensor d_gates, torch::Tensor d_candidates,
-                        torch::Tensor w_gh_t, torch::Tensor w_ch_t, std::vector<int64_t> batch_sizes) {
+                        torch::Tensor w_gh_t, torch::Tensor w_ch_t, std::vector<int64_t> batch_sizes,
+                        int64_t activation) {
   std::vector<int64_t> starts(batch_sizes.size(), 0);
   for (size_t t = 1; t < batch_sizes.size(); ++t) starts[t] = starts[t - 1] + batch_sizes[t - 1];
   for (int64_t t = static_cast<int64_t>(batch_sizes.size()) - 1; t >= 0; --t) {
@@ -345,7 +417,7 @@ void gru_backward_steps(torch::Tensor gates, torch::Tensor candidates, torch::Te
     torch::Tensor g = gates.narrow(0, start, n), dg = d_gates.narrow(0, start, n);
     torch::Tensor dc = d_candidates.narrow(0, start, n), d_h_rows = d_h.narrow(0, 0, n);
     torch::Tensor dh = d_out.narrow(0, start, n) + d_h_rows;
-    gru_output_backward(dh, g, candidates.narrow(0, start, n), h_prev, dg, dc, d_h_rows);
+    gru_output_backward(dh, g, candidates.narrow(0, start, n), h_prev, dg, dc, d_h_rows, activation);
     gru_reset_backward(at::mm(dc, w_ch_t), g, h_prev, dg, d_h_rows);
     d_h_rows.addmm_(dg, w_gh_t);
   }
@@ -361,7 +433,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("gru_forward_steps", &gru_forward_steps, "a GRU layer's forward step loop");
   module.def("gru_backward_steps", &gru_backward_steps, "a GRU layer's backward step loop");
   module.def("gru_gates_forward", &gru_gates_forward, "GRU: sigmoid(r, u) in place and r * h");
-  module.def("gru_output_forward", &gru_output_forward, "GRU: tanh(candidate) in place and the new h");
+  module.def("gru_output_forward", &gru_output_forward, "GRU: act(candidate) in place and the new h");
   module.def("gru_output_backward", &gru_output_backward, "GRU: gradients of u, the candidate and h (via u)");
   module.def("gru_reset_backward", &gru_reset_backward, "GRU: gradient of r, adds r * d(r h) to d h_prev");
 }
