@@ -302,7 +302,8 @@ class RNNCell(_KeepsLazyWeights, nn.Module):
             )
         weights_dtype = next(self._own_parameters()).dtype
         if weights_dtype == dtype:
-            self._dtype_fixed = True
+            if not self._dtype_fixed:  # nn.Module's __setattr__ costs more than the check
+                self._dtype_fixed = True
         elif not self._dtype_fixed:
             for param in self._own_parameters():
                 param.data = param.data.to(dtype)
