@@ -411,3 +411,11 @@ def test_persistent_layout_covers_the_layer_with_resident_programs(wide: bool, m
             assert -(-batch // 32) * -(-units // 16) > resident
     _, _, row_blocks, unit_blocks = triton_support.persistent_layout(256, 1024, 132)
     assert (row_blocks * unit_blocks <= 132) == wide  # B256 H1024 on an H100: only wide tiles fit
+
+
+@pytest.mark.parametrize("capability, fits", [((7, 5), False), ((8, 0), True), ((9, 0), True)])
+def test_persistent_kernels_need_an_ampere_or_newer_gpu(capability: tuple[int, int], fits: bool, monkeypatch) -> None:
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # the GPU layout
+    monkeypatch.setattr(triton_support, "_capability", lambda index: capability)
+    monkeypatch.setattr(triton_support, "multiprocessors", lambda index: 80)
+    assert triton_support.persistent_fits(torch.device("cuda", 0), 16, 256) == fits

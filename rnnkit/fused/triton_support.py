@@ -84,19 +84,34 @@ def persistent_layout(batch: int, units: int, programs_resident: int) -> tuple[i
     return block_rows, block_units, -(-batch // block_rows), unit_blocks
 
 
+PERSISTENT_MIN_CAPABILITY = (8, 0)  # Ampere or newer: bf16 products, acquire/release atomics (tested on sm_90)
+
+
+@functools.cache
+def _capability(device_index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(device_index)
+
+
 def _programs_resident(device: torch.device) -> int:
     if device.type != "cuda":
         return 1  # the interpreter
-    return multiprocessors(device.index if device.index is not None else torch.cuda.current_device())
+    return multiprocessors(_index(device))
+
+
+def _index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
 
 
 def persistent_fits(device: torch.device, batch: int, units: int, num_proj: int | None = None) -> bool:
     """True when the persistent kernels can run a layer of ``units`` (LSTM: with a projection
     to ``num_proj`` columns, while ``PERSISTENT_PROJECTION``): at most ``PERSISTENT_MAX_UNITS``
-    units, at most ``PERSISTENT_MAX_PROJECTION_BLOCK`` projection columns per program, and at
-    most one program per multiprocessor (all resident, for the grid-wide barrier): on an H100
-    (132 multiprocessors) up to 64 rows at 1024 units, 256 rows at 256 units."""
+    units, at most ``PERSISTENT_MAX_PROJECTION_BLOCK`` projection columns per program, a GPU of
+    ``PERSISTENT_MIN_CAPABILITY`` or newer, and at most one program per multiprocessor (all
+    resident, for the grid-wide barrier): on an H100 (132 multiprocessors) up to 64 rows at
+    1024 units, 256 rows at 256 units."""
     if batch > PERSISTENT_MAX_BATCH or units > PERSISTENT_MAX_UNITS:
+        return False
+    if device.type == "cuda" and _capability(_index(device)) < PERSISTENT_MIN_CAPABILITY:
         return False
     resident = _programs_resident(device)
     _, _, row_blocks, unit_blocks = persistent_layout(batch, units, resident)
