@@ -7,6 +7,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$(mktemp -d)}"
+mkdir -p "$OUT"
 export PYTHONPATH="$PWD" PYTHONWARNINGS=ignore RNNKIT_NATIVE="${RNNKIT_NATIVE:-0}"  # the CPU kernels are not needed here
 # measure the persistent kernels not yet on by default too: projections, wide tiles (see triton_support.py)
 export RNNKIT_PERSISTENT_PROJECTION="${RNNKIT_PERSISTENT_PROJECTION:-1}" RNNKIT_PERSISTENT_WIDE="${RNNKIT_PERSISTENT_WIDE:-1}"
