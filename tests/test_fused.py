@@ -222,6 +222,24 @@ def test_every_activation_kind_matches_the_reference(activation: str, lengths: l
     _assert_match(_run_both(cell, x, lengths, init, time_major=False), F64)
 
 
+def test_activation_modules_and_aliases_are_recognised() -> None:
+    from torch import nn
+
+    from rnnkit.fused.activation_kinds import activation_kind
+
+    same = [(torch.tanh, "tanh"), (torch.nn.functional.tanh, "tanh"), (nn.Tanh(), "tanh"), (nn.ReLU(True), "relu"),
+            (nn.ELU(), "elu"), (nn.Identity(), "linear"), ("relu6", "relu6"), ("selu", "selu")]
+    for activation, kind in same:
+        cell = rk.BasicRNNCell(3, activation=activation)
+        assert activation_kind(cell.activation) == kind, activation
+    for activation in (nn.ELU(alpha=0.5), nn.GELU(), "softplus", lambda x: x.tanh()):
+        assert activation_kind(rk.BasicRNNCell(3, activation=activation).activation) is None, activation
+    cell = rk.LSTMCell(4, activation=nn.ReLU(), input_size=3)
+    x = torch.randn(2, 5, 3)
+    reference, fused = (rk.dynamic_rnn(cell, x, backend=b)[0] for b in ("reference", "fused"))
+    torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "cell, reason",
     [

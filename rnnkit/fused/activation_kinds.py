@@ -17,10 +17,11 @@ linear     x                           1
 =========  ==========================  =====================================
 
 (``s``, ``a``: SELU's scale and alpha.) Each kind is recognised by the cell's activation
-callable: the functions ``rnnkit.activations`` resolves TF's names to, and their ``torch`` /
-``torch.nn.functional`` aliases. Anything else (``gelu``, ``swish``, ``softplus``, a lambda)
-runs on the reference loop. The derivatives equal those torch's autograd takes through the
-same functions (for ``relu``/``relu6``, 0 at the kinks).
+callable: the functions ``rnnkit.activations`` resolves TF's names to, their ``torch`` /
+``torch.nn.functional`` aliases, and the ``torch.nn`` activation modules. Anything else
+(``gelu``, ``swish``, ``softplus``, a lambda) runs on the reference loop. The derivatives equal
+those torch's autograd takes through the same functions (for ``relu``/``relu6``, 0 at the
+kinks).
 """
 
 from __future__ import annotations
@@ -52,8 +53,20 @@ ACTIVATION_CODES = {kind: code for code, kind in enumerate(
     ["tanh", "sigmoid", "relu", "relu6", "elu", "selu", "softsign", "linear"])}  # the enum of rnn_cpu.cpp
 
 
+_MODULE_KINDS: dict[type, str] = {
+    torch.nn.Tanh: "tanh", torch.nn.Sigmoid: "sigmoid", torch.nn.ReLU: "relu", torch.nn.ReLU6: "relu6",
+    torch.nn.SELU: "selu", torch.nn.Softsign: "softsign", torch.nn.Identity: "linear",
+}
+
+
 def activation_kind(activation: Callable[..., Any]) -> str | None:
-    """The kind of a cell's activation callable, or None when the fused layers lack it."""
+    """The kind of a cell's activation callable (a function, or a ``torch.nn`` activation
+    module such as ``nn.ReLU()``; ``nn.ELU`` with ``alpha=1``), or None when the fused layers
+    lack it."""
+    if isinstance(activation, torch.nn.ELU):
+        return "elu" if activation.alpha == 1.0 else None
+    if isinstance(activation, torch.nn.Module):
+        return _MODULE_KINDS.get(type(activation))
     try:
         return ACTIVATION_KINDS.get(activation)
     except TypeError:  # an unhashable callable
