@@ -1,6 +1,7 @@
 """GPU benchmark: rnnkit against cuDNN (torch.nn.LSTM/GRU) and the per-step loop, one process.
 
 Run:  python benchmarks/gpu.py [--rounds 5] [--quick] [--dtypes float32 bfloat16] [--csv out.csv]
+      [--fp32-dot tf32x3] [--resident-max-depth 0] [--tuning resident_warps=4 block_k=64]  (sweeps)
 
 For each shape (batch B, hidden H = input depth, steps T), cell (TF LSTM, peephole LSTM with
 cell clipping, TF's reset-before GRU, and the full LSTMCell: peepholes, both clips and a
@@ -162,14 +163,21 @@ def main() -> None:
                         help="the persistent kernels' float32 products (persistent_setup.Tuning)")
     parser.add_argument("--resident-max-depth", type=int, default=TUNING.resident_max_depth,
                         help="deepest weight slices the persistent forward kernels keep on chip (0: always stream)")
+    parser.add_argument("--tuning", nargs="*", default=[], metavar="NAME=VALUE",
+                        help="other persistent_setup.Tuning fields, e.g. resident_warps=4 block_k=64")
     args = parser.parse_args()
     TUNING.strict_float32_dot, TUNING.resident_max_depth = args.fp32_dot, args.resident_max_depth
+    for setting in args.tuning:
+        name, _, value = setting.partition("=")
+        if not hasattr(TUNING, name):
+            parser.error(f"--tuning: no Tuning field {name!r}; the fields are {sorted(vars(TUNING))}")
+        setattr(TUNING, name, type(getattr(TUNING, name))(value))
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks/gpu.py needs a CUDA device")
     torch.backends.cudnn.allow_tf32 = False  # strict float32 for cuDNN too (rnnkit's default)
     torch.backends.cuda.matmul.allow_tf32 = False
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}, "
-          f"persistent float32 products: {args.fp32_dot}, resident slices up to depth {args.resident_max_depth}")
+          f"persistent kernels: {TUNING}")
     print("ratio = rnnkit time / cuDNN plain-LSTM time, same shape and dtype (lower is better); "
           "fwd = inference, fwd+bwd = all gradients\n")
     print("|  B     H     T   | cell          | dtype    | mode    | path       |  cudnn ms |  rnnkit ms |   loop ms "
