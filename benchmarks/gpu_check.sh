@@ -12,7 +12,7 @@ export PYTHONPATH="$PWD" PYTHONWARNINGS=ignore RNNKIT_NATIVE="${RNNKIT_NATIVE:-0
 # measure the persistent kernels not yet on by default too: projections, wide tiles (see triton_support.py)
 export RNNKIT_PERSISTENT_PROJECTION="${RNNKIT_PERSISTENT_PROJECTION:-1}" RNNKIT_PERSISTENT_WIDE="${RNNKIT_PERSISTENT_WIDE:-1}"
 python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cudnn', torch.backends.cudnn.version(), torch.cuda.get_device_name())"
-timeout "${TESTS_S:-240}" python -m pytest -q -rf tests/test_gpu.py tests/test_triton.py > "$OUT/tests.txt" 2>&1
+timeout "${TESTS_S:-240}" python -m pytest -q -rf -o faulthandler_timeout=60 tests/test_gpu.py tests/test_triton.py > "$OUT/tests.txt" 2>&1
 status=$?
 echo "pytest exit $status"; tail -3 "$OUT/tests.txt"; grep -E "^FAILED|^E  .*(Greatest|AssertionError)" "$OUT/tests.txt" | head -20
 if [ "$status" -ne 0 ]; then  # a failed or hung kernel: benchmark the default paths only
