@@ -234,6 +234,10 @@ def test_activation_modules_and_aliases_are_recognised() -> None:
         assert activation_kind(cell.activation) == kind, activation
     for activation in (nn.ELU(alpha=0.5), nn.GELU(), "softplus", lambda x: x.tanh()):
         assert activation_kind(rk.BasicRNNCell(3, activation=activation).activation) is None, activation
+    from rnnkit.fused.torch_rnn import is_torch_lstm_math
+
+    assert is_torch_lstm_math(rk.BasicLSTMCell(3, activation=nn.Tanh()))  # cuDNN/oneDNN take it as torch.tanh
+    assert not is_torch_lstm_math(rk.BasicLSTMCell(3, activation=nn.ReLU()))
     cell = rk.LSTMCell(4, activation=nn.ReLU(), input_size=3)
     x = torch.randn(2, 5, 3)
     reference, fused = (rk.dynamic_rnn(cell, x, backend=b)[0] for b in ("reference", "fused"))

@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import Tensor
 
+from .activation_kinds import activation_kind
 from .packing import Packing
 
 
@@ -41,7 +42,7 @@ def is_torch_lstm_math(cell: Any, projection: bool = False) -> bool:
         not cell.use_peepholes
         and cell.cell_clip is None
         and (not projected or (projection and cell.proj_clip is None))
-        and cell.activation is torch.tanh
+        and activation_kind(cell.activation) == "tanh"  # torch.tanh, F.tanh, nn.Tanh()
     )
 
 
