@@ -13,6 +13,7 @@ import torch
 
 import rnnkit as rk
 from rnnkit.fused import gru, lstm, plan
+from rnnkit.fused.activation_kinds import ACTIVATION_CODES
 
 pytest.importorskip("triton")
 
@@ -41,7 +42,7 @@ def _strided(rows: int, cols: int) -> torch.Tensor:
     return _randn(rows, cols + 3)[:, :cols]
 
 
-ACTIVATIONS = ["tanh", "sigmoid", "relu", "relu6", "elu", "selu", "softsign", "linear"]
+ACTIVATIONS = list(ACTIVATION_CODES)  # tanh first
 # (peepholes, clip, activation): every option with tanh, other activations with all options on
 LSTM_KINDS = [(p, c, "tanh") for p, c in itertools.product([False, True], [-1.0, 0.4])]
 LSTM_KINDS += [(True, 0.4, a) for a in ACTIVATIONS[1:]]

@@ -27,7 +27,7 @@ from torch.autograd.function import once_differentiable
 
 from .activation_kinds import ACTIVATION_CODES, activate_, activation_backward
 from .native import kernels
-from .packing import Packing, last_rows, previous_rows, step_starts
+from .packing import Packing, last_rows, previous_states, step_starts
 from .precision import HALF_DTYPES, add_product_, product_into, state_dtype
 from .triton_support import persistent_fits, triton_runs_on
 
@@ -156,13 +156,6 @@ def _loops(pointwise: GRUPointwise, activation: str) -> tuple[Any, Any]:
     return partial(forward_steps_torch, pointwise=bound), partial(backward_steps_torch, pointwise=bound)
 
 
-def _h_prev_all(h0: Tensor, out: Tensor, packing: Packing) -> Tensor:
-    """The previous hidden state of every packed row, in packed order."""
-    prev = previous_rows(packing, out.device)
-    first = h0[: packing.batch_sizes[0]]
-    return first if prev is None else torch.cat([first, out.index_select(0, prev)])
-
-
 class GRUSequence(torch.autograd.Function):
     """Packed GRU layer: ``(data [N, D], h0 [k, U], gates kernel/bias, candidate kernel/bias)
     -> (out [N, U], h_final [k, U])`` for the ``k`` running rows, longest first."""
@@ -209,7 +202,7 @@ class GRUSequence(torch.autograd.Function):
         ctx.backward_steps(
             gates, candidates, out, h0, d_out, d_h, d_gates, d_candidates, w_gh_t, w_ch_t, list(packing.batch_sizes)
         )
-        h_prev_all = _h_prev_all(h0, out, packing)
+        h_prev_all = previous_states(h0, out, packing)
         d_x_gates = torch.cat([d_gates, d_candidates], 1).to(data.dtype)  # [N, 3U], the GEMMs in the inputs' dtype
         d_data = d_x_gates @ x_kernel.t()
         d_x_kernel = data.t() @ d_x_gates
@@ -255,6 +248,6 @@ class RNNSequence(torch.autograd.Function):
             dz = activation_backward(ctx.activation, d_out[rows] + d_h[:n], out[rows])
             d_pre[rows] = dz
             torch.mm(dz, w_h_t, out=d_h[:n])
-        h_prev_all = _h_prev_all(h0, out, packing)
+        h_prev_all = previous_states(h0, out, packing)
         d_kernel = torch.cat([data.t() @ d_pre, h_prev_all.t() @ d_pre])
         return d_pre @ kernel[:depth].t(), d_h, d_kernel, d_pre.sum(0), None, None

@@ -27,7 +27,7 @@ from torch.autograd.function import once_differentiable
 
 from .activation_kinds import ACTIVATION_CODES, activate_, activation_backward
 from .native import kernels
-from .packing import Packing, last_rows, previous_rows, step_starts
+from .packing import Packing, last_rows, previous_states, step_starts
 from .precision import HALF_DTYPES, add_product_, product_into, state_dtype
 from .triton_support import persistent_fits, triton_runs_on
 
@@ -288,10 +288,7 @@ class LSTMSequence(torch.autograd.Function):
             list(packing.batch_sizes),
         )
 
-        prev = previous_rows(packing, data.device)
-        n0 = packing.batch_sizes[0]
-        h_prev_all = out[:0] if prev is None else out.index_select(0, prev)
-        h_prev_all = torch.cat([h0[:n0], h_prev_all])
+        h_prev_all = previous_states(h0, out, packing)
         d_gates_x = d_gates.to(data.dtype)  # the GEMMs in the inputs' dtype (float32 gates of half inputs)
         d_data = d_gates_x @ w_x.t()
         d_kernel_p = torch.cat([data.t() @ d_gates_x, h_prev_all.t() @ d_gates_x])
@@ -299,8 +296,7 @@ class LSTMSequence(torch.autograd.Function):
         d_bias = _restore_gate_order(d_gates.sum(0), U).to(data.dtype)
         d_w_i = d_w_f = d_w_o = d_projection = None
         if w_if is not None:
-            c_later = cells[:0] if prev is None else cells.index_select(0, prev)
-            c_prev_all = torch.cat([c0[:n0].to(cells.dtype), c_later])
+            c_prev_all = previous_states(c0, cells, packing)
             d_w_i = (d_gates[:, :U] * c_prev_all).sum(0).to(data.dtype)
             d_w_f = (d_gates[:, U : 2 * U] * c_prev_all).sum(0).to(data.dtype)
             d_w_o = (d_gates[:, 2 * U : 3 * U] * cells).sum(0).to(data.dtype)

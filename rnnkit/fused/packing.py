@@ -126,6 +126,14 @@ def previous_rows(packing: Packing, device: torch.device) -> Tensor | None:
     return (first_of_step + row_in_step).to(device)
 
 
+def previous_states(initial: Tensor, steps: Tensor, packing: Packing) -> Tensor:
+    """``[N, width]``: for every packed row, the state its step started from: ``initial``'s row
+    at the first step, else the row of ``steps`` one step earlier (in ``steps``' dtype)."""
+    previous = previous_rows(packing, steps.device)
+    first = initial[: packing.batch_sizes[0]].to(steps.dtype)
+    return first if previous is None else torch.cat([first, steps.index_select(0, previous)])
+
+
 def last_rows(packing: Packing, device: torch.device) -> Tensor:
     """For each running sorted row ``b``: its packed row at its last step."""
     sizes, running = packing.batch_sizes, packing.num_running
