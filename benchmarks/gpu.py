@@ -4,11 +4,11 @@ Run:  python benchmarks/gpu.py [--rounds 5] [--quick] [--dtypes float32 bfloat16
       [--fp32-dot tf32x3] [--resident-max-depth 0] [--tuning resident_warps=4 block_k=64]  (sweeps)
 
 For each shape (batch B, hidden H = input depth, steps T), cell (TF LSTM, peephole LSTM with
-cell clipping, TF's reset-before GRU, and the full LSTMCell: peepholes, both clips and a
-projection to H/2) and dtype, it times forward (inference, no autograd) and
-forward+backward (every gradient) of:
+cell clipping, TF's reset-before GRU, the full LSTMCell: peepholes, both clips and a
+projection to H/2, and a BasicRNNCell with elu, an activation cuDNN lacks) and dtype, it
+times forward (inference, no autograd) and forward+backward (every gradient) of:
 
-* ``cudnn``: ``nn.LSTM``/``nn.GRU`` on the same ``[B, T, H]`` inputs (the plain LSTM is the
+* ``cudnn``: ``nn.LSTM``/``nn.GRU``/``nn.RNN`` on the same ``[B, T, H]`` inputs (the plain LSTM is the
   yardstick of every ratio: the issue's targets are rnnkit / cuDNN plain LSTM);
 * ``rnnkit``: ``dynamic_rnn(backend="auto")``, with the path it took (cudnn, persistent,
   step-loop or reference);
@@ -37,7 +37,7 @@ import rnnkit as rk
 from rnnkit.fused import select_plan
 from rnnkit.fused.persistent_setup import TUNING
 from rnnkit.fused.torch_rnn import is_torch_lstm_math
-from rnnkit.fused.triton_support import persistent_fits, persistent_preferred
+from rnnkit.fused.triton_support import persistent_fits, persistent_preferred, persistent_rnn_fits
 
 SHAPES = [(1, 256, 1000), (16, 256, 1000), (16, 1024, 100), (64, 256, 100), (64, 1024, 100), (256, 256, 100),
           (256, 1024, 100)]
@@ -58,6 +58,7 @@ CELLS = [
     Cell("tf-gru", lambda h: rk.GRUCell(h), lambda h: nn.GRU(h, h, batch_first=True)),
     Cell("full-lstm", lambda h: rk.LSTMCell(h, use_peepholes=True, cell_clip=3.0, num_proj=h // 2, proj_clip=3.0),
          lambda h: nn.LSTM(h, h, batch_first=True, proj_size=h // 2)),
+    Cell("rnn-elu", lambda h: rk.BasicRNNCell(h, activation="elu"), lambda h: nn.RNN(h, h, batch_first=True)),
 ]
 
 
@@ -67,6 +68,8 @@ def _path(cell: rk.RNNCell, x: torch.Tensor) -> str:
         return "reference"
     if isinstance(cell, rk.LSTMCell) and is_torch_lstm_math(cell, projection=True):
         return "persistent" if persistent_preferred(x.device, x.shape[0], cell.num_units) else "cudnn"
+    if isinstance(cell, rk.BasicRNNCell):  # an activation cuDNN lacks: never cuDNN
+        return "persistent" if persistent_rnn_fits(x.device, x.shape[0], cell.num_units) else "step-loop"
     num_proj = getattr(cell, "num_proj", None)
     return "persistent" if persistent_fits(x.device, x.shape[0], cell.num_units, num_proj) else "step-loop"
 

@@ -16,12 +16,13 @@ F64 = torch.float64
 
 @pytest.fixture(autouse=True)
 def _unverified_persistent_layouts_on(monkeypatch) -> None:
-    """Every GPU test also runs the persistent kernels with projections and on wide tiles (off
-    by default until a GPU run verifies them; see ``triton_support``)."""
+    """Every GPU test also runs the persistent kernels with projections, on wide tiles and for
+    BasicRNNCell (off by default until a GPU run verifies them; see ``triton_support``)."""
     from rnnkit.fused import triton_support
 
     monkeypatch.setattr(triton_support, "PERSISTENT_PROJECTION", True)
     monkeypatch.setattr(triton_support, "PERSISTENT_WIDE", True)
+    monkeypatch.setattr(triton_support, "PERSISTENT_RNN", True)
 
 
 def _stack() -> rk.MultiRNNCell:
@@ -93,7 +94,10 @@ CUDA_PATHS = {
     "persistent_plain_lstm": (lambda: rk.BasicLSTMCell(96, forget_bias=1.0), 32),  # small: persistent is faster
     "cudnn_projection_lstm": (lambda: rk.LSTMCell(96, num_proj=48), 32),
     "cudnn_reset_after_gru": (lambda: rk.GRUCell(96, reset_after=True), 32),
-    "cudnn_basic_rnn": (lambda: rk.BasicRNNCell(200), 32),
+    "cudnn_basic_rnn": (lambda: rk.BasicRNNCell(300), 32),  # over 256 units: cuDNN
+    "persistent_tanh_basic_rnn": (lambda: rk.BasicRNNCell(200), 32),  # small: persistent is preferred
+    "persistent_elu_basic_rnn": (lambda: rk.BasicRNNCell(300, activation="elu"), 48),
+    "step_loop_sigmoid_basic_rnn_1040_units": (lambda: rk.BasicRNNCell(1040, activation="sigmoid"), 8),
     "persistent_peephole_lstm": (lambda: rk.LSTMCell(200, use_peepholes=True, cell_clip=2.0), 48),
     "persistent_tf_gru": (lambda: rk.GRUCell(300), 40),
     "persistent_peephole_lstm_batch_256": (lambda: rk.LSTMCell(128, use_peepholes=True, cell_clip=2.0), 256),
@@ -148,8 +152,9 @@ def test_persistent_kernels_with_3xtf32_products_keep_float32_accuracy(name: str
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("name", ["cudnn_lstm", "cudnn_reset_after_gru", "cudnn_basic_rnn", "persistent_peephole_lstm",
                                   "persistent_tf_gru", "persistent_projection_peephole_lstm",
-                                  "persistent_wide_tiles_tf_gru", "step_loop_projection_peephole_lstm_1040_units",
-                                  "step_loop_relu_gru_1040_units"])
+                                  "persistent_wide_tiles_tf_gru", "persistent_elu_basic_rnn",
+                                  "step_loop_projection_peephole_lstm_1040_units", "step_loop_relu_gru_1040_units",
+                                  "step_loop_sigmoid_basic_rnn_1040_units"])
 def test_half_precision_cuda_paths_track_float32(dtype: torch.dtype, name: str) -> None:
     torch.manual_seed(3)
     make, batch = CUDA_PATHS[name]
@@ -174,13 +179,15 @@ EXPECTED_PATH = {
     "persistent_peephole_lstm_batch_256": "persistent",
     "persistent_projection_peephole_lstm": "persistent", "persistent_wide_tiles_peephole_lstm": "persistent",
     "persistent_wide_tiles_tf_gru": "persistent", "persistent_softsign_lstm": "persistent",
+    "persistent_tanh_basic_rnn": "persistent", "persistent_elu_basic_rnn": "persistent",
     "step_loop_projection_peephole_lstm_1040_units": "step_loop", "step_loop_relu_gru_1040_units": "step_loop",
+    "step_loop_sigmoid_basic_rnn_1040_units": "step_loop",
 }
 
 
 @pytest.mark.parametrize("name", sorted(CUDA_PATHS))
 def test_dispatch_takes_the_documented_cuda_path(name: str, monkeypatch) -> None:
-    from rnnkit.fused import persistent_gru, persistent_lstm, plan, triton_pointwise
+    from rnnkit.fused import persistent_gru, persistent_lstm, persistent_rnn, plan, triton_pointwise
 
     taken = []
 
@@ -191,9 +198,9 @@ def test_dispatch_takes_the_documented_cuda_path(name: str, monkeypatch) -> None
     spy(plan, "torch_lstm_layer", "cudnn")
     spy(plan, "torch_gru_layer", "cudnn")
     spy(plan, "torch_rnn_layer", "cudnn")
-    for module in (persistent_lstm, persistent_gru):
+    for module in (persistent_lstm, persistent_gru, persistent_rnn):
         spy(module, "forward_steps_persistent", "persistent")
-    for attribute in ("forward_pointwise_triton", "gates_forward_triton"):
+    for attribute in ("forward_pointwise_triton", "gates_forward_triton", "rnn_forward_triton"):
         spy(triton_pointwise, attribute, "step_loop")
     make, batch = CUDA_PATHS[name]
     rk.dynamic_rnn(make().cuda(), torch.randn(batch, 4, 40, device="cuda"))

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import rnnkit as rk
-from rnnkit.fused import gru, lstm, plan
+from rnnkit.fused import basic_rnn, gru, lstm, plan
 from rnnkit.fused.activation_kinds import ACTIVATION_CODES
 
 pytest.importorskip("triton")
@@ -20,6 +20,7 @@ pytest.importorskip("triton")
 from rnnkit.fused import (  # noqa: E402
     persistent_gru,
     persistent_lstm,
+    persistent_rnn,
     persistent_setup,
     triton_pointwise,
     triton_support,
@@ -100,6 +101,25 @@ def test_gru_pointwise_kernels_equal_the_torch_twins(activation: str) -> None:
         torch.testing.assert_close(kernel, twin, **TOL)
 
 
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_basic_rnn_pointwise_kernels_equal_the_torch_twins(activation: str) -> None:
+    torch.manual_seed(11)
+    n, units = 7, 21
+    z, d_out, d_h = _randn(n, units, scale=3.0), _strided(n, units), _randn(n, units)
+    results = []
+    for forward, backward in ((basic_rnn.forward_pointwise_torch, basic_rnn.backward_pointwise_torch),
+                              (triton_pointwise.rnn_forward_triton, triton_pointwise.rnn_backward_triton)):
+        h, d_pre = _strided(n, units), torch.empty(n, units, device=DEVICE)
+        forward(z.clone(), h, activation=activation)
+        backward(d_out, d_h, h, d_pre, activation=activation)
+        in_place = z.clone()
+        forward(in_place, in_place, activation=activation)  # h may be the pre-activation itself
+        results.append([h, d_pre, in_place])
+    for twin, kernel in zip(*results):
+        torch.testing.assert_close(kernel, twin, **TOL)
+    assert bool(results[0][1].abs().sum() > 0)
+
+
 def test_kernel_activations_are_accurate_to_float32() -> None:
     """Relative error of a few float32 ulps (GPU ``exp`` is ``ex2.approx``: ~|x| ulps at the tails)."""
     x = torch.cat([torch.linspace(-30, 30, 4001), torch.linspace(-0.3, 0.3, 2001)]).to(DEVICE).view(-1, 1)
@@ -167,7 +187,7 @@ def test_persistent_lstm_kernels_equal_the_step_loops(peepholes: bool, clip: flo
 
 def test_persistent_kernels_on_tiles_of_64_rows_and_32_units(monkeypatch) -> None:
     """The wide tiles' shapes (one program of 64 rows x 32 units here; 8 warps and ``wide_block_k``
-    on a GPU), LSTM and GRU, forward and backward, against the step loops."""
+    on a GPU), LSTM, GRU and BasicRNN, forward and backward, against the step loops."""
     monkeypatch.setattr(persistent_setup.TUNING, "resident_max_depth", 0)
     torch.manual_seed(10)
     batch_sizes, units = [40, 40, 33, 17], 20
@@ -206,6 +226,13 @@ def test_persistent_kernels_on_tiles_of_64_rows_and_32_units(monkeypatch) -> Non
               w_gh.t().contiguous(), w_ch.t().contiguous(), batch_sizes)
         backward.append([d_h, d_gates, d_candidates])
     for twin_grad, kernel_grad in zip(*backward):
+        torch.testing.assert_close(kernel_grad, twin_grad, **TOL)
+
+    twin_h, kernel_h = (_rnn_forward(steps, gates[:, :units], h0, w_ch, batch_sizes)
+                        for steps in (basic_rnn.forward_steps_torch, persistent_rnn.forward_steps_persistent))
+    torch.testing.assert_close(kernel_h, twin_h, **TOL)
+    for twin_grad, kernel_grad in zip(*(_rnn_backward(steps, twin_h, d_out, w_ch, batch_sizes) for steps in
+                                        (basic_rnn.backward_steps_torch, persistent_rnn.backward_steps_persistent))):
         torch.testing.assert_close(kernel_grad, twin_grad, **TOL)
 
 
@@ -296,6 +323,62 @@ def test_persistent_gru_kernels_equal_the_step_loops(sizes: str, resident: bool,
         torch.testing.assert_close(kernel, twin, **TOL)
 
 
+def _rnn_forward(steps: Any, pre: torch.Tensor, h0: torch.Tensor, w_h: torch.Tensor,
+                 batch_sizes: list[int]) -> torch.Tensor:
+    out = torch.empty_like(pre)
+    steps(pre.clone(), out, h0, w_h, batch_sizes)
+    return out
+
+
+def _rnn_backward(steps: Any, out: torch.Tensor, d_out: torch.Tensor, w_h: torch.Tensor,
+                  batch_sizes: list[int]) -> list[torch.Tensor]:
+    d_h, d_pre = torch.zeros(batch_sizes[0], out.shape[1], device=DEVICE), torch.empty_like(out)
+    steps(out, d_out, d_h, d_pre, w_h.t().contiguous(), batch_sizes)
+    return [d_h, d_pre]
+
+
+@pytest.mark.parametrize("sizes", sorted(SIZES))
+@pytest.mark.parametrize("resident", [True, False], ids=["weights_in_registers", "weights_streamed"])
+@pytest.mark.parametrize("activation", ["tanh", "elu", "relu6"])
+def test_persistent_basic_rnn_kernels_equal_the_step_loops(sizes: str, resident: bool, activation: str,
+                                                           monkeypatch) -> None:
+    monkeypatch.setattr(persistent_setup.TUNING, "resident_max_depth", 1 << 20 if resident else 0)
+    torch.manual_seed(12)
+    batch_sizes, units = SIZES[sizes], 20
+    rows, k = sum(batch_sizes), batch_sizes[0]
+    pre, h0, w_h = _randn(rows, units, scale=2.0), _randn(k, units), _randn(units, units, scale=0.4)
+    twin_steps = basic_rnn._loops(basic_rnn.forward_pointwise_torch, basic_rnn.backward_pointwise_torch, activation)
+    kernel_steps = (functools.partial(persistent_rnn.forward_steps_persistent, activation=activation),
+                    functools.partial(persistent_rnn.backward_steps_persistent, activation=activation))
+    twin, kernel = (_rnn_forward(steps[0], pre, h0, w_h, batch_sizes) for steps in (twin_steps, kernel_steps))
+    torch.testing.assert_close(kernel, twin, **TOL)
+    d_out = _randn(rows, units)
+    for twin_grad, kernel_grad in zip(*(_rnn_backward(steps[1], twin, d_out, w_h, batch_sizes)
+                                        for steps in (twin_steps, kernel_steps))):
+        torch.testing.assert_close(kernel_grad, twin_grad, **TOL)
+
+
+@pytest.mark.parametrize("flag", [False, True], ids=["persistent_rnn_off", "persistent_rnn_on"])
+def test_basic_rnn_step_selection(flag: bool, monkeypatch) -> None:
+    """Half inputs under the interpreter (as on CUDA): the persistent kernels while
+    ``PERSISTENT_RNN`` and they fit, else the Triton step loops; float32 and float64 on the CPU:
+    the torch twins."""
+    monkeypatch.setattr(triton_support, "PERSISTENT_RNN", flag)
+    cpu = torch.device("cpu")
+    forward, backward = basic_rnn._steps(cpu, torch.float16, 4, 8, "elu")
+    if flag:
+        assert forward.func is persistent_rnn.forward_steps_persistent
+        assert backward.func is persistent_rnn.backward_steps_persistent
+        assert forward.keywords == backward.keywords == {"activation": "elu"}
+    else:
+        assert forward.keywords["pointwise"].func is triton_pointwise.rnn_forward_triton
+        assert backward.keywords["pointwise"].func is triton_pointwise.rnn_backward_triton
+        assert forward.keywords["pointwise"].keywords == {"activation": "elu"}
+    for dtype in (torch.float32, torch.float64):
+        forward, _ = basic_rnn._steps(cpu, dtype, 4, 8, "elu")
+        assert forward.keywords["pointwise"].func is basic_rnn.forward_pointwise_torch
+
+
 def _run(cell: Any, x: torch.Tensor, lengths: Any, init: Any, backend: str) -> list[torch.Tensor]:
     xi = x.detach().clone().requires_grad_()
     state = rk.map_state(lambda s: s.detach().clone().requires_grad_(), init)
@@ -327,9 +410,16 @@ def _on_triton(monkeypatch: pytest.MonkeyPatch, persistent: bool = True) -> None
                                triton_pointwise.output_backward_triton, triton_pointwise.reset_backward_triton)
         return gru._loops(ops, activation)
 
+    def rnn_steps(device: torch.device, dtype: torch.dtype, batch: int, units: int, activation: str) -> Any:
+        if persistent and persistent_fits(device, batch, units):
+            return (functools.partial(persistent_rnn.forward_steps_persistent, activation=activation),
+                    functools.partial(persistent_rnn.backward_steps_persistent, activation=activation))
+        return basic_rnn._loops(triton_pointwise.rnn_forward_triton, triton_pointwise.rnn_backward_triton, activation)
+
     monkeypatch.setattr(triton_support, "PERSISTENT_PROJECTION", True)
     monkeypatch.setattr(lstm, "_steps", lstm_steps)
     monkeypatch.setattr(gru, "_steps", gru_steps)
+    monkeypatch.setattr(basic_rnn, "_steps", rnn_steps)
     monkeypatch.setattr(plan._LSTMLayer, "_through_torch", staticmethod(lambda *a: False))
 
 
@@ -342,6 +432,8 @@ CELLS = {
     "other_activations": lambda: rk.MultiRNNCell([rk.LSTMCell(10, use_peepholes=True, cell_clip=0.7, activation="selu"),
                                                   rk.LSTMCell(9, num_proj=6, activation="relu"),
                                                   rk.GRUCell(9, activation="softsign")]),
+    "basic_rnn": lambda: rk.MultiRNNCell([rk.BasicRNNCell(10), rk.BasicRNNCell(8, activation="elu"),
+                                          rk.BasicRNNCell(9, activation="sigmoid")]),
 }
 
 
@@ -371,6 +463,7 @@ HALF_CELLS = {
     "projection_lstm": lambda **kw: rk.LSTMCell(12, use_peepholes=True, num_proj=7, proj_clip=0.5, input_size=4,
                                                 **kw),  # only the step loop runs projections
     "tf_gru": lambda **kw: rk.GRUCell(12, input_size=4, **kw),
+    "basic_rnn": lambda **kw: rk.BasicRNNCell(12, activation="softsign", input_size=4, **kw),
 }
 
 

@@ -8,10 +8,12 @@ and inputs are recognised, ``reference`` otherwise. Inside ``fused``, per layer:
   ``BasicRNNCell`` with tanh or relu) run through ``torch.lstm``/``torch.gru``/``torch.rnn_*``:
   cuDNN on CUDA (``torch_rnn.py``), except plain LSTMs of at most 256 units at small batches,
   where the persistent kernel is faster;
-* every other LSTM, and TF's GRU, on CUDA runs a persistent Triton kernel when its programs
-  fit on the GPU at once (``persistent_lstm.py``, ``persistent_gru.py``), else a step loop of
-  cuBLAS GEMMs and Triton pointwise kernels (``triton_pointwise.py``);
-* on the CPU the compiled step loops of ``rnn_cpu.cpp``, or their torch twins.
+* every other LSTM, TF's GRU and ``BasicRNNCell`` with other activations, on CUDA run a
+  persistent Triton kernel when its programs fit on the GPU at once (``persistent_lstm.py``,
+  ``persistent_gru.py``, ``persistent_rnn.py``; the last one while
+  ``triton_support.PERSISTENT_RNN``), else a step loop of cuBLAS GEMMs and Triton pointwise
+  kernels (``triton_pointwise.py``);
+* on the CPU the compiled step loops of ``rnn_cpu.cpp`` (LSTM, GRU), or their torch twins.
 
 bfloat16/float16 inputs run on CUDA (cuDNN, the persistent kernels or the Triton step loops),
 with float32 accumulation and float32 gates and cell states; elsewhere ``auto`` takes the

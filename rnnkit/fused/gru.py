@@ -1,7 +1,6 @@
-"""A whole TF GRU layer (reset gate BEFORE the candidate matmul) over packed steps, and the
-plain ``BasicRNNCell`` layer (on CUDA tanh and relu run through cuDNN instead, see
-``torch_rnn.py``); forward and hand-written backward. The candidate's (and the plain RNN's)
-activation is any kind of ``activation_kinds.py``; tanh in the formulas below.
+"""A whole TF GRU layer (reset gate BEFORE the candidate matmul) over packed steps, forward and
+hand-written backward. The candidate's activation is any kind of ``activation_kinds.py``;
+tanh in the formulas below.
 
 GRU, with ``W_g = gates/kernel`` and ``W_c = candidate/kernel`` split into input rows ``x`` and
 recurrent rows ``h``::
@@ -211,43 +210,3 @@ class GRUSequence(torch.autograd.Function):
         d_biases = (d_gates.sum(0).to(data.dtype), d_candidates.sum(0).to(data.dtype))
         return d_data, d_h, d_gates_kernel, d_biases[0], d_candidate_kernel, d_biases[1], None, None
 
-
-class RNNSequence(torch.autograd.Function):
-    """Packed ``BasicRNNCell`` layer: ``h' = act([x, h] @ kernel + bias)``, ``act`` of kind
-    ``activation`` (``activation_kinds.py``)."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, data: Tensor, h0: Tensor, kernel: Tensor, bias: Tensor, packing: Packing, activation: str = "tanh"
-    ) -> tuple[Tensor, Tensor]:
-        depth = data.shape[1]
-        out = torch.addmm(bias, data, kernel[:depth])
-        w_h, h_prev = kernel[depth:], h0
-        for n, start in zip(packing.batch_sizes, packing.offsets):
-            h_prev = activate_(activation, out[start : start + n].addmm_(h_prev[:n], w_h))
-        ctx.save_for_backward(data, h0, kernel, out)
-        ctx.packing, ctx.activation = packing, activation
-        return out, out.index_select(0, last_rows(packing, data.device))
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, d_out: Tensor, d_h_final: Tensor) -> tuple[Any, ...]:
-        data, h0, kernel, out = ctx.saved_tensors
-        packing: Packing = ctx.packing
-        depth = data.shape[1]
-        w_h = kernel[depth:]
-        d_out = d_out.clone()
-        d_out.index_add_(0, last_rows(packing, data.device), d_h_final)
-        d_pre = torch.empty_like(out)
-        d_h = torch.zeros_like(h0)
-        w_h_t = w_h.t().contiguous()
-        starts = packing.offsets
-        for t in reversed(range(len(packing.batch_sizes))):
-            n, start = packing.batch_sizes[t], starts[t]
-            rows = slice(start, start + n)
-            dz = activation_backward(ctx.activation, d_out[rows] + d_h[:n], out[rows])
-            d_pre[rows] = dz
-            torch.mm(dz, w_h_t, out=d_h[:n])
-        h_prev_all = previous_states(h0, out, packing)
-        d_kernel = torch.cat([data.t() @ d_pre, h_prev_all.t() @ d_pre])
-        return d_pre @ kernel[:depth].t(), d_h, d_kernel, d_pre.sum(0), None, None

@@ -27,13 +27,14 @@ from ..cells import BasicLSTMCell, BasicRNNCell, GRUCell, LSTMCell
 from ..state import LSTMStateTuple
 from ..wrappers import DropoutWrapper, MultiRNNCell, ResidualWrapper, _add_residual
 from .activation_kinds import ACTIVATION_KINDS, activation_kind
-from .gru import GRUSequence, RNNSequence
+from .basic_rnn import RNNSequence
+from .gru import GRUSequence
 from .lstm import LSTMConfig, LSTMSequence
 from .native import kernels
 from .packing import Packing, make_packing, pack, sort_rows, unpack, unsort_rows
 from .precision import half_supported
 from .torch_rnn import TORCH_RNN_FUNCTIONS, is_torch_lstm_math, torch_gru_layer, torch_lstm_layer, torch_rnn_layer
-from .triton_support import persistent_preferred
+from .triton_support import persistent_preferred, persistent_rnn_fits
 
 
 def _cudnn_on(device: torch.device) -> bool:
@@ -173,16 +174,26 @@ class _GRULayer(_Layer):
 
 class _RNNLayer(_Layer):
     def half_reason(self, device: torch.device) -> str | None:
-        if device.type == "cuda":
-            return None  # cuDNN (tanh, relu) or the torch loop, both in half
+        if device.type == "cuda" or half_supported(device):
+            return None  # cuDNN (tanh, relu), Triton's kernels, or the torch step loop, all in half
         return f"{self.cell.name} in half precision: the fused BasicRNNCell runs it on CUDA"
 
     def run(self, data: Tensor, packing: Packing, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-        if _cudnn_on(data.device) and self.activation in TORCH_RNN_FUNCTIONS:
+        if self._through_cudnn(data, packing):
             out, h = torch_rnn_layer(data, packing, state[0], self.cell, self.activation)
         else:
             out, h = RNNSequence.apply(data, state[0], self.cell.kernel, self.cell.bias, packing, self.activation)
         return out, [h]
+
+    def _through_cudnn(self, data: Tensor, packing: Packing) -> bool:
+        """cuDNN for the activations it has (tanh, relu), except where the persistent kernel is
+        preferred (as for plain LSTMs: small batches, at most 256 units)."""
+        if not (_cudnn_on(data.device) and self.activation in TORCH_RNN_FUNCTIONS):
+            return False
+        batch, units = packing.num_running, self.cell.num_units
+        faster = (data.dtype != torch.float64 and persistent_rnn_fits(data.device, batch, units)
+                  and persistent_preferred(data.device, batch, units))
+        return not faster
 
 
 _LAYERS: dict[type, type[_Layer]] = {

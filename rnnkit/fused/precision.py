@@ -26,6 +26,8 @@ def add_product_(acc: Tensor, a: Tensor, w: Tensor) -> Tensor:
     """``acc += a @ w`` in place, the GEMM in ``w``'s dtype. With half weights and a float32
     ``acc`` (the gates) the GEMM accumulates in float32 and its result is rounded to half before
     it is added, as the input projection of all steps is."""
+    if acc.dtype == a.dtype == w.dtype:  # no conversions (a per-step call: keep it lean)
+        return acc.addmm_(a, w)
     a = a.to(w.dtype)
     if acc.dtype == w.dtype:
         return acc.addmm_(a, w)
@@ -35,4 +37,4 @@ def add_product_(acc: Tensor, a: Tensor, w: Tensor) -> Tensor:
 def product_into(out: Tensor, a: Tensor, w: Tensor) -> Tensor:
     """``out = a @ w``, the GEMM in ``w``'s dtype (``out``'s too): float32 gate gradients times
     half weights give half state gradients."""
-    return torch.mm(a.to(w.dtype), w, out=out)
+    return torch.mm(a if a.dtype == w.dtype else a.to(w.dtype), w, out=out)

@@ -1,12 +1,13 @@
-"""Triton kernels for one step's pointwise part, forward and backward, LSTM and TF's GRU.
+"""Triton kernels for one step's pointwise part, forward and backward: LSTM, TF's GRU and
+``BasicRNNCell``.
 
-Each is a drop-in for the torch twin of the same name in ``lstm.py``/``gru.py`` (which is its
-specification): same arguments, same in-place results, one launch instead of a handful of
-torch ops. The step loops around them (one cuBLAS GEMM per step, input projection and
-weight gradients as single GEMMs) are the loops of ``lstm.py``/``gru.py``; this is the GPU
+Each is a drop-in for its torch twin in ``lstm.py``, ``gru.py`` or ``basic_rnn.py`` (its
+specification, named in its docstring): same arguments, same in-place results, one launch
+instead of a handful of torch ops. The step loops around them (one cuBLAS GEMM per step, input
+projection and weight gradients as single GEMMs) are the loops of those files; this is the GPU
 path for the layers the persistent kernels do not take (batches whose programs do not all fit
-on the GPU at once). Every kernel runs on a 2-D grid of ``[rows, units]`` tiles and
-reads any row stride (column stride 1), so the loops pass row slices without copies.
+on the GPU at once). Every kernel runs on a 2-D grid of ``[rows, units]`` tiles and reads any
+row stride (column stride 1), so the loops pass row slices without copies.
 """
 
 from __future__ import annotations
@@ -242,3 +243,39 @@ def reset_backward_triton(d_rh: Tensor, g: Tensor, h_prev: Tensor, dg: Tensor, d
             d_rh, *_strides(d_rh), g, *_strides(g), h_prev, *_strides(h_prev), dg, *_strides(dg),
             dh_prev, *_strides(dh_prev), n, units, BLOCK_R=_BLOCK_ROWS, BLOCK_U=_BLOCK_UNITS,
         )
+
+
+@triton.jit
+def _rnn_forward(z_ptr, z_rs, h_ptr, h_rs, n, units, ACT: tl.constexpr, BLOCK_R: tl.constexpr,
+                 BLOCK_U: tl.constexpr):
+    r, u, mask = _tile(BLOCK_R, BLOCK_U, n, units)
+    h = activate(tl.load(z_ptr + r * z_rs + u, mask=mask).to(tl.float32), ACT)
+    tl.store(h_ptr + r * h_rs + u, h.to(h_ptr.dtype.element_ty), mask=mask)
+
+
+def rnn_forward_triton(z: Tensor, h: Tensor, activation: str = "tanh") -> None:
+    """:func:`rnnkit.fused.basic_rnn.forward_pointwise_torch` as one kernel (``z`` is left as it
+    was unless ``h`` is ``z``)."""
+    n, units = h.shape
+    if n:
+        _rnn_forward[_grid(n, units)](z, *_strides(z), h, *_strides(h), n, units, ACT=activation,
+                                      BLOCK_R=_BLOCK_ROWS, BLOCK_U=_BLOCK_UNITS)
+
+
+@triton.jit
+def _rnn_backward(d_out_ptr, d_out_rs, d_h_ptr, d_h_rs, h_ptr, h_rs, d_pre_ptr, d_pre_rs, n, units,
+                  ACT: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_U: tl.constexpr):
+    r, u, mask = _tile(BLOCK_R, BLOCK_U, n, units)
+    dh = tl.load(d_out_ptr + r * d_out_rs + u, mask=mask).to(tl.float32)
+    dh += tl.load(d_h_ptr + r * d_h_rs + u, mask=mask).to(tl.float32)
+    slope = activation_slope(tl.load(h_ptr + r * h_rs + u, mask=mask).to(tl.float32), ACT)
+    tl.store(d_pre_ptr + r * d_pre_rs + u, (dh * slope).to(d_pre_ptr.dtype.element_ty), mask=mask)
+
+
+def rnn_backward_triton(d_out: Tensor, d_h: Tensor, h: Tensor, d_pre: Tensor, activation: str = "tanh") -> None:
+    """:func:`rnnkit.fused.basic_rnn.backward_pointwise_torch` as one kernel."""
+    n, units = h.shape
+    if n:
+        _rnn_backward[_grid(n, units)](d_out, *_strides(d_out), d_h, *_strides(d_h), h, *_strides(h), d_pre,
+                                       *_strides(d_pre), n, units, ACT=activation, BLOCK_R=_BLOCK_ROWS,
+                                       BLOCK_U=_BLOCK_UNITS)

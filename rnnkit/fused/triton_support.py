@@ -57,6 +57,8 @@ PERSISTENT_MAX_PROJECTION_BLOCK = 64  # projection columns one program computes 
 # sm_90a, but not yet run on a GPU; off (the Triton step loop) until a GPU run verifies them,
 # unless RNNKIT_PERSISTENT_PROJECTION=1.
 PERSISTENT_PROJECTION = os.environ.get("RNNKIT_PERSISTENT_PROJECTION", "0") == "1"
+# The persistent BasicRNNCell kernels (persistent_rnn.py): the same, unless RNNKIT_PERSISTENT_RNN=1.
+PERSISTENT_RNN = os.environ.get("RNNKIT_PERSISTENT_RNN", "0") == "1"
 RESIDENT_MAX_DEPTH = 256  # the persistent forward kernels hold their weight slices in registers up to this
 
 
@@ -119,6 +121,11 @@ def persistent_fits(device: torch.device, batch: int, units: int, num_proj: int 
                                  or -(-num_proj // unit_blocks) > PERSISTENT_MAX_PROJECTION_BLOCK):
         return False
     return row_blocks * unit_blocks <= resident
+
+
+def persistent_rnn_fits(device: torch.device, batch: int, units: int) -> bool:
+    """:func:`persistent_fits` for a ``BasicRNNCell`` layer, while ``PERSISTENT_RNN``."""
+    return PERSISTENT_RNN and persistent_fits(device, batch, units)
 
 
 def persistent_launch(device: torch.device, batch: int, units: int) -> tuple[int, int, int, int]:
