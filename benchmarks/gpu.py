@@ -1,7 +1,8 @@
 """GPU benchmark: rnnkit against cuDNN (torch.nn.LSTM/GRU) and the per-step loop, one process.
 
 Run:  python benchmarks/gpu.py [--rounds 5] [--quick] [--dtypes float32 bfloat16] [--csv out.csv]
-      [--fp32-dot tf32x3] [--resident-max-depth 0] [--tuning resident_warps=4 block_k=64]  (sweeps)
+      [--fp32-dot tf32x3] [--resident-max-depth 0] [--tuning block_k=64 num_stages=4 one_loop_for_gates=false]
+      (the last three for sweeps of ``persistent_setup.Tuning``)
 
 For each shape (batch B, hidden H = input depth, steps T), cell (TF LSTM, peephole LSTM with
 cell clipping, TF's reset-before GRU, the full LSTMCell: peepholes, both clips and a
@@ -154,6 +155,15 @@ def _print_row(row: dict[str, Any]) -> None:
           f"| {row['cudnn_host_ms']:5.2f} / {row['rnnkit_host_ms']:5.2f} |", flush=True)
 
 
+def _tuning_value(current: Any, text: str, parser: argparse.ArgumentParser) -> Any:
+    """``text`` as a value of the Tuning field whose value is ``current`` (bools: true/false)."""
+    if isinstance(current, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            parser.error(f"--tuning: expected true or false, got {text!r}")
+        return text.lower() in ("true", "1")
+    return type(current)(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
@@ -174,7 +184,7 @@ def main() -> None:
         name, _, value = setting.partition("=")
         if not hasattr(TUNING, name):
             parser.error(f"--tuning: no Tuning field {name!r}; the fields are {sorted(vars(TUNING))}")
-        setattr(TUNING, name, type(getattr(TUNING, name))(value))
+        setattr(TUNING, name, _tuning_value(getattr(TUNING, name), value, parser))
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks/gpu.py needs a CUDA device")
     torch.backends.cudnn.allow_tf32 = False  # strict float32 for cuDNN too (rnnkit's default)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check in one command (for a lent GPU machine): the CUDA and Triton tests, then the
-# GPU benchmark, each under a timeout so that a hung kernel costs little. Writes tests.txt and
-# bench.csv to $OUT (default: a temporary folder). About 3 to 4 minutes on an H100 (the tests
-# compile every kernel variant; TESTS_S and BENCH_S bound the two parts).
+# GPU benchmark, each under a timeout so that a hung kernel costs little. Writes
+# tests_gpu.txt, tests_triton.txt and bench.csv to $OUT (default: a temporary folder). About 4
+# to 9 minutes on an H100: the tests compile every kernel variant (the two files run at once,
+# on separate cores; TESTS_S bounds them), then BENCH_S and SWEEP_S bound the benchmarks.
 #   bash benchmarks/gpu_check.sh            # BENCH_ARGS="--quick" for four shapes
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,9 +15,18 @@ export PYTHONPATH="$PWD" PYTHONWARNINGS=ignore RNNKIT_NATIVE="${RNNKIT_NATIVE:-0
 export RNNKIT_PERSISTENT_PROJECTION="${RNNKIT_PERSISTENT_PROJECTION:-1}" RNNKIT_PERSISTENT_WIDE="${RNNKIT_PERSISTENT_WIDE:-1}"
 export RNNKIT_PERSISTENT_RNN="${RNNKIT_PERSISTENT_RNN:-1}"
 python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cudnn', torch.backends.cudnn.version(), torch.cuda.get_device_name())"
-timeout "${TESTS_S:-240}" python -m pytest -q -rf -o faulthandler_timeout=60 tests/test_gpu.py tests/test_triton.py > "$OUT/tests.txt" 2>&1
-status=$?
-echo "pytest exit $status"; tail -3 "$OUT/tests.txt"; grep -E "^FAILED|^E  .*(Greatest|AssertionError)" "$OUT/tests.txt" | head -20
+run_tests() {  # $1: test file, $2: report name
+  timeout "${TESTS_S:-240}" python -m pytest -q -rf -p no:cacheprovider -o faulthandler_timeout=60 "$1" \
+    > "$OUT/$2.txt" 2>&1
+}
+run_tests tests/test_gpu.py tests_gpu & gpu_tests=$!
+run_tests tests/test_triton.py tests_triton; triton_status=$?
+wait "$gpu_tests"; gpu_status=$?
+status=$((gpu_status || triton_status))
+for report in tests_gpu tests_triton; do
+  echo "== $report"; tail -2 "$OUT/$report.txt"; grep -E "^FAILED|^E  .*(Greatest|AssertionError)" "$OUT/$report.txt" | head -20
+done
+echo "pytest exit: test_gpu $gpu_status, test_triton $triton_status"
 if [ "$status" -ne 0 ]; then  # a failed or hung kernel: benchmark the default paths only
   echo "tests did not pass: benchmarking with the unverified persistent kernels off"
   export RNNKIT_PERSISTENT_PROJECTION=0 RNNKIT_PERSISTENT_WIDE=0 RNNKIT_PERSISTENT_RNN=0

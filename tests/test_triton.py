@@ -132,6 +132,14 @@ def test_kernel_activations_are_accurate_to_float32() -> None:
 
 
 SIZES = {"full": [5, 5, 5, 5], "ragged": [6, 6, 4, 3, 3, 1]}
+# where the persistent kernels keep their weights: in registers, or streamed from the cache
+# every step with one loop for all gates (the default) or one loop per gate
+WEIGHTS = ["in_registers", "streamed", "streamed_loop_per_gate"]
+
+
+def _hold_weights(weights: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(persistent_setup.TUNING, "resident_max_depth", 1 << 20 if weights == "in_registers" else 0)
+    monkeypatch.setattr(persistent_setup.TUNING, "one_loop_for_gates", weights != "streamed_loop_per_gate")
 
 
 def _forward_buffers(batch_sizes: list[int], units: int, clip: float) -> dict[str, torch.Tensor]:
@@ -154,10 +162,10 @@ def _forward(steps: Any, gates: torch.Tensor, h0, c0, w_h, w_if, w_o, clip, size
 
 @pytest.mark.parametrize("peepholes, clip, activation", [*LSTM_KINDS[:4], (True, 0.4, "elu"), (False, -1.0, "relu6")])
 @pytest.mark.parametrize("sizes", sorted(SIZES))
-@pytest.mark.parametrize("resident", [True, False], ids=["weights_in_registers", "weights_streamed"])
+@pytest.mark.parametrize("weights", WEIGHTS)
 def test_persistent_lstm_kernels_equal_the_step_loops(peepholes: bool, clip: float, activation: str, sizes: str,
-                                                      resident: bool, monkeypatch) -> None:
-    monkeypatch.setattr(persistent_setup.TUNING, "resident_max_depth", 1 << 20 if resident else 0)
+                                                      weights: str, monkeypatch) -> None:
+    _hold_weights(weights, monkeypatch)
     torch.manual_seed(2)
     batch_sizes, units = SIZES[sizes], 24
     rows, k = sum(batch_sizes), batch_sizes[0]
@@ -238,12 +246,12 @@ def test_persistent_kernels_on_tiles_of_64_rows_and_32_units(monkeypatch) -> Non
 
 @pytest.mark.parametrize("proj_clip, activation", [(-1.0, "tanh"), (0.3, "tanh"), (0.3, "relu")])
 @pytest.mark.parametrize("sizes", sorted(SIZES))
-@pytest.mark.parametrize("resident", [True, False], ids=["weights_in_registers", "weights_streamed"])
+@pytest.mark.parametrize("weights", WEIGHTS)
 def test_persistent_projection_lstm_kernels_equal_the_step_loops(proj_clip: float, activation: str, sizes: str,
-                                                                 resident: bool, monkeypatch) -> None:
+                                                                 weights: str, monkeypatch) -> None:
     """With peepholes, cell clipping and a projection to fewer columns than units (and
     ``proj_clip``): the two-barrier steps against the step loop."""
-    monkeypatch.setattr(persistent_setup.TUNING, "resident_max_depth", 1 << 20 if resident else 0)
+    _hold_weights(weights, monkeypatch)
     torch.manual_seed(9)
     batch_sizes, units, proj = SIZES[sizes], 20, 11
     rows, k = sum(batch_sizes), batch_sizes[0]
@@ -288,11 +296,11 @@ def test_persistent_projection_lstm_kernels_equal_the_step_loops(proj_clip: floa
 
 
 @pytest.mark.parametrize("sizes", sorted(SIZES))
-@pytest.mark.parametrize("resident", [True, False], ids=["weights_in_registers", "weights_streamed"])
+@pytest.mark.parametrize("weights", WEIGHTS)
 @pytest.mark.parametrize("activation", ["tanh", "softsign"])
-def test_persistent_gru_kernels_equal_the_step_loops(sizes: str, resident: bool, activation: str,
+def test_persistent_gru_kernels_equal_the_step_loops(sizes: str, weights: str, activation: str,
                                                      monkeypatch) -> None:
-    monkeypatch.setattr(persistent_setup.TUNING, "resident_max_depth", 1 << 20 if resident else 0)
+    _hold_weights(weights, monkeypatch)
     torch.manual_seed(6)
     batch_sizes, units = SIZES[sizes], 20
     rows, k = sum(batch_sizes), batch_sizes[0]
@@ -338,11 +346,11 @@ def _rnn_backward(steps: Any, out: torch.Tensor, d_out: torch.Tensor, w_h: torch
 
 
 @pytest.mark.parametrize("sizes", sorted(SIZES))
-@pytest.mark.parametrize("resident", [True, False], ids=["weights_in_registers", "weights_streamed"])
+@pytest.mark.parametrize("weights", WEIGHTS[:2])  # one product a step: no gates to loop over
 @pytest.mark.parametrize("activation", ["tanh", "elu", "relu6"])
-def test_persistent_basic_rnn_kernels_equal_the_step_loops(sizes: str, resident: bool, activation: str,
+def test_persistent_basic_rnn_kernels_equal_the_step_loops(sizes: str, weights: str, activation: str,
                                                            monkeypatch) -> None:
-    monkeypatch.setattr(persistent_setup.TUNING, "resident_max_depth", 1 << 20 if resident else 0)
+    _hold_weights(weights, monkeypatch)
     torch.manual_seed(12)
     batch_sizes, units = SIZES[sizes], 20
     rows, k = sum(batch_sizes), batch_sizes[0]

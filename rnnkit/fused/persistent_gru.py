@@ -23,10 +23,11 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .persistent_setup import after_initial, launch_parameters, schedule
+from .persistent_setup import TUNING, after_initial, launch_parameters, schedule
 from .triton_math import (
     activate,
     activation_slope,
+    gate_products,
     grid_barrier,
     load_tile,
     product,
@@ -61,7 +62,7 @@ def _gru_forward_kernel(
     gates_ptr, candidates_ptr, reset_h_ptr, hbuf_ptr, w_gh_ptr, w_ch_ptr, sizes_ptr, starts_ptr, previous_ptr,
     counter_ptr, num_steps, units, running, unit_blocks, num_programs,
     ACT: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr, BLOCK_K: tl.constexpr,
-    K_PAD: tl.constexpr, RESIDENT: tl.constexpr,
+    K_PAD: tl.constexpr, RESIDENT: tl.constexpr, ONE_LOOP: tl.constexpr,
 ):
     """``hbuf`` is ``[running + N, units]``: the initial h, then each step's h; step ``t``
     reads its previous h at row ``previous[t]``. ``sizes``/``starts`` end with a 0 sentinel."""
@@ -81,10 +82,11 @@ def _gru_forward_kernel(
         row_mask = rows < n
         mask = row_mask[:, None] & col_mask[None, :]
         h_prev = load_tile(hbuf_ptr, previous, rows, cols, row_mask, col_mask, units)
-        reset = sigmoid(x_r + product(hbuf_ptr, previous, rows, row_mask, units, w_gh_ptr, width, cols, col_mask,
-                                      w_r, BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION))
-        update = sigmoid(x_u + product(hbuf_ptr, previous, rows, row_mask, units, w_gh_ptr + units, width, cols,
-                                       col_mask, w_u, BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION))
+        p_r, p_u, _, _ = gate_products(hbuf_ptr, previous, rows, row_mask, units, w_gh_ptr, width, units, cols,
+                                       col_mask, w_r, w_u, w_r, w_u, 2, BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT,
+                                       PRECISION, ONE_LOOP)
+        reset = sigmoid(x_r + p_r)
+        update = sigmoid(x_u + p_u)
         gate_here = (start + rows[:, None]) * width + cols[None, :]
         here = (start + rows[:, None]) * units + cols[None, :]
         tl.store(gates_ptr + gate_here, reset, mask=mask)
@@ -158,7 +160,7 @@ def forward_steps_persistent(
     hbuf = after_initial(h0, out, running)  # the kernel writes each step's h after the initial h
     _gru_forward_kernel[(programs,)](
         gates, candidates, reset_h, hbuf, w_gh.contiguous(), w_ch.contiguous(), sizes, starts, previous, counter,
-        len(batch_sizes), units, running, ACT=activation, **launch,
+        len(batch_sizes), units, running, ACT=activation, ONE_LOOP=TUNING.one_loop_for_gates, **launch,
     )
     out.copy_(hbuf[running:])
 

@@ -29,10 +29,11 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .persistent_setup import after_initial, launch_parameters, or_stand_in, output_block, schedule
+from .persistent_setup import TUNING, after_initial, launch_parameters, or_stand_in, output_block, schedule
 from .triton_math import (
     activate,
     activation_slope,
+    gate_products,
     grid_barrier,
     load_tile,
     product,
@@ -91,7 +92,7 @@ def _lstm_forward_kernel(
     num_steps, units, depth_h, clip, proj_clip, running, unit_blocks, num_programs,
     PEEPHOLES: tl.constexpr, CLIP: tl.constexpr, PROJECTION: tl.constexpr, PROJ_CLIP: tl.constexpr,
     ACT: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr, K_PAD: tl.constexpr, RESIDENT: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr, K_PAD: tl.constexpr, RESIDENT: tl.constexpr, ONE_LOOP: tl.constexpr,
 ):
     """``hbuf`` is ``[running + N, depth_h]`` (``depth_h``: the projection's width, else
     ``units``): the initial h, then each step's h; step ``t`` reads its previous h at row
@@ -122,14 +123,13 @@ def _lstm_forward_kernel(
     x_i, x_f, x_o, x_j = _gate_inputs(gates_ptr, start, n, rows, cols, col_mask, units)
     for t in range(num_steps):
         row_mask = rows < n
-        z_i = x_i + product(hbuf_ptr, previous, rows, row_mask, depth_h, w_ptr, width, cols, col_mask, r_i,
-                             BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION)
-        z_f = x_f + product(hbuf_ptr, previous, rows, row_mask, depth_h, w_ptr + units, width, cols, col_mask, r_f,
-                             BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION)
-        z_o = x_o + product(hbuf_ptr, previous, rows, row_mask, depth_h, w_ptr + 2 * units, width, cols, col_mask,
-                             r_o, BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION)
-        z_j = x_j + product(hbuf_ptr, previous, rows, row_mask, depth_h, w_ptr + 3 * units, width, cols, col_mask,
-                             r_j, BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION)
+        p_i, p_f, p_o, p_j = gate_products(hbuf_ptr, previous, rows, row_mask, depth_h, w_ptr, width, units, cols,
+                                           col_mask, r_i, r_f, r_o, r_j, 4, BLOCK_B, BLOCK_U, BLOCK_K, K_PAD,
+                                           RESIDENT, PRECISION, ONE_LOOP)
+        z_i = x_i + p_i
+        z_f = x_f + p_f
+        z_o = x_o + p_o
+        z_j = x_j + p_j
         if PEEPHOLES:
             z_i += c * w_i
             z_f += c * w_f
@@ -282,7 +282,7 @@ def forward_steps_persistent(
         sizes, starts, previous, candidates, cells, act_cells, or_stand_in(clip_mask, cells), counter,
         len(batch_sizes), units, depth_h, max(clip, 0.0), max(proj_clip, 0.0), running,
         PEEPHOLES=w_if.numel() > 0, CLIP=clip >= 0, PROJECTION=projected, PROJ_CLIP=projected and proj_clip >= 0,
-        ACT=activation, BLOCK_P=output_block(depth_h, launch), **launch,
+        ACT=activation, BLOCK_P=output_block(depth_h, launch), ONE_LOOP=TUNING.one_loop_for_gates, **launch,
     )
     out.copy_(hbuf[running:])
 

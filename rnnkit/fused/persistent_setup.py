@@ -30,6 +30,11 @@ class Tuning:
     # TF32 tensor-core products of split operands, about float32's accuracy; streamed weights
     # only, to be measured)
     strict_float32_dot: str = "ieee"
+    # the forward kernels' gate products of streamed weights in one loop over h (LSTM: 4 gates, GRU:
+    # r and u) instead of one loop per gate: the same sums, a quarter of the serial iterations at
+    # 4 gates. Compiled with cp.async pipelining for sm_90a (PTX checked), to be measured
+    one_loop_for_gates: bool = True
+    num_stages: int = 3  # software-pipelining depth of the products' loops (Triton's default)
 
 
 TUNING = Tuning()
@@ -60,6 +65,7 @@ def launch_parameters(
         "RESIDENT": resident,
         "PRECISION": precision,
         "num_warps": TUNING.resident_warps if resident else TUNING.wide_warps if wide else TUNING.streamed_warps,
+        "num_stages": TUNING.num_stages,
     }
     return row_blocks * unit_blocks, arguments, torch.zeros(1, dtype=torch.int32, device=weight.device)
 

@@ -131,6 +131,52 @@ def product(a_ptr, first_row, rows, row_mask, depth, w_ptr, w_width, cols, col_m
 
 
 @triton.jit
+def gate_products(a_ptr, first_row, rows, row_mask, depth, w_ptr, w_width, gate_width, cols, col_mask,
+                  r_0, r_1, r_2, r_3, GATES: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr,
+                  BLOCK_K: tl.constexpr, K_PAD: tl.constexpr, RESIDENT: tl.constexpr, PRECISION: tl.constexpr,
+                  ONE_LOOP: tl.constexpr):
+    """:func:`product` for each of ``GATES`` (2 or 4) gate blocks: ``a @ w[:depth, g * gate_width
+    + cols]`` for ``g < GATES`` (4 results; with 2 gates the last two are zeros), ``r_g`` their
+    resident slices. Streamed weights with ``ONE_LOOP`` take one pass over ``a``'s chunks for all
+    gates: each chunk of ``a`` is read once, and the latency-bound loop runs ``GATES`` times fewer
+    iterations with ``GATES + 1`` loads in flight. The sums are the same, in the same order."""
+    if RESIDENT or not ONE_LOOP:
+        p_0 = product(a_ptr, first_row, rows, row_mask, depth, w_ptr, w_width, cols, col_mask, r_0,
+                      BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION)
+        p_1 = product(a_ptr, first_row, rows, row_mask, depth, w_ptr + gate_width, w_width, cols, col_mask, r_1,
+                      BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION)
+        p_2 = tl.zeros([BLOCK_B, BLOCK_U], tl.float32)
+        p_3 = tl.zeros([BLOCK_B, BLOCK_U], tl.float32)
+        if GATES == 4:
+            p_2 = product(a_ptr, first_row, rows, row_mask, depth, w_ptr + 2 * gate_width, w_width, cols, col_mask,
+                          r_2, BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION)
+            p_3 = product(a_ptr, first_row, rows, row_mask, depth, w_ptr + 3 * gate_width, w_width, cols, col_mask,
+                          r_3, BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION)
+    else:
+        p_0 = tl.zeros([BLOCK_B, BLOCK_U], tl.float32)
+        p_1 = tl.zeros([BLOCK_B, BLOCK_U], tl.float32)
+        p_2 = tl.zeros([BLOCK_B, BLOCK_U], tl.float32)
+        p_3 = tl.zeros([BLOCK_B, BLOCK_U], tl.float32)
+        for k0 in range(0, depth, BLOCK_K):
+            ks = k0 + tl.arange(0, BLOCK_K)
+            chunk = tl.load(a_ptr + (first_row + rows[:, None]) * depth + ks[None, :],
+                            mask=row_mask[:, None] & (ks < depth)[None, :], other=0.0, cache_modifier=".cg")
+            w_here = w_ptr + ks[:, None] * w_width + cols[None, :]
+            w_mask = (ks < depth)[:, None] & col_mask[None, :]
+            w_0 = tl.load(w_here, mask=w_mask, other=0.0)
+            w_1 = tl.load(w_here + gate_width, mask=w_mask, other=0.0)
+            chunk = chunk.to(w_0.dtype)
+            p_0 += tl.dot(chunk, w_0, input_precision=PRECISION)
+            p_1 += tl.dot(chunk, w_1, input_precision=PRECISION)
+            if GATES == 4:
+                w_2 = tl.load(w_here + 2 * gate_width, mask=w_mask, other=0.0)
+                w_3 = tl.load(w_here + 3 * gate_width, mask=w_mask, other=0.0)
+                p_2 += tl.dot(chunk, w_2, input_precision=PRECISION)
+                p_3 += tl.dot(chunk, w_3, input_precision=PRECISION)
+    return p_0, p_1, p_2, p_3
+
+
+@triton.jit
 def weight_slice(w_ptr, depth, w_width, cols, col_mask, K_PAD: tl.constexpr):
     """``w[:depth, cols]`` padded to ``K_PAD`` rows with zeros."""
     ks = tl.arange(0, K_PAD)
