@@ -10,10 +10,10 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:-$(mktemp -d)}"
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD" PYTHONWARNINGS=ignore RNNKIT_NATIVE="${RNNKIT_NATIVE:-0}"  # the CPU kernels are not needed here
-# measure the persistent kernels not yet on by default too: projections, wide tiles, BasicRNNCell
-# (see triton_support.py)
+# measure the persistent kernels not yet on by default too: projections, wide tiles, BasicRNNCell,
+# one loop for the gate products (see triton_support.py)
 export RNNKIT_PERSISTENT_PROJECTION="${RNNKIT_PERSISTENT_PROJECTION:-1}" RNNKIT_PERSISTENT_WIDE="${RNNKIT_PERSISTENT_WIDE:-1}"
-export RNNKIT_PERSISTENT_RNN="${RNNKIT_PERSISTENT_RNN:-1}"
+export RNNKIT_PERSISTENT_RNN="${RNNKIT_PERSISTENT_RNN:-1}" RNNKIT_PERSISTENT_ONE_LOOP="${RNNKIT_PERSISTENT_ONE_LOOP:-1}"
 python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cudnn', torch.backends.cudnn.version(), torch.cuda.get_device_name())"
 run_tests() {  # $1: test file, $2: report name
   timeout "${TESTS_S:-240}" python -m pytest -q -rf -p no:cacheprovider -o faulthandler_timeout=60 "$1" \
@@ -29,7 +29,7 @@ done
 echo "pytest exit: test_gpu $gpu_status, test_triton $triton_status"
 if [ "$status" -ne 0 ]; then  # a failed or hung kernel: benchmark the default paths only
   echo "tests did not pass: benchmarking with the unverified persistent kernels off"
-  export RNNKIT_PERSISTENT_PROJECTION=0 RNNKIT_PERSISTENT_WIDE=0 RNNKIT_PERSISTENT_RNN=0
+  export RNNKIT_PERSISTENT_PROJECTION=0 RNNKIT_PERSISTENT_WIDE=0 RNNKIT_PERSISTENT_RNN=0 RNNKIT_PERSISTENT_ONE_LOOP=0
 fi
 timeout "${BENCH_S:-220}" python benchmarks/gpu.py ${BENCH_ARGS:-} --rounds 3 --csv "$OUT/bench.csv" 2>&1 | grep -v Warning
 # the float32 persistent rows again with 3xTF32 products of streamed weights (a candidate

@@ -10,7 +10,7 @@ import triton
 from torch import Tensor
 
 from .packing import step_starts
-from .triton_support import RESIDENT_MAX_DEPTH, dot_precision, persistent_launch
+from .triton_support import PERSISTENT_ONE_LOOP, RESIDENT_MAX_DEPTH, dot_precision, persistent_launch
 
 
 @dataclass
@@ -32,8 +32,8 @@ class Tuning:
     strict_float32_dot: str = "ieee"
     # the forward kernels' gate products of streamed weights in one loop over h (LSTM: 4 gates, GRU:
     # r and u) instead of one loop per gate: the same sums, a quarter of the serial iterations at
-    # 4 gates. Compiled with cp.async pipelining for sm_90a (PTX checked), to be measured
-    one_loop_for_gates: bool = True
+    # 4 gates. Compiled with cp.async pipelining for sm_90a (PTX checked); not yet run on a GPU
+    one_loop_for_gates: bool = PERSISTENT_ONE_LOOP
     num_stages: int = 3  # software-pipelining depth of the products' loops (Triton's default)
 
 

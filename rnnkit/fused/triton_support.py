@@ -59,6 +59,9 @@ PERSISTENT_MAX_PROJECTION_BLOCK = 64  # projection columns one program computes 
 PERSISTENT_PROJECTION = os.environ.get("RNNKIT_PERSISTENT_PROJECTION", "0") == "1"
 # The persistent BasicRNNCell kernels (persistent_rnn.py): the same, unless RNNKIT_PERSISTENT_RNN=1.
 PERSISTENT_RNN = os.environ.get("RNNKIT_PERSISTENT_RNN", "0") == "1"
+# The forward kernels' gate products of streamed weights in one loop (persistent_setup.Tuning.
+# one_loop_for_gates): the same, unless RNNKIT_PERSISTENT_ONE_LOOP=1.
+PERSISTENT_ONE_LOOP = os.environ.get("RNNKIT_PERSISTENT_ONE_LOOP", "0") == "1"
 RESIDENT_MAX_DEPTH = 256  # the persistent forward kernels hold their weight slices in registers up to this
 
 
