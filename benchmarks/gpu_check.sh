@@ -31,6 +31,7 @@ if [ "$status" -ne 0 ]; then  # a failed or hung kernel: benchmark the default p
   echo "tests did not pass: benchmarking with the unverified persistent kernels off"
   export RNNKIT_PERSISTENT_PROJECTION=0 RNNKIT_PERSISTENT_WIDE=0 RNNKIT_PERSISTENT_RNN=0 RNNKIT_PERSISTENT_ONE_LOOP=0
 fi
+timeout 60 python benchmarks/gpu_barrier.py 2>&1 | grep -v Warning  # the floor under a persistent step
 timeout "${BENCH_S:-220}" python benchmarks/gpu.py ${BENCH_ARGS:-} --rounds 3 --csv "$OUT/bench.csv" 2>&1 | grep -v Warning
 # the float32 persistent rows again with 3xTF32 products of streamed weights (a candidate
 # default; see persistent_setup.Tuning)
