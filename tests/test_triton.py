@@ -176,6 +176,10 @@ def test_persistent_lstm_kernels_equal_the_step_loops(peepholes: bool, clip: flo
     kernel_backward = functools.partial(persistent_lstm.backward_steps_persistent, activation=activation)
     twin = _forward(twin_forward, gates.clone(), h0, c0, w_h, w_if, w_o, clip, batch_sizes)
     kernel = _forward(kernel_forward, gates.clone(), h0, c0, w_h, w_if, w_o, clip, batch_sizes)
+    inference = _forward(functools.partial(kernel_forward, save=False), gates.clone(), h0, c0, w_h, w_if, w_o, clip,
+                         batch_sizes)
+    for name in ("out", "cells"):  # all that inference fills
+        torch.testing.assert_close(inference[name], twin[name], **TOL, msg=lambda m, n=name: f"{n}: {m}")
     saved_gates = twin["gates"]
     twin["gates"], kernel["gates"] = twin["gates"][:, : 3 * units], kernel["gates"][:, : 3 * units]  # j stays raw
     for name in twin:
@@ -310,13 +314,14 @@ def test_persistent_gru_kernels_equal_the_step_loops(sizes: str, weights: str, a
     twin_forward, twin_backward = gru._loops(gru.GRUPointwise(), activation)
     kernel_forward = functools.partial(persistent_gru.forward_steps_persistent, activation=activation)
     kernel_backward = functools.partial(persistent_gru.backward_steps_persistent, activation=activation)
-    for steps in (twin_forward, kernel_forward):
+    for steps in (twin_forward, kernel_forward, functools.partial(kernel_forward, save=False)):
         buffers = [gates.clone(), candidates.clone(), torch.empty(rows, units, device=DEVICE),
                    torch.empty(rows, units, device=DEVICE)]
         steps(*buffers, h0, w_gh, w_ch, batch_sizes)
         forward.append(buffers)
-    for twin, kernel in zip(*forward):
+    for twin, kernel in zip(*forward[:2]):
         torch.testing.assert_close(kernel, twin, **TOL)
+    torch.testing.assert_close(forward[2][3], forward[0][3], **TOL)  # inference: the same h
 
     activated, candidates_out, _, out = forward[0]
     d_out = _randn(rows, units)
@@ -403,16 +408,17 @@ def _on_triton(monkeypatch: pytest.MonkeyPatch, persistent: bool = True) -> None
     """Make the fused path take the Triton kernels on this device (on the CPU: the interpreter):
     the persistent kernels where they fit (unless not ``persistent``), else the step loops."""
     def lstm_steps(device: torch.device, dtype: torch.dtype, batch: int, units: int, num_proj: int | None,
-                   activation: str = "tanh") -> Any:
+                   activation: str = "tanh", save: bool = True) -> Any:
         if persistent and persistent_fits(device, batch, units, num_proj):
-            return (functools.partial(persistent_lstm.forward_steps_persistent, activation=activation),
+            return (functools.partial(persistent_lstm.forward_steps_persistent, activation=activation, save=save),
                     functools.partial(persistent_lstm.backward_steps_persistent, activation=activation))
         return lstm._loops(triton_pointwise.forward_pointwise_triton, triton_pointwise.backward_pointwise_triton,
                            activation)
 
-    def gru_steps(device: torch.device, dtype: torch.dtype, batch: int, units: int, activation: str = "tanh") -> Any:
+    def gru_steps(device: torch.device, dtype: torch.dtype, batch: int, units: int, activation: str = "tanh",
+                  save: bool = True) -> Any:
         if persistent and persistent_fits(device, batch, units):
-            return (functools.partial(persistent_gru.forward_steps_persistent, activation=activation),
+            return (functools.partial(persistent_gru.forward_steps_persistent, activation=activation, save=save),
                     functools.partial(persistent_gru.backward_steps_persistent, activation=activation))
         ops = gru.GRUPointwise(triton_pointwise.gates_forward_triton, triton_pointwise.output_forward_triton,
                                triton_pointwise.output_backward_triton, triton_pointwise.reset_backward_triton)
@@ -461,6 +467,28 @@ def test_fused_layers_on_triton_equal_the_reference(name: str, lengths: Any, mon
     fused = _run(cell, x, lengths, init, "fused")
     for i, (a, b) in enumerate(zip(reference, fused)):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=lambda m, i=i: f"result {i}: {m}")
+
+
+@pytest.mark.parametrize("name", ["lstm_peephole_clip", "lstm_projection", "stack"])
+def test_inference_on_triton_skips_the_saves_and_equals_the_reference(name: str, monkeypatch) -> None:
+    """Without grad mode the persistent kernels store only h and c (``save=False``)."""
+    torch.manual_seed(4)
+    cell = CELLS[name]().to(DEVICE)
+    x = torch.randn(5, 6, 4, device=DEVICE)
+    lengths = torch.tensor([6, 0, 3, 9, 6])
+    init = rk.map_state(lambda z: torch.randn_like(z), cell.zero_state(5, F32))
+    with torch.no_grad():
+        reference = rk.dynamic_rnn(cell, x, sequence_length=lengths, initial_state=init, backend="reference")
+        _on_triton(monkeypatch)
+        saves = []
+        for module in (persistent_lstm, persistent_gru):
+            launch = module.forward_steps_persistent
+            monkeypatch.setattr(module, "forward_steps_persistent",
+                                lambda *a, launch=launch, **k: (saves.append(k["save"]), launch(*a, **k))[1])
+        fused = rk.dynamic_rnn(cell, x, sequence_length=lengths, initial_state=init, backend="fused")
+    assert saves and not any(saves)
+    for a, b in zip(rk.flatten_state(reference), rk.flatten_state(fused)):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
 
 
 HALF = [torch.float16, torch.bfloat16] if DEVICE.type == "cuda" else [torch.float16]  # the interpreter lacks bf16

@@ -120,12 +120,13 @@ def backward_steps_torch(
 
 
 def _steps(
-    device: torch.device, dtype: torch.dtype, batch: int, units: int, activation: str = "tanh"
+    device: torch.device, dtype: torch.dtype, batch: int, units: int, activation: str = "tanh", save: bool = True
 ) -> tuple[Any, Any]:
     """The (forward, backward) step loops for a layer: on the CPU the compiled loops when they
     build (half inputs only in tests, through Triton's interpreter); on CUDA the
-    persistent Triton kernels where they fit, else the loops around Triton's pointwise kernels
-    (float32 and half); the torch twins otherwise (float32 and float64)."""
+    persistent Triton kernels where they fit (without ``save`` they skip what only backward
+    reads), else the loops around Triton's pointwise kernels (float32 and half); the torch
+    twins otherwise (float32 and float64)."""
     if device.type == "cpu" and dtype not in HALF_DTYPES:
         compiled = kernels()
         if compiled is not None:
@@ -137,7 +138,7 @@ def _steps(
         if persistent_fits(device, batch, units):
             from .persistent_gru import backward_steps_persistent, forward_steps_persistent
 
-            return (partial(forward_steps_persistent, activation=activation),
+            return (partial(forward_steps_persistent, activation=activation, save=save),
                     partial(backward_steps_persistent, activation=activation))
         from . import triton_pointwise as kernels_
 
@@ -156,8 +157,9 @@ def _loops(pointwise: GRUPointwise, activation: str) -> tuple[Any, Any]:
 
 
 class GRUSequence(torch.autograd.Function):
-    """Packed GRU layer: ``(data [N, D], h0 [k, U], gates kernel/bias, candidate kernel/bias)
-    -> (out [N, U], h_final [k, U])`` for the ``k`` running rows, longest first."""
+    """Packed GRU layer: ``(data [N, D], h0 [k, U], gates kernel/bias, candidate kernel/bias,
+    packing, activation, grad_enabled) -> (out [N, U], h_final [k, U])`` for the ``k`` running
+    rows, longest first. ``grad_enabled`` is the caller's grad mode (``forward`` runs without it)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -170,6 +172,7 @@ class GRUSequence(torch.autograd.Function):
         candidate_bias: Tensor,
         packing: Packing,
         activation: str = "tanh",
+        grad_enabled: bool = True,
     ) -> tuple[Tensor, Tensor]:
         U, depth = h0.shape[1], data.shape[1]
         w_gh, w_ch = gates_kernel[depth:], candidate_kernel[depth:]
@@ -180,7 +183,8 @@ class GRUSequence(torch.autograd.Function):
         candidates = projected[:, 2 * U :].to(kept_dtype).contiguous()  # becomes c after activation
         reset_h = torch.empty(data.shape[0], U, dtype=data.dtype, device=data.device)
         out = torch.empty_like(reset_h)
-        forward_steps, ctx.backward_steps = _steps(data.device, data.dtype, packing.batch_sizes[0], U, activation)
+        save = grad_enabled and any(ctx.needs_input_grad)  # a backward can follow
+        forward_steps, ctx.backward_steps = _steps(data.device, data.dtype, packing.batch_sizes[0], U, activation, save)
         forward_steps(gates, candidates, reset_h, out, h0, w_gh, w_ch, list(packing.batch_sizes))
         last = last_rows(packing, data.device)
         ctx.save_for_backward(data, h0, x_kernel, w_gh, w_ch, gates, candidates, reset_h, out)
@@ -208,5 +212,5 @@ class GRUSequence(torch.autograd.Function):
         d_gates_kernel = torch.cat([d_x_kernel[:, : 2 * U], h_prev_all.t() @ d_x_gates[:, : 2 * U]])
         d_candidate_kernel = torch.cat([d_x_kernel[:, 2 * U :], reset_h.t() @ d_x_gates[:, 2 * U :]])
         d_biases = (d_gates.sum(0).to(data.dtype), d_candidates.sum(0).to(data.dtype))
-        return d_data, d_h, d_gates_kernel, d_biases[0], d_candidate_kernel, d_biases[1], None, None
+        return d_data, d_h, d_gates_kernel, d_biases[0], d_candidate_kernel, d_biases[1], None, None, None
 

@@ -176,13 +176,14 @@ def backward_steps_torch(
 
 
 def _steps(
-    device: torch.device, dtype: torch.dtype, batch: int, units: int, num_proj: int | None, activation: str = "tanh"
+    device: torch.device, dtype: torch.dtype, batch: int, units: int, num_proj: int | None, activation: str = "tanh",
+    save: bool = True,
 ) -> tuple[Any, Any]:
     """The (forward, backward) step loops for a layer: on the CPU the compiled loops when they
     build (half inputs only in tests, through Triton's interpreter); on CUDA the
-    persistent Triton kernels where they fit (see ``triton_support.persistent_fits``), else
-    the loops around Triton's pointwise kernels (float32 and half); the torch twins otherwise
-    (float32 and float64)."""
+    persistent Triton kernels where they fit (see ``triton_support.persistent_fits``; without
+    ``save`` they skip what only backward reads), else the loops around Triton's pointwise
+    kernels (float32 and half); the torch twins otherwise (float32 and float64)."""
     if device.type == "cpu" and dtype not in HALF_DTYPES:
         compiled = kernels()
         if compiled is not None:
@@ -194,7 +195,7 @@ def _steps(
         if persistent_fits(device, batch, units, num_proj):
             from .persistent_lstm import backward_steps_persistent, forward_steps_persistent
 
-            return (partial(forward_steps_persistent, activation=activation),
+            return (partial(forward_steps_persistent, activation=activation, save=save),
                     partial(backward_steps_persistent, activation=activation))
         from .triton_pointwise import backward_pointwise_triton, forward_pointwise_triton
 
@@ -212,8 +213,9 @@ def _loops(forward_pointwise: Callable[..., None], backward_pointwise: Callable[
 
 
 class LSTMSequence(torch.autograd.Function):
-    """Packed LSTM layer: ``(data [N, D], h0 [k, H], c0 [k, U], weights...) -> (out [N, H],
-    h_final [k, H], c_final [k, U])`` for the ``k`` running rows, longest first."""
+    """Packed LSTM layer: ``(data [N, D], h0 [k, H], c0 [k, U], weights..., config, packing,
+    grad_enabled) -> (out [N, H], h_final [k, H], c_final [k, U])`` for the ``k`` running rows,
+    longest first. ``grad_enabled`` is the caller's grad mode (``forward`` runs without it)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -229,13 +231,15 @@ class LSTMSequence(torch.autograd.Function):
         projection: Tensor | None,
         config: LSTMConfig,
         packing: Packing,
+        grad_enabled: bool = True,
     ) -> tuple[Tensor, Tensor, Tensor]:
         U = config.units
         depth = data.shape[1]
         kernel_p, bias_p = _reorder_gates(kernel, bias, U, config.forget_bias)
         w_x, w_h = kernel_p[:depth], kernel_p[depth:]
         num_proj = None if projection is None else projection.shape[1]
-        steps = _steps(data.device, data.dtype, packing.batch_sizes[0], U, num_proj, config.activation)
+        save = grad_enabled and any(ctx.needs_input_grad)  # a backward can follow
+        steps = _steps(data.device, data.dtype, packing.batch_sizes[0], U, num_proj, config.activation, save)
         kept_dtype = state_dtype(data.dtype)  # float32 gates and cell states for half inputs
         gates = torch.addmm(bias_p, data, w_x).to(kept_dtype)  # [N, 4U]: (i, f, o, j), activated in place
         cells = torch.empty(data.shape[0], U, dtype=kept_dtype, device=data.device)
@@ -302,4 +306,4 @@ class LSTMSequence(torch.autograd.Function):
             d_w_o = (d_gates[:, 2 * U : 3 * U] * cells).sum(0).to(data.dtype)
         if projection is not None:
             d_projection = hidden.to(out.dtype).t() @ d_m
-        return d_data, d_h, d_c.to(c0.dtype), d_kernel, d_bias, d_w_i, d_w_f, d_w_o, d_projection, None, None
+        return d_data, d_h, d_c.to(c0.dtype), d_kernel, d_bias, d_w_i, d_w_f, d_w_o, d_projection, None, None, None

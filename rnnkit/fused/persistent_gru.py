@@ -62,10 +62,11 @@ def _gru_forward_kernel(
     gates_ptr, candidates_ptr, reset_h_ptr, hbuf_ptr, w_gh_ptr, w_ch_ptr, sizes_ptr, starts_ptr, previous_ptr,
     counter_ptr, num_steps, units, running, unit_blocks, num_programs,
     ACT: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr, BLOCK_K: tl.constexpr,
-    K_PAD: tl.constexpr, RESIDENT: tl.constexpr, ONE_LOOP: tl.constexpr,
+    K_PAD: tl.constexpr, RESIDENT: tl.constexpr, ONE_LOOP: tl.constexpr, SAVE: tl.constexpr,
 ):
     """``hbuf`` is ``[running + N, units]``: the initial h, then each step's h; step ``t``
-    reads its previous h at row ``previous[t]``. ``sizes``/``starts`` end with a 0 sentinel."""
+    reads its previous h at row ``previous[t]``. ``sizes``/``starts`` end with a 0 sentinel.
+    Without ``SAVE`` (inference) the activated gates and candidates are not stored."""
     rows, cols = program_tile(unit_blocks, BLOCK_B, BLOCK_U)
     col_mask = cols < units
     width = 2 * units
@@ -89,13 +90,15 @@ def _gru_forward_kernel(
         update = sigmoid(x_u + p_u)
         gate_here = (start + rows[:, None]) * width + cols[None, :]
         here = (start + rows[:, None]) * units + cols[None, :]
-        tl.store(gates_ptr + gate_here, reset, mask=mask)
-        tl.store(gates_ptr + gate_here + units, update, mask=mask)
+        if SAVE:  # what backward reads
+            tl.store(gates_ptr + gate_here, reset, mask=mask)
+            tl.store(gates_ptr + gate_here + units, update, mask=mask)
         tl.store(reset_h_ptr + here, (reset * h_prev).to(reset_h_ptr.dtype.element_ty), mask=mask)
         grid_barrier(counter_ptr, 2 * t, num_programs)
         c = activate(x_c + product(reset_h_ptr, start, rows, row_mask, units, w_ch_ptr, units, cols, col_mask, w_c,
                                    BLOCK_B, BLOCK_U, BLOCK_K, K_PAD, RESIDENT, PRECISION), ACT)
-        tl.store(candidates_ptr + here, c, mask=mask)
+        if SAVE:
+            tl.store(candidates_ptr + here, c, mask=mask)
         h_here = (running + start + rows[:, None]) * units + cols[None, :]
         tl.store(hbuf_ptr + h_here, ((h_prev - c) * update + c).to(hbuf_ptr.dtype.element_ty), mask=mask)
         # the next step's input projections, before the barrier (sentinel size 0 after the last)
@@ -149,18 +152,19 @@ def _gru_backward_kernel(
 
 def forward_steps_persistent(
     gates: Tensor, candidates: Tensor, reset_h: Tensor, out: Tensor, h0: Tensor, w_gh: Tensor, w_ch: Tensor,
-    batch_sizes: list[int], activation: str = "tanh",
+    batch_sizes: list[int], activation: str = "tanh", save: bool = True,
 ) -> None:
     """:func:`rnnkit.fused.gru.forward_steps_torch` in one launch. ``gates`` and ``candidates``
     (in: input projections plus biases; out: activated) are float32; ``reset_h``, ``out``,
-    ``h0`` and the weights share the inputs' dtype."""
+    ``h0`` and the weights share the inputs' dtype. Without ``save`` (no backward will follow)
+    ``gates`` and ``candidates`` keep the input projections."""
     units, running = out.shape[1], batch_sizes[0]
     programs, launch, counter = launch_parameters(units, units, True, running, w_gh)
     sizes, starts, previous = schedule(batch_sizes, running, gates.device)
     hbuf = after_initial(h0, out, running)  # the kernel writes each step's h after the initial h
     _gru_forward_kernel[(programs,)](
         gates, candidates, reset_h, hbuf, w_gh.contiguous(), w_ch.contiguous(), sizes, starts, previous, counter,
-        len(batch_sizes), units, running, ACT=activation, ONE_LOOP=TUNING.one_loop_for_gates, **launch,
+        len(batch_sizes), units, running, ACT=activation, ONE_LOOP=TUNING.one_loop_for_gates, SAVE=save, **launch,
     )
     out.copy_(hbuf[running:])
 

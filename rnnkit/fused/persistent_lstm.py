@@ -93,12 +93,14 @@ def _lstm_forward_kernel(
     PEEPHOLES: tl.constexpr, CLIP: tl.constexpr, PROJECTION: tl.constexpr, PROJ_CLIP: tl.constexpr,
     ACT: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr, K_PAD: tl.constexpr, RESIDENT: tl.constexpr, ONE_LOOP: tl.constexpr,
+    SAVE: tl.constexpr,
 ):
     """``hbuf`` is ``[running + N, depth_h]`` (``depth_h``: the projection's width, else
     ``units``): the initial h, then each step's h; step ``t`` reads its previous h at row
     ``previous[t]``. ``sizes``/``starts`` end with a 0 sentinel. With a projection each step
     publishes ``m = o * act(c)`` in ``hidden`` and, after a barrier, computes its columns of
-    ``h = clip(m @ W_proj)``."""
+    ``h = clip(m @ W_proj)``. Without ``SAVE`` (inference) only ``h``, ``c`` and ``m`` are
+    stored, not what backward reads (activated gates, ``act(j)``, ``act(c)``, clip masks)."""
     rows, cols = program_tile(unit_blocks, BLOCK_B, BLOCK_U)
     col_mask = cols < units
     out_cols = _output_columns(unit_blocks, BLOCK_P)
@@ -140,19 +142,21 @@ def _lstm_forward_kernel(
         mask = row_mask[:, None] & col_mask[None, :]
         here = (start + rows[:, None]) * units + cols[None, :]
         if CLIP:
-            tl.store(kept_ptr + here, tl.abs(c_new) <= clip, mask=mask)
+            if SAVE:
+                tl.store(kept_ptr + here, tl.abs(c_new) <= clip, mask=mask)
             c_new = tl.minimum(tl.maximum(c_new, -clip), clip)
         if PEEPHOLES:
             z_o += c_new * w_o
         o = sigmoid(z_o)
         act_c = activate(c_new, ACT)
-        gate_here = (start + rows[:, None]) * width + cols[None, :]
-        tl.store(gates_ptr + gate_here, i, mask=mask)
-        tl.store(gates_ptr + gate_here + units, f, mask=mask)
-        tl.store(gates_ptr + gate_here + 2 * units, o, mask=mask)
-        tl.store(candidates_ptr + here, j, mask=mask)
+        if SAVE:  # what backward reads
+            gate_here = (start + rows[:, None]) * width + cols[None, :]
+            tl.store(gates_ptr + gate_here, i, mask=mask)
+            tl.store(gates_ptr + gate_here + units, f, mask=mask)
+            tl.store(gates_ptr + gate_here + 2 * units, o, mask=mask)
+            tl.store(candidates_ptr + here, j, mask=mask)
+            tl.store(act_cells_ptr + here, act_c, mask=mask)
         tl.store(cells_ptr + here, c_new, mask=mask)
-        tl.store(act_cells_ptr + here, act_c, mask=mask)
         c = tl.where(mask, c_new, c)
         if PROJECTION:
             tl.store(hidden_ptr + here, o * act_c, mask=mask)
@@ -162,7 +166,8 @@ def _lstm_forward_kernel(
             out_mask = row_mask[:, None] & out_col_mask[None, :]
             out_here = (start + rows[:, None]) * depth_h + out_cols[None, :]
             if PROJ_CLIP:
-                tl.store(proj_kept_ptr + out_here, tl.abs(h) <= proj_clip, mask=out_mask)
+                if SAVE:
+                    tl.store(proj_kept_ptr + out_here, tl.abs(h) <= proj_clip, mask=out_mask)
                 h = tl.minimum(tl.maximum(h, -proj_clip), proj_clip)
             tl.store(hbuf_ptr + running * depth_h + out_here, h.to(hbuf_ptr.dtype.element_ty), mask=out_mask)
         else:
@@ -267,10 +272,12 @@ def forward_steps_persistent(
     gates: Tensor, h0: Tensor, c0: Tensor, w_h: Tensor, w_if: Tensor, w_o: Tensor, projection: Tensor,
     clip: float, proj_clip: float, batch_sizes: list[int], candidates: Tensor, cells: Tensor,
     act_cells: Tensor, hidden: Tensor, out: Tensor, clip_mask: Tensor, proj_mask: Tensor, activation: str = "tanh",
+    save: bool = True,
 ) -> None:
     """:func:`rnnkit.fused.lstm.forward_steps_torch` in one launch. ``gates`` (in: input
     projection plus bias; out: activated), ``candidates``, ``cells``, ``act_cells`` and
-    ``hidden`` are float32; ``h0``, ``w_h``, ``projection`` and ``out`` share the inputs' dtype."""
+    ``hidden`` are float32; ``h0``, ``w_h``, ``projection`` and ``out`` share the inputs' dtype.
+    Without ``save`` (no backward will follow) only ``out`` and ``cells`` are filled."""
     units, running, depth_h = cells.shape[1], batch_sizes[0], out.shape[1]
     projected = projection.numel() > 0
     programs, launch, counter = launch_parameters(units, max(depth_h, units), True, running, w_h)
@@ -282,7 +289,8 @@ def forward_steps_persistent(
         sizes, starts, previous, candidates, cells, act_cells, or_stand_in(clip_mask, cells), counter,
         len(batch_sizes), units, depth_h, max(clip, 0.0), max(proj_clip, 0.0), running,
         PEEPHOLES=w_if.numel() > 0, CLIP=clip >= 0, PROJECTION=projected, PROJ_CLIP=projected and proj_clip >= 0,
-        ACT=activation, BLOCK_P=output_block(depth_h, launch), ONE_LOOP=TUNING.one_loop_for_gates, **launch,
+        ACT=activation, BLOCK_P=output_block(depth_h, launch), ONE_LOOP=TUNING.one_loop_for_gates, SAVE=save,
+        **launch,
     )
     out.copy_(hbuf[running:])
 

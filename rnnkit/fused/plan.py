@@ -126,7 +126,8 @@ class _LSTMLayer(_Layer):
         peepholes = (cell.w_i_diag, cell.w_f_diag, cell.w_o_diag) if cell.use_peepholes else (None, None, None)
         projection = cell.projection["kernel"] if cell.num_proj is not None else None
         h0, c0 = state
-        out, h, c = LSTMSequence.apply(data, h0, c0, cell.kernel, cell.bias, *peepholes, projection, config, packing)
+        out, h, c = LSTMSequence.apply(data, h0, c0, cell.kernel, cell.bias, *peepholes, projection, config, packing,
+                                       torch.is_grad_enabled())
         return out, [h, c]
 
     @staticmethod
@@ -167,7 +168,7 @@ class _GRULayer(_Layer):
         gates, candidate = self.cell.gates, self.cell.candidate
         out, h = GRUSequence.apply(
             data, state[0], gates["kernel"], gates["bias"], candidate["kernel"], candidate["bias"], packing,
-            self.activation,
+            self.activation, torch.is_grad_enabled(),
         )
         return out, [h]
 
