@@ -239,12 +239,13 @@ class RNNCell(_KeepsLazyWeights, nn.Module):
                     f"{self.name} was built for inputs of depth {self.input_size}, got depth {input_size}"
                 )
             return
-        for spec in self._variable_specs:
-            param = self._weight(spec)
-            if isinstance(param, UninitializedParameter):
-                param.materialize(spec.shape_for(input_size), dtype=dtype)
-        self.input_size = input_size
-        self.reset_parameters()
+        with torch.inference_mode(False):  # a first call under inference_mode: still trainable weights
+            for spec in self._variable_specs:
+                param = self._weight(spec)
+                if isinstance(param, UninitializedParameter):
+                    param.materialize(spec.shape_for(input_size), dtype=dtype)
+            self.input_size = input_size
+            self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """Re-initialize every built weight with its initializer (TF's defaults unless given)."""

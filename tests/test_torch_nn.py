@@ -191,3 +191,30 @@ def test_cudnn_tf32_flag_is_held_in_forward_and_backward() -> None:
     torch.testing.assert_close(grad, 3 * w)
     assert seen == [("forward", not before), ("backward", not before)]
     assert torch.backends.cudnn.allow_tf32 == before
+
+
+@pytest.mark.parametrize("make", [lambda: rk.BasicLSTMCell(5, forget_bias=0.4),
+                                  lambda: rk.GRUCell(5, reset_after=True)])
+@pytest.mark.parametrize("prebuilt", [False, True], ids=["lazy", "built"])
+def test_weight_constants_made_under_inference_mode_serve_training_later(make, prebuilt: bool) -> None:
+    """The torch path caches small constants (gate order, forget bias, zero biases), and a
+    lazy cell builds its weights at the first call: under ``inference_mode`` neither may become
+    an inference tensor, which a later backward could not save nor an optimizer update."""
+    from rnnkit.fused import torch_rnn
+
+    torch.manual_seed(6)
+    cell = make()
+    x = torch.randn(3, 4, 2, dtype=F64)
+    if prebuilt:
+        rk.dynamic_rnn(cell, x, dtype=F64)
+    for cached in (torch_rnn._torch_gate_order, torch_rnn._forget_bias_vector, torch_rnn._zeros):
+        cached.cache_clear()
+    with torch.inference_mode():
+        inferred, _ = rk.dynamic_rnn(cell, x, dtype=F64)
+    xi = x.clone().requires_grad_()
+    out, _ = rk.dynamic_rnn(cell, xi, dtype=F64)
+    assert not any(p.is_inference() for p in cell.parameters())
+    (grad,) = torch.autograd.grad(out.sum(), xi)
+    torch.testing.assert_close(out.detach(), inferred)
+    expected = torch.autograd.grad(rk.dynamic_rnn(cell, xi, dtype=F64, backend="reference")[0].sum(), xi)[0]
+    torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-10)

@@ -4,8 +4,8 @@ CUDA, oneDNN (LSTM) or ATen's loop (GRU) on the CPU.
 * A TF ``BasicLSTMCell``/``LSTMCell`` without peepholes or clipping and with tanh is
   ``torch.nn.LSTM``'s math once the gate blocks are reordered from TF's ``(i, j, f, o)`` to
   PyTorch's ``(i, f, g=j, o)``, the kernel ``[D+H, 4U]`` is split into ``W_ih = kernel[:D].T``
-  and ``W_hh = kernel[D:].T`` and ``forget_bias`` is folded into the f bias; a projection
-  (without ``proj_clip``) is ``W_hr = projection/kernel.T``.
+  and ``W_hh = kernel[D:].T``, ``b_ih = bias`` and ``forget_bias`` is ``b_hh``'s f block; a
+  projection (without ``proj_clip``) is ``W_hr = projection/kernel.T``.
 * ``GRUCell(reset_after=True)`` is ``torch.nn.GRU``'s math: gates ``(r, u)`` are PyTorch's
   ``(r, z)``, ``candidate/input_projection`` is the n block of ``W_ih``/``b_ih`` and
   ``candidate/hidden_projection`` that of ``W_hh``/``b_hh``.
@@ -23,6 +23,7 @@ backward: results match the reference cells unless you allowed TF32 yourself.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -48,30 +49,59 @@ def is_torch_lstm_math(cell: Any, projection: bool = False) -> bool:
 
 def torch_lstm_weights(cell: Any, depth: int) -> list[Tensor]:
     """``[W_ih, W_hh, b_ih, b_hh]`` in PyTorch's layout and gate order, from an LSTM cell's TF
-    weights, under autograd (``forget_bias`` folded into ``b_ih``; ``b_hh`` is zero)."""
-    units = cell.num_units
-    i, j, f, o = cell.kernel.split(units, 1)
-    kernel = torch.cat([i, f, j, o], 1)
-    b_i, b_j, b_f, b_o = cell.bias.split(units)
-    bias = torch.cat([b_i, b_f + cell.forget_bias, b_j, b_o])
-    return [kernel[:depth].t().contiguous(), kernel[depth:].t().contiguous(), bias, torch.zeros_like(bias)]
+    weights, under autograd: three gathers (``forget_bias`` is ``b_hh``, a cached constant)."""
+    kernel, units = cell.kernel, cell.num_units
+    order = _torch_gate_order(units, kernel.device)
+    return [kernel[:depth].t().index_select(0, order), kernel[depth:].t().index_select(0, order),
+            cell.bias.index_select(0, order), _forget_bias_vector(units, cell.forget_bias, kernel.dtype, kernel.device)]
+
+
+# Constants cached per size, dtype and device. They are made outside inference mode whatever
+# the caller's mode: an inference tensor could not be saved for a later backward.
+
+
+@functools.lru_cache(maxsize=32)
+def _torch_gate_order(units: int, device: torch.device) -> Tensor:
+    """Row indices taking TF's gate blocks ``(i, j, f, o)`` to PyTorch's ``(i, f, g=j, o)``."""
+    with torch.inference_mode(False):
+        i, j, f, o = (torch.arange(units) + block * units for block in range(4))
+        return torch.cat([i, f, j, o]).to(device)
+
+
+@functools.lru_cache(maxsize=32)
+def _forget_bias_vector(units: int, forget_bias: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``b_hh`` of a TF LSTM in PyTorch's gate order: ``forget_bias`` in the f block, zeros
+    elsewhere (a constant: it gets no gradient)."""
+    with torch.inference_mode(False):
+        vector = torch.zeros(4 * units, dtype=dtype)
+        vector[units : 2 * units] = forget_bias
+        return vector.to(device)
+
+
+@functools.lru_cache(maxsize=32)
+def _zeros(size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A constant zero vector (``b_hh`` parts TF's cells lack)."""
+    with torch.inference_mode(False):
+        return torch.zeros(size, dtype=dtype, device=device)
 
 
 def torch_gru_weights(cell: Any, depth: int) -> list[Tensor]:
     """``[W_ih, W_hh, b_ih, b_hh]`` of ``torch.nn.GRU`` from a ``GRUCell(reset_after=True)``."""
     gates, x_part, h_part = cell.gates, cell.candidate["input_projection"], cell.candidate["hidden_projection"]
+    kernel = gates["kernel"]
     return [
-        torch.cat([gates["kernel"][:depth], x_part["kernel"]], 1).t().contiguous(),
-        torch.cat([gates["kernel"][depth:], h_part["kernel"]], 1).t().contiguous(),
+        torch.cat([kernel[:depth].t(), x_part["kernel"].t()]),  # a contiguous [3U, D]
+        torch.cat([kernel[depth:].t(), h_part["kernel"].t()]),
         torch.cat([gates["bias"], x_part["bias"]]),
-        torch.cat([torch.zeros_like(gates["bias"]), h_part["bias"]]),
+        torch.cat([_zeros(gates["bias"].shape[0], kernel.dtype, kernel.device), h_part["bias"]]),
     ]
 
 
 def torch_rnn_weights(cell: Any, depth: int) -> list[Tensor]:
     """``[W_ih, W_hh, b_ih, b_hh]`` of ``torch.nn.RNN`` from a ``BasicRNNCell``."""
     kernel = cell.kernel
-    return [kernel[:depth].t().contiguous(), kernel[depth:].t().contiguous(), cell.bias, torch.zeros_like(cell.bias)]
+    return [kernel[:depth].t().contiguous(), kernel[depth:].t().contiguous(), cell.bias,
+            _zeros(cell.bias.shape[0], kernel.dtype, kernel.device)]
 
 
 @contextmanager

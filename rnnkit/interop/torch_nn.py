@@ -70,7 +70,8 @@ def to_torch_lstm(cell: Any, batch_first: bool = True) -> nn.LSTM:
     )
     with torch.no_grad():
         for k, layer in enumerate(layers):
-            weights = torch_lstm_weights(layer, layer.input_size)
+            w_ih, w_hh, b_ih, forget_bias = torch_lstm_weights(layer, layer.input_size)
+            weights = (w_ih, w_hh, b_ih + forget_bias, torch.zeros_like(forget_bias))  # folded into bias_ih
             for name, value in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), weights):
                 getattr(lstm, f"{name}_l{k}").copy_(value)
             if layer.num_proj is not None:
