@@ -1,6 +1,7 @@
 """GPU benchmark: rnnkit against cuDNN (torch.nn.LSTM/GRU) and the per-step loop, one process.
 
-Run:  python benchmarks/gpu.py [--rounds 5] [--quick] [--dtypes float32 bfloat16] [--csv out.csv]
+Run:  python benchmarks/gpu.py [--rounds 5] [--quick | --shapes 16,256,1000 ...] [--dtypes float32 bfloat16]
+      [--cells lstm tf-gru ...] [--loops short|all|none] [--csv out.csv]
       [--fp32-dot tf32x3] [--resident-max-depth 0] [--tuning block_k=64 num_stages=4 one_loop_for_gates=false]
       (the last three for sweeps of ``persistent_setup.Tuning``)
 
@@ -14,7 +15,7 @@ times forward (inference, no autograd) and forward+backward (every gradient) of:
 * ``rnnkit``: ``dynamic_rnn(backend="auto")``, with the path it took (cudnn, persistent,
   step-loop or reference);
 * ``loop``: rnnkit's reference loop, the cell's own step per time step (the per-step PyTorch
-  loop every variant cost before the fused kernels; skipped at T=1000 unless ``--loops``).
+  loop every variant cost before the fused kernels; at T <= 100 unless ``--loops`` says otherwise).
 
 float32 is strict everywhere (cuDNN's TF32 off, as rnnkit's default; see
 ``rnnkit/fused/torch_rnn.py``). Times are CUDA-event times from an idle device, the best of
@@ -112,7 +113,7 @@ def _runner(module: Any, x: torch.Tensor, params: list[torch.Tensor], train: boo
     return run
 
 
-def _measure(shape: tuple[int, int, int], cell_spec: Cell, dtype: torch.dtype, rounds: int, loops: bool,
+def _measure(shape: tuple[int, int, int], cell_spec: Cell, dtype: torch.dtype, rounds: int, loops: str,
              plain_cudnn: dict[tuple[Any, ...], float]) -> list[dict[str, Any]]:
     batch, hidden, steps = shape
     torch.manual_seed(0)
@@ -127,7 +128,7 @@ def _measure(shape: tuple[int, int, int], cell_spec: Cell, dtype: torch.dtype, r
             "cudnn": _runner(baseline, x, list(baseline.parameters()), train, None),
             "rnnkit": _runner(cell, x, list(cell.parameters()), train, "auto"),
         }
-        if loops or steps <= 100:
+        if loops == "all" or (loops == "short" and steps <= 100):
             runs["loop"] = _runner(cell, x, list(cell.parameters()), train, "reference")
         timed = _best_times(runs, rounds if steps <= 100 else max(2, rounds // 2), train)
         times = {name: gpu for name, (gpu, _) in timed.items()}
@@ -155,6 +156,15 @@ def _print_row(row: dict[str, Any]) -> None:
           f"| {row['cudnn_host_ms']:5.2f} / {row['rnnkit_host_ms']:5.2f} |", flush=True)
 
 
+def _shape(text: str, parser: argparse.ArgumentParser) -> tuple[int, int, int]:
+    """``"B,H,T"`` as a shape."""
+    parts = text.split(",")
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        parser.error(f"--shapes: expected B,H,T (positive ints), got {text!r}")
+    batch, hidden, steps = (int(p) for p in parts)
+    return batch, hidden, steps
+
+
 def _tuning_value(current: Any, text: str, parser: argparse.ArgumentParser) -> Any:
     """``text`` as a value of the Tuning field whose value is ``current`` (bools: true/false)."""
     if isinstance(current, bool):
@@ -170,7 +180,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="four shapes instead of seven")
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--cells", nargs="+", default=[c.name for c in CELLS])
-    parser.add_argument("--loops", action="store_true", help="also time the per-step loop at T=1000")
+    parser.add_argument("--loops", choices=["short", "all", "none"], default="short",
+                        help="where to time the per-step loop: T <= 100 (default), everywhere, nowhere")
+    parser.add_argument("--shapes", nargs="+", default=None, metavar="B,H,T",
+                        help="these shapes instead of the grid, e.g. 16,256,1000 64,1024,100")
     parser.add_argument("--csv", default=None, help="also write the rows to this CSV file")
     parser.add_argument("--fp32-dot", default=TUNING.strict_float32_dot, choices=["ieee", "tf32x3"],
                         help="the persistent kernels' float32 products (persistent_setup.Tuning)")
@@ -185,6 +198,7 @@ def main() -> None:
         if not hasattr(TUNING, name):
             parser.error(f"--tuning: no Tuning field {name!r}; the fields are {sorted(vars(TUNING))}")
         setattr(TUNING, name, _tuning_value(getattr(TUNING, name), value, parser))
+    shapes = [_shape(text, parser) for text in args.shapes] if args.shapes else QUICK_SHAPES if args.quick else SHAPES
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks/gpu.py needs a CUDA device")
     torch.backends.cudnn.allow_tf32 = False  # strict float32 for cuDNN too (rnnkit's default)
@@ -198,7 +212,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows: list[dict[str, Any]] = []
     plain_cudnn: dict[tuple[Any, ...], float] = {}
-    for shape in QUICK_SHAPES if args.quick else SHAPES:
+    for shape in shapes:
         for dtype_name in args.dtypes:
             for cell_spec in CELLS:  # the plain LSTM first: its cuDNN time is every row's yardstick
                 if cell_spec.name not in args.cells and cell_spec.name != "lstm":
