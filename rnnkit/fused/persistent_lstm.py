@@ -135,9 +135,11 @@ def _lstm_forward_kernel(
         if PEEPHOLES:
             z_i += c * w_i
             z_f += c * w_f
+        # j before i and f: in this order LLVM's SLP vectorizer in Triton 3.9 does not crash on
+        # the float32 kernel without peepholes and with tanh (an assertion that aborts Python)
+        j = activate(z_j, ACT)
         i = sigmoid(z_i)
         f = sigmoid(z_f)
-        j = activate(z_j, ACT)
         c_new = f * c + i * j
         mask = row_mask[:, None] & col_mask[None, :]
         here = (start + rows[:, None]) * units + cols[None, :]
