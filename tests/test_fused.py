@@ -162,6 +162,25 @@ def test_no_grad_inference(lengths: list[int] | None, compiled: bool, monkeypatc
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("lengths", [None, [5, 2, 0]])
+def test_plain_lstm_under_cpu_autocast(lengths: list[int] | None) -> None:
+    """Under ``torch.autocast("cpu", bfloat16)`` plain LSTMs leave PyTorch's oneDNN LSTM, which
+    has no bfloat16 form on CPUs without bfloat16 (``nn.LSTM`` itself fails there), and run
+    like the other cells: as close to the reference under the same autocast as bfloat16 allows."""
+    torch.manual_seed(8)
+    cell = rk.MultiRNNCell([rk.BasicLSTMCell(8), rk.GRUCell(6)])
+    x = torch.randn(3, 5, 4)
+    results = []
+    for backend in ("reference", "auto"):
+        xi = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, state = rk.dynamic_rnn(cell, xi, sequence_length=lengths, backend=backend)
+        results.append([out.float(), *(s.float() for s in rk.flatten_state(state)),
+                        *torch.autograd.grad(out.float().sum(), [xi, *cell.parameters()])])
+    for reference, fused in zip(*results):
+        torch.testing.assert_close(fused, reference, rtol=0.05, atol=0.03)
+
+
 @pytest.mark.parametrize("name", ["stack", "gru", "basic_rnn"])
 def test_gradcheck_fused(name: str) -> None:
     torch.manual_seed(4)

@@ -136,14 +136,17 @@ class _LSTMLayer(_Layer):
         too) except where the persistent kernel is faster (small batches, at most 256 units);
         on the CPU oneDNN when every row runs every step, and with variable lengths only for
         inference without the compiled step loops (one call per run of equal batch sizes
-        measured slower than LSTMSequence in training, and than its compiled loops in inference)."""
+        measured slower than LSTMSequence in training, and than its compiled loops in inference),
+        never under CPU autocast (oneDNN has no bfloat16 LSTM on CPUs without bfloat16 support:
+        ``nn.LSTM`` itself fails there)."""
         if _cudnn_on(data.device):
             batch = packing.num_running
             faster = (cell.num_proj is None and data.dtype != torch.float64  # the kernels run 32 bits and less
                       and persistent_preferred(data.device, batch, cell.num_units))
             return is_torch_lstm_math(cell, projection=True) and not faster
         use_torch = packing.flat_index is None or (not torch.is_grad_enabled() and kernels() is None)
-        return data.device.type == "cpu" and use_torch and is_torch_lstm_math(cell)
+        autocast = torch.is_autocast_enabled("cpu")
+        return data.device.type == "cpu" and use_torch and not autocast and is_torch_lstm_math(cell)
 
 
 class _GRULayer(_Layer):
