@@ -7,9 +7,10 @@ each step adds one ``h @ W_h`` GEMM in place and applies the activation (backwar
 activation's derivative from the saved output, then one ``dz @ W_h^T`` GEMM); the weight
 gradients are single GEMMs at the end. Where the steps run:
 
-* CUDA: the persistent Triton kernel (``persistent_rnn.py``) where its programs fit, else the
-  loops below around Triton's pointwise kernels (float32 and half). cuDNN takes tanh and relu
-  before this (``torch_rnn.py``), except where the persistent kernel is preferred;
+* CUDA: the persistent Triton kernel (``persistent_rnn.py``) where its programs fit, while
+  ``triton_support.PERSISTENT_RNN``; else the loops below around Triton's pointwise kernels
+  (float32 and half). cuDNN takes tanh and relu before this (``torch_rnn.py``), except where
+  the persistent kernel is preferred;
 * elsewhere the loops below around their torch twins (float32, float64; half without Triton).
 
 The pre-activations are kept in float32 for half inputs (the GEMMs run in half with float32
