@@ -45,6 +45,10 @@ def _gru_flops(batch: int, size: int) -> float:
     return 2 * batch * (2 * size) * 3 * size
 
 
+def _rnn_flops(batch: int, size: int) -> float:
+    return 2 * batch * (2 * size) * size
+
+
 CONFIGS = [
     Config("lstm B64 T100 H256", 64, 100, 256, lambda: rk.BasicLSTMCell(256),
            lambda: nn.LSTM(256, 256, batch_first=True), _lstm_flops),
@@ -56,6 +60,10 @@ CONFIGS = [
            lambda b, s: _lstm_flops(b, s, proj=128), proj=128),
     Config("tf-gru vs nn.GRU B64 T100 H256", 64, 100, 256, lambda: rk.GRUCell(256),
            lambda: nn.GRU(256, 256, batch_first=True), _gru_flops),
+    Config("basic-rnn vs nn.RNN B64 T100 H256", 64, 100, 256, lambda: rk.BasicRNNCell(256),
+           lambda: nn.RNN(256, 256, batch_first=True), _rnn_flops),
+    Config("basic-rnn elu vs nn.RNN B4 T200 H64", 4, 200, 64, lambda: rk.BasicRNNCell(64, activation="elu"),
+           lambda: nn.RNN(64, 64, batch_first=True), _rnn_flops),
     Config("2x lstm B32 T100 H256 lengths[10,100]", 32, 100, 256,
            lambda: rk.MultiRNNCell([rk.BasicLSTMCell(256), rk.BasicLSTMCell(256)]),
            lambda: nn.LSTM(256, 256, num_layers=2, batch_first=True),

@@ -222,11 +222,11 @@ ACTIVATIONS = [kind for kind in ACTIVATION_CODES if kind != "tanh"]  # tanh: eve
 def test_every_activation_kind_matches_the_reference(activation: str, lengths: list[int] | None, compiled: bool,
                                                      monkeypatch) -> None:
     """On the CPU's compiled step loops (where they build) and on their torch twins."""
-    from rnnkit.fused import gru, lstm
+    from rnnkit.fused import basic_rnn, gru, lstm
 
     if not compiled:
-        monkeypatch.setattr(lstm, "kernels", lambda: None)
-        monkeypatch.setattr(gru, "kernels", lambda: None)
+        for module in (lstm, gru, basic_rnn):
+            monkeypatch.setattr(module, "kernels", lambda: None)
     torch.manual_seed(8)
     cell = rk.MultiRNNCell([
         rk.LSTMCell(5, use_peepholes=True, cell_clip=0.9, activation=activation),

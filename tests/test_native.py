@@ -1,5 +1,5 @@
-"""The compiled RNN step kernels (rnn_cpu.cpp) equal their torch twins, and the fused LSTM
-equals the reference on both."""
+"""The compiled RNN step kernels (rnn_cpu.cpp) equal their torch twins, and the fused layers
+equal the reference on both."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import rnnkit as rk
+from rnnkit.fused import basic_rnn as fused_basic_rnn
 from rnnkit.fused import gru as fused_gru
 from rnnkit.fused import lstm as fused_lstm
 from rnnkit.fused.activation_kinds import ACTIVATION_CODES
@@ -137,14 +138,46 @@ def test_gru_kernels_match_torch(compiled, dtype, activation) -> None:
         torch.testing.assert_close(b, a, **tol, msg=lambda msg: f"{name}: {msg}")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("aliased", [False, True], ids=["own_output", "output_is_pre_activation"])
+def test_basic_rnn_step_loops_match_torch(compiled, dtype, activation, aliased) -> None:
+    """The compiled forward and backward step loops against the torch twins' loops, over ragged
+    packed steps; the output buffer may be the pre-activations' own (as in float32 and float64)."""
+    batch_sizes, units = [5, 5, 3, 2, 2], 19
+    rows, running = sum(batch_sizes), batch_sizes[0]
+    g = torch.Generator().manual_seed(4)
+    pre, d_out = (3 * torch.randn(rows, units, dtype=dtype, generator=g) for _ in range(2))
+    h0 = torch.randn(running, units, dtype=dtype, generator=g)
+    w_h = 0.4 * torch.randn(units, units, dtype=dtype, generator=g)
+    twins = fused_basic_rnn._loops(fused_basic_rnn.forward_pointwise_torch, fused_basic_rnn.backward_pointwise_torch,
+                                   activation)
+    loops = (twins, (_with_code(compiled.rnn_forward_steps, activation),
+                     _with_code(compiled.rnn_backward_steps, activation)))
+    results = []
+    for forward, backward in loops:
+        z = pre.clone()
+        out = z if aliased else torch.empty_like(z)
+        forward(z, out, h0, w_h, batch_sizes)
+        d_h, d_pre = torch.zeros_like(h0), torch.empty_like(out)
+        backward(out, d_out, d_h, d_pre, w_h.t().contiguous(), batch_sizes)
+        results.append([out, d_h, d_pre])
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    for name, a, b in zip(["out", "d_h", "d_pre"], *results):
+        torch.testing.assert_close(b, a, **tol, msg=lambda msg: f"{name}: {msg}")
+
+
 @pytest.mark.parametrize("compiled_kernels", [False, True], ids=["torch_steps", "compiled_steps"])
-def test_fused_gru_equals_the_reference_with_either_kernels(compiled_kernels, monkeypatch) -> None:
+@pytest.mark.parametrize("name", ["gru", "basic_rnn_elu"])
+def test_fused_layers_equal_the_reference_with_either_kernels(compiled_kernels, name, monkeypatch) -> None:
     if compiled_kernels and kernels() is None:
         pytest.skip("no compiled kernels on this machine")
     if not compiled_kernels:
         monkeypatch.setattr(fused_gru, "kernels", lambda: None)
+        monkeypatch.setattr(fused_basic_rnn, "kernels", lambda: None)
     torch.manual_seed(3)
-    cell = rk.GRUCell(6, input_size=3, dtype=torch.float64)
+    make = {"gru": rk.GRUCell, "basic_rnn_elu": partial(rk.BasicRNNCell, activation="elu")}[name]
+    cell = make(6, input_size=3, dtype=torch.float64)
     x = torch.randn(4, 7, 3, dtype=torch.float64)
     results = []
     for backend in ("reference", "fused"):

@@ -374,8 +374,8 @@ def test_persistent_basic_rnn_kernels_equal_the_step_loops(sizes: str, weights: 
 @pytest.mark.parametrize("flag", [False, True], ids=["persistent_rnn_off", "persistent_rnn_on"])
 def test_basic_rnn_step_selection(flag: bool, monkeypatch) -> None:
     """Half inputs under the interpreter (as on CUDA): the persistent kernels while
-    ``PERSISTENT_RNN`` and they fit, else the Triton step loops; float32 and float64 on the CPU:
-    the torch twins."""
+    ``PERSISTENT_RNN`` and they fit, else the Triton step loops; float32 and float64 on the CPU
+    without the compiled loops: the torch twins."""
     monkeypatch.setattr(triton_support, "PERSISTENT_RNN", flag)
     cpu = torch.device("cpu")
     forward, backward = basic_rnn._steps(cpu, torch.float16, 4, 8, "elu")
@@ -387,6 +387,7 @@ def test_basic_rnn_step_selection(flag: bool, monkeypatch) -> None:
         assert forward.keywords["pointwise"].func is triton_pointwise.rnn_forward_triton
         assert backward.keywords["pointwise"].func is triton_pointwise.rnn_backward_triton
         assert forward.keywords["pointwise"].keywords == {"activation": "elu"}
+    monkeypatch.setattr(basic_rnn, "kernels", lambda: None)  # else the compiled loops (test_native.py)
     for dtype in (torch.float32, torch.float64):
         forward, _ = basic_rnn._steps(cpu, dtype, 4, 8, "elu")
         assert forward.keywords["pointwise"].func is basic_rnn.forward_pointwise_torch

@@ -13,7 +13,8 @@ and inputs are recognised, ``reference`` otherwise. Inside ``fused``, per layer:
   ``persistent_gru.py``, ``persistent_rnn.py``; the last one while
   ``triton_support.PERSISTENT_RNN``), else a step loop of cuBLAS GEMMs and Triton pointwise
   kernels (``triton_pointwise.py``);
-* on the CPU the compiled step loops of ``rnn_cpu.cpp`` (LSTM, GRU), or their torch twins.
+* on the CPU the compiled step loops of ``rnn_cpu.cpp`` (LSTM, GRU, BasicRNNCell), or their
+  torch twins.
 
 bfloat16/float16 inputs run on CUDA (cuDNN, the persistent kernels or the Triton step loops),
 with float32 accumulation and float32 gates and cell states; elsewhere ``auto`` takes the

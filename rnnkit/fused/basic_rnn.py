@@ -11,7 +11,8 @@ gradients are single GEMMs at the end. Where the steps run:
   ``triton_support.PERSISTENT_RNN``; else the loops below around Triton's pointwise kernels
   (float32 and half). cuDNN takes tanh and relu before this (``torch_rnn.py``), except where
   the persistent kernel is preferred;
-* elsewhere the loops below around their torch twins (float32, float64; half without Triton).
+* CPU: the same loops compiled (``rnn_cpu.cpp``) when they build; else the loops below around
+  their torch twins (which also run half inputs on CUDA without Triton).
 
 The pre-activations are kept in float32 for half inputs (the GEMMs run in half with float32
 accumulation, each product rounded to half before it is added, as in ``lstm.py``); ``h`` is
@@ -27,7 +28,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .activation_kinds import activate_, activation_backward
+from .activation_kinds import ACTIVATION_CODES, activate_, activation_backward
+from .native import kernels
 from .packing import Packing, last_rows, previous_states, step_starts
 from .precision import HALF_DTYPES, add_product_, product_into, state_dtype
 from .triton_support import persistent_rnn_fits, triton_runs_on
@@ -84,9 +86,17 @@ def _loops(forward_pointwise: Callable[..., None], backward_pointwise: Callable[
 
 
 def _steps(device: torch.device, dtype: torch.dtype, batch: int, units: int, activation: str) -> tuple[Any, Any]:
-    """The (forward, backward) step loops for a layer: on CUDA the persistent kernels where
-    they fit, else the loops around Triton's pointwise kernels; half inputs on the CPU under
-    Triton's interpreter (tests) the same; the torch twins otherwise."""
+    """The (forward, backward) step loops for a layer: on the CPU the compiled loops of
+    ``rnn_cpu.cpp`` when they build; on CUDA the persistent kernels where they fit, else the
+    loops around Triton's pointwise kernels; half inputs on the CPU under Triton's interpreter
+    (tests) the same; the torch twins otherwise."""
+    if device.type == "cpu" and dtype not in HALF_DTYPES:
+        compiled = kernels()
+        if compiled is not None:
+            code = ACTIVATION_CODES[activation]
+            return (lambda *loop: compiled.rnn_forward_steps(*loop, code),
+                    lambda *loop: compiled.rnn_backward_steps(*loop, code))
+        return _loops(forward_pointwise_torch, backward_pointwise_torch, activation)
     on_triton = triton_runs_on(device) and (device.type == "cuda" or dtype in HALF_DTYPES)
     if not on_triton or dtype == torch.float64:
         return _loops(forward_pointwise_torch, backward_pointwise_torch, activation)

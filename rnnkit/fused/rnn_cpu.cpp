@@ -1,7 +1,8 @@
-// rnnkit: the pointwise parts of one LSTM or GRU step, forward and backward, one pass each.
+// rnnkit: the pointwise parts of one LSTM, GRU or BasicRNNCell step, forward and backward, one
+// pass each, and the layers' step loops around them.
 //
 // Built at first use by rnnkit/fused/native.py (torch.utils.cpp_extension); the pure-torch
-// twins in lstm.py and gru.py do the same math when no compiler is available.
+// twins in lstm.py, gru.py and basic_rnn.py do the same math when no compiler is available.
 //
 // Layout (see lstm.py): the gate pre-activations z of a step are [n, 4U] rows with the blocks
 // (i, f, o, j); forget_bias is already in f. Every [n, U] argument is a block of rows with its
@@ -11,9 +12,9 @@
 // as a polynomial in x^2; relative error under 7e-16 in double, 1.1e-7 in float), so small
 // values keep their relative precision.
 //
-// The cell activation (on the LSTM's j and c, the GRU's candidate) is one of the kinds of
-// activation_kinds.py, passed as its index in ACTIVATION_CODES there (the enum below); the
-// backward passes take its derivative from its output.
+// The cell activation (on the LSTM's j and c, the GRU's candidate, the BasicRNNCell's output)
+// is one of the kinds of activation_kinds.py, passed as its index in ACTIVATION_CODES there (the
+// enum below); the backward passes take its derivative from its output.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -423,6 +424,82 @@ void gru_backward_steps(torch::Tensor gates, torch::Tensor candidates, torch::Te
   }
 }
 
+// ---- BasicRNNCell (basic_rnn.py): h = act(z), z the pre-activation [n, U]
+
+template <typename scalar_t, bool TANH>
+void rnn_forward_rows(const torch::Tensor& z_t, const torch::Tensor& h_t, int64_t act) {
+  using Vec = at::vec::Vectorized<scalar_t>;
+  const int64_t n = z_t.size(0), U = z_t.size(1);
+  Rows<scalar_t> z(z_t), h(h_t);  // h may be z itself
+  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const scalar_t* zr = z.row(r);
+      scalar_t* hr = h.row(r);
+      for (int64_t u = 0; u < U; u += Vec::size()) {
+        const int64_t count = std::min<int64_t>(Vec::size(), U - u);
+        cell_activation<scalar_t, TANH>(act, Vec::loadu(zr + u, count)).store(hr + u, count);
+      }
+    }
+  });
+}
+
+template <typename scalar_t, bool TANH>
+void rnn_backward_rows(const torch::Tensor& d_out_t, const torch::Tensor& d_h_t, const torch::Tensor& h_t,
+                       const torch::Tensor& d_pre_t, int64_t act) {
+  const int64_t n = h_t.size(0), U = h_t.size(1);
+  Rows<scalar_t> d_out(d_out_t), d_h(d_h_t), h(h_t), d_pre(d_pre_t);
+  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const scalar_t *dor = d_out.row(r), *dhr = d_h.row(r), *hr = h.row(r);
+      scalar_t* dpr = d_pre.row(r);
+      for (int64_t u = 0; u < U; ++u) dpr[u] = (dor[u] + dhr[u]) * cell_activation_slope<scalar_t, TANH>(act, hr[u]);
+    }
+  });
+}
+
+void rnn_forward_pointwise(torch::Tensor z, torch::Tensor h, int64_t activation) {
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "rnn_forward_pointwise", [&] {
+    with_tanh_flag(activation, [&](auto tanh) { rnn_forward_rows<scalar_t, decltype(tanh)::value>(z, h, activation); });
+  });
+}
+
+void rnn_backward_pointwise(torch::Tensor d_out, torch::Tensor d_h, torch::Tensor h, torch::Tensor d_pre,
+                            int64_t activation) {
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "rnn_backward_pointwise", [&] {
+    with_tanh_flag(activation, [&](auto tanh) {
+      rnn_backward_rows<scalar_t, decltype(tanh)::value>(d_out, d_h, h, d_pre, activation);
+    });
+  });
+}
+
+// the BasicRNNCell's step loops (basic_rnn.py: forward_steps_torch, backward_steps_torch are the twins)
+
+void rnn_forward_steps(torch::Tensor pre, torch::Tensor out, torch::Tensor h0, torch::Tensor w_h,
+                       std::vector<int64_t> batch_sizes, int64_t activation) {
+  torch::Tensor h_prev = h0;
+  int64_t start = 0;
+  for (const int64_t n : batch_sizes) {
+    torch::Tensor z = pre.narrow(0, start, n), h = out.narrow(0, start, n);
+    z.addmm_(h_prev.narrow(0, 0, n), w_h);
+    rnn_forward_pointwise(z, h, activation);
+    h_prev = h;
+    start += n;
+  }
+}
+
+void rnn_backward_steps(torch::Tensor out, torch::Tensor d_out, torch::Tensor d_h, torch::Tensor d_pre,
+                        torch::Tensor w_h_t, std::vector<int64_t> batch_sizes, int64_t activation) {
+  int64_t start = 0;
+  for (const int64_t n : batch_sizes) start += n;
+  for (int64_t t = static_cast<int64_t>(batch_sizes.size()) - 1; t >= 0; --t) {
+    const int64_t n = batch_sizes[t];
+    start -= n;
+    torch::Tensor d_h_rows = d_h.narrow(0, 0, n), d_pre_rows = d_pre.narrow(0, start, n);
+    rnn_backward_pointwise(d_out.narrow(0, start, n), d_h_rows, out.narrow(0, start, n), d_pre_rows, activation);
+    at::mm_out(d_h_rows, d_pre_rows, w_h_t);
+  }
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
@@ -436,4 +513,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("gru_output_forward", &gru_output_forward, "GRU: act(candidate) in place and the new h");
   module.def("gru_output_backward", &gru_output_backward, "GRU: gradients of u, the candidate and h (via u)");
   module.def("gru_reset_backward", &gru_reset_backward, "GRU: gradient of r, adds r * d(r h) to d h_prev");
+  module.def("rnn_forward_steps", &rnn_forward_steps, "a BasicRNNCell layer's forward step loop");
+  module.def("rnn_backward_steps", &rnn_backward_steps, "a BasicRNNCell layer's backward step loop");
+  module.def("rnn_forward_pointwise", &rnn_forward_pointwise, "BasicRNNCell: h = act(z)");
+  module.def("rnn_backward_pointwise", &rnn_backward_pointwise, "BasicRNNCell: d_pre = (d_out + d_h) * act'");
 }
