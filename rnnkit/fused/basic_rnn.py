@@ -28,8 +28,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .activation_kinds import ACTIVATION_CODES, activate_, activation_backward
-from .native import kernels
+from .activation_kinds import activate_, activation_backward
+from .native import compiled_loops, kernels
 from .packing import Packing, last_rows, previous_states, step_starts
 from .precision import HALF_DTYPES, add_product_, product_into, state_dtype
 from .triton_support import persistent_rnn_fits, triton_runs_on
@@ -91,12 +91,8 @@ def _steps(device: torch.device, dtype: torch.dtype, batch: int, units: int, act
     loops around Triton's pointwise kernels; half inputs on the CPU under Triton's interpreter
     (tests) the same; the torch twins otherwise."""
     if device.type == "cpu" and dtype not in HALF_DTYPES:
-        compiled = kernels()
-        if compiled is not None:
-            code = ACTIVATION_CODES[activation]
-            return (lambda *loop: compiled.rnn_forward_steps(*loop, code),
-                    lambda *loop: compiled.rnn_backward_steps(*loop, code))
-        return _loops(forward_pointwise_torch, backward_pointwise_torch, activation)
+        twins = _loops(forward_pointwise_torch, backward_pointwise_torch, activation)
+        return compiled_loops(kernels(), "rnn", activation) or twins
     on_triton = triton_runs_on(device) and (device.type == "cuda" or dtype in HALF_DTYPES)
     if not on_triton or dtype == torch.float64:
         return _loops(forward_pointwise_torch, backward_pointwise_torch, activation)

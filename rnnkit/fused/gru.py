@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .activation_kinds import ACTIVATION_CODES, activate_, activation_backward
-from .native import kernels
+from .activation_kinds import activate_, activation_backward
+from .native import compiled_loops, kernels
 from .packing import Packing, last_rows, previous_states, step_starts
 from .precision import HALF_DTYPES, add_product_, product_into, state_dtype
 from .triton_support import persistent_fits, triton_runs_on
@@ -128,12 +128,8 @@ def _steps(
     reads), else the loops around Triton's pointwise kernels (float32 and half); the torch
     twins otherwise (float32 and float64)."""
     if device.type == "cpu" and dtype not in HALF_DTYPES:
-        compiled = kernels()
-        if compiled is not None:
-            code = ACTIVATION_CODES[activation]
-            return (lambda *loop: compiled.gru_forward_steps(*loop, code),
-                    lambda *loop: compiled.gru_backward_steps(*loop, code))
-        return _loops(_TORCH_POINTWISE, activation)
+        twins = _loops(_TORCH_POINTWISE, activation)
+        return compiled_loops(kernels(), "gru", activation) or twins
     if triton_runs_on(device) and dtype != torch.float64:
         if persistent_fits(device, batch, units):
             from .persistent_gru import backward_steps_persistent, forward_steps_persistent

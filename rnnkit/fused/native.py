@@ -14,8 +14,11 @@ import os
 import threading
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import torch
+
+from .activation_kinds import ACTIVATION_CODES
 
 _LOG = logging.getLogger(__name__)
 _SOURCE = Path(__file__).with_name("rnn_cpu.cpp")
@@ -52,3 +55,14 @@ def _build() -> ModuleType | None:
     except Exception as error:  # no compiler, no headers, a failed build: the torch path works
         _LOG.warning("rnnkit: compiled RNN kernels unavailable (%s); using the pure-torch path", error)
         return None
+
+
+def compiled_loops(module: ModuleType | None, layer: str, activation: str) -> tuple[Any, Any] | None:
+    """The compiled ``(forward, backward)`` step loops of ``layer`` (``"lstm"``, ``"gru"`` or
+    ``"rnn"``) for the cell's ``activation`` kind, from the compiled ``module`` (:func:`kernels`;
+    ``None`` when it is not there)."""
+    if module is None:
+        return None
+    forward, backward = getattr(module, f"{layer}_forward_steps"), getattr(module, f"{layer}_backward_steps")
+    code = ACTIVATION_CODES[activation]
+    return (lambda *loop: forward(*loop, code)), (lambda *loop: backward(*loop, code))
