@@ -73,6 +73,9 @@ CONFIGURATIONS = {
     "gru_backward_float32": dict(cell="gru", kernel="_gru_backward_kernel", dtype="fp32", warps=4,
                                  constants=dict(PRECISION="ieee", BLOCK_B=16, BLOCK_U=16, BLOCK_K=32, K_PAD=16,
                                                 RESIDENT=False, ACT="tanh")),
+    "basic_rnn_backward_float32_resident": dict(
+        cell="rnn", kernel="_rnn_backward_kernel", dtype="fp32", warps=8,
+        constants=dict(PRECISION="ieee", BLOCK_B=16, BLOCK_U=16, BLOCK_K=32, K_PAD=256, RESIDENT=True, ACT="elu")),
 }
 
 
