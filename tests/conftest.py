@@ -1,5 +1,5 @@
 """Shared test settings: GPU-marked tests skip without a CUDA device, and without one Triton
-kernels run in Triton's CPU interpreter."""
+kernels run in Triton's CPU interpreter; ``RNNKIT_TEST_SHARD=i/n`` runs one slice of the tests."""
 
 from __future__ import annotations
 
@@ -13,9 +13,25 @@ if not torch.cuda.is_available():
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _keep_shard(config, items)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def _keep_shard(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With ``RNNKIT_TEST_SHARD=i/n``, only the i-th of n contiguous slices of the tests (so
+    that parallel runs on a GPU machine share out Triton's compiling; see
+    ``benchmarks/gpu_check.sh``)."""
+    shard = os.environ.get("RNNKIT_TEST_SHARD")
+    if not shard:
+        return
+    index, _, count = shard.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise pytest.UsageError(f"RNNKIT_TEST_SHARD must be i/n with 0 <= i < n, got {shard!r}")
+    first, last = (len(items) * k // int(count) for k in (int(index), int(index) + 1))
+    config.hook.pytest_deselected(items=items[:first] + items[last:])
+    items[:] = items[first:last]
