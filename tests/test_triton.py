@@ -544,6 +544,21 @@ def test_persistent_layout_covers_the_layer_with_resident_programs(wide: bool, m
     assert (row_blocks * unit_blocks <= 132) == wide  # B256 H1024 on an H100: only wide tiles fit
 
 
+def test_persistent_schedule_tables() -> None:
+    """Step sizes and first rows with a 0 sentinel, and each step's previous-state row in the
+    buffer ``[initial state, every step's states]``; built once per packing, also when first
+    asked for under ``inference_mode``."""
+    persistent_setup._schedule.cache_clear()
+    with torch.inference_mode():
+        sizes, starts, previous = persistent_setup.schedule([6, 6, 4, 3, 3, 1], 6, DEVICE)
+    assert sizes.tolist() == [6, 6, 4, 3, 3, 1, 0] and sizes.dtype == torch.int32
+    assert starts.tolist() == [0, 6, 12, 16, 19, 22, 0]
+    assert previous.tolist() == [0, 6, 12, 18, 22, 25, 0]
+    assert not sizes.is_inference()
+    assert persistent_setup.schedule([6, 6, 4, 3, 3, 1], 6, DEVICE)[0] is sizes  # the forward's, for backward
+    assert [t.tolist() for t in persistent_setup.schedule([5], 5, DEVICE)] == [[5, 0], [0, 0], [0, 0]]
+
+
 @pytest.mark.parametrize("capability, fits", [((7, 5), False), ((8, 0), True), ((9, 0), True)])
 def test_persistent_kernels_need_an_ampere_or_newer_gpu(capability: tuple[int, int], fits: bool, monkeypatch) -> None:
     monkeypatch.setenv("TRITON_INTERPRET", "0")  # the GPU layout

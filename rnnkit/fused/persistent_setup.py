@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import cast
 
+import numpy as np
 import torch
 import triton
 from torch import Tensor
 
-from .packing import step_starts
 from .triton_support import PERSISTENT_ONE_LOOP, RESIDENT_MAX_DEPTH, dot_precision, persistent_launch
 
 
@@ -86,11 +87,21 @@ def output_block(depth_h: int, launch: dict[str, object]) -> int:
 
 def schedule(batch_sizes: list[int], running: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """``sizes`` and ``starts`` of the packed steps with a 0 sentinel at the end, and each
-    step's previous row in a buffer of the initial state followed by all steps' states."""
-    starts = step_starts(batch_sizes)
-    previous = [0] + [running + s for s in starts[:-1]]
-    table = torch.tensor([[*batch_sizes, 0], [*starts, 0], [*previous, 0]], dtype=torch.int32).to(device)
-    return table[0], table[1], table[2]
+    step's previous row in a buffer of the initial state followed by all steps' states. Built
+    once per packing and device (a layer's forward and backward, and every layer of a stack,
+    share it): it is host work before each launch, O(steps)."""
+    return _schedule(tuple(batch_sizes), running, device)
+
+
+@functools.lru_cache(maxsize=64)
+def _schedule(batch_sizes: tuple[int, ...], running: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    table = np.zeros((3, len(batch_sizes) + 1), dtype=np.int32)  # sizes, starts, previous rows; 0 sentinels
+    table[0, :-1] = batch_sizes
+    np.cumsum(table[0, :-2], out=table[1, 1:-1])
+    table[2, 1:-1] = table[1, :-2] + running
+    with torch.inference_mode(False):  # constants made once, whatever the caller's mode
+        on_device = torch.from_numpy(table).to(device)
+    return on_device[0], on_device[1], on_device[2]
 
 
 def or_stand_in(optional: Tensor, stand_in: Tensor) -> Tensor:
