@@ -69,7 +69,7 @@ def _path(cell: rk.RNNCell, x: torch.Tensor) -> str:
     if select_plan(cell, x, "auto") is None:
         return "reference"
     if isinstance(cell, rk.LSTMCell) and is_torch_lstm_math(cell, projection=True):
-        return "persistent" if persistent_preferred(x.device, x.shape[0], cell.num_units) else "cudnn"
+        return "persistent" if persistent_preferred(x.device, x.dtype, x.shape[0], cell.num_units) else "cudnn"
     if isinstance(cell, rk.BasicRNNCell):  # an activation cuDNN lacks: never cuDNN
         return "persistent" if persistent_rnn_fits(x.device, x.shape[0], cell.num_units) else "step-loop"
     num_proj = getattr(cell, "num_proj", None)

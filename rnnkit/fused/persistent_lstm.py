@@ -79,6 +79,15 @@ def _saved(gates_ptr, candidates_ptr, act_cells_ptr, cbuf_ptr, start, n, c_row, 
 
 
 @triton.jit
+def _clip(x, limit, kept_ptrs, mask, SAVE: tl.constexpr):
+    """``x`` clamped to ``[-limit, limit]``; with ``SAVE`` it also records at ``kept_ptrs``
+    where the gradient passes (``|x| <= limit``)."""
+    if SAVE:
+        tl.store(kept_ptrs, tl.abs(x) <= limit, mask=mask)
+    return tl.minimum(tl.maximum(x, -limit), limit)
+
+
+@triton.jit
 def _output_columns(unit_blocks, BLOCK_P: tl.constexpr):
     """The columns of ``h`` this program computes: its share of the projection's outputs (the
     same as its unit columns without a projection, where ``BLOCK_P == BLOCK_U``)."""
@@ -144,9 +153,7 @@ def _lstm_forward_kernel(
         mask = row_mask[:, None] & col_mask[None, :]
         here = (start + rows[:, None]) * units + cols[None, :]
         if CLIP:
-            if SAVE:
-                tl.store(kept_ptr + here, tl.abs(c_new) <= clip, mask=mask)
-            c_new = tl.minimum(tl.maximum(c_new, -clip), clip)
+            c_new = _clip(c_new, clip, kept_ptr + here, mask, SAVE)
         if PEEPHOLES:
             z_o += c_new * w_o
         o = sigmoid(z_o)
@@ -168,9 +175,7 @@ def _lstm_forward_kernel(
             out_mask = row_mask[:, None] & out_col_mask[None, :]
             out_here = (start + rows[:, None]) * depth_h + out_cols[None, :]
             if PROJ_CLIP:
-                if SAVE:
-                    tl.store(proj_kept_ptr + out_here, tl.abs(h) <= proj_clip, mask=out_mask)
-                h = tl.minimum(tl.maximum(h, -proj_clip), proj_clip)
+                h = _clip(h, proj_clip, proj_kept_ptr + out_here, out_mask, SAVE)
             tl.store(hbuf_ptr + running * depth_h + out_here, h.to(hbuf_ptr.dtype.element_ty), mask=out_mask)
         else:
             h_here = (running + start + rows[:, None]) * units + cols[None, :]

@@ -141,8 +141,7 @@ class _LSTMLayer(_Layer):
         ``nn.LSTM`` itself fails there)."""
         if _cudnn_on(data.device):
             batch = packing.num_running
-            faster = (cell.num_proj is None and data.dtype != torch.float64  # the kernels run 32 bits and less
-                      and persistent_preferred(data.device, batch, cell.num_units))
+            faster = cell.num_proj is None and persistent_preferred(data.device, data.dtype, batch, cell.num_units)
             return is_torch_lstm_math(cell, projection=True) and not faster
         use_torch = packing.flat_index is None or (not torch.is_grad_enabled() and kernels() is None)
         autocast = torch.is_autocast_enabled("cpu")
@@ -195,9 +194,8 @@ class _RNNLayer(_Layer):
         if not (_cudnn_on(data.device) and self.activation in TORCH_RNN_FUNCTIONS):
             return False
         batch, units = packing.num_running, self.cell.num_units
-        faster = (data.dtype != torch.float64 and persistent_rnn_fits(data.device, batch, units)
-                  and persistent_preferred(data.device, batch, units))
-        return not faster
+        preferred = persistent_preferred(data.device, data.dtype, batch, units)
+        return not (preferred and persistent_rnn_fits(data.device, batch, units))
 
 
 _LAYERS: dict[type, type[_Layer]] = {

@@ -136,8 +136,9 @@ def persistent_launch(device: torch.device, batch: int, units: int) -> tuple[int
     return persistent_layout(batch, units, _programs_resident(device))
 
 
-def persistent_preferred(device: torch.device, batch: int, units: int) -> bool:
+def persistent_preferred(device: torch.device, dtype: torch.dtype, batch: int, units: int) -> bool:
     """True where the persistent LSTM kernel beats cuDNN on a plain LSTM (measured on an H100
-    with at most ``RESIDENT_MAX_DEPTH`` units, the weights held in registers, and at most 64 rows)."""
-    return (units <= RESIDENT_MAX_DEPTH and batch <= 64 and triton_runs_on(device)
+    with at most ``RESIDENT_MAX_DEPTH`` units, the weights held in registers, and at most 64
+    rows); never for float64 (the kernels run 32 bits and less)."""
+    return (dtype != torch.float64 and units <= RESIDENT_MAX_DEPTH and batch <= 64 and triton_runs_on(device)
             and persistent_fits(device, batch, units))
