@@ -80,7 +80,7 @@ def test_bad_files_give_clear_errors(tmp_path) -> None:
     original_index, original_data = index.read_bytes(), data.read_bytes()
 
     _corrupt(data, 10)
-    with pytest.raises(FormatError, match=r"m\.data-00000: checksum mismatch in tensor"):
+    with pytest.raises(FormatError, match=r"m\.index: [^:]+: .*m\.data-00000-of-00001: checksum mismatch"):
         load_variables(tmp_path / "m")
     assert load_variables(tmp_path / "m", verify=False)  # the check can be switched off
     data.write_bytes(original_data[:-8])
@@ -114,7 +114,7 @@ def test_an_unknown_dtype_is_named(tmp_path) -> None:
         (b"weird", entry_proto(99, (2,), 0, 0, data)),
     ])
     (tmp_path / "u.data-00000-of-00001").write_bytes(data)
-    with pytest.raises(FormatError, match=r"weird has an unsupported dtype \(DataType 99\)"):
+    with pytest.raises(FormatError, match=r"u\.index: weird: an unsupported dtype \(DataType 99\)"):
         load_variables(tmp_path / "u")
 
 
@@ -137,7 +137,7 @@ def test_fuzzed_files_give_the_right_tensors_or_a_clean_error(tmp_path) -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 arrays = load_variables(tmp_path / "f")
-        except ValueError:
+        except FormatError:
             outcomes["error"] += 1
         else:
             outcomes["ok"] += 1  # a flip that changed nothing read (or the same value): must be exact
@@ -145,6 +145,17 @@ def test_fuzzed_files_give_the_right_tensors_or_a_clean_error(tmp_path) -> None:
                 assert np.array_equal(arrays[name], value), name
         target.write_bytes(originals[target])
     assert outcomes["error"] > 100
+
+
+def test_structurally_fuzzed_files_give_the_right_tensors_or_a_clean_error() -> None:
+    """Mutations that keep every checksum valid (tests/fuzz_checkpoint.py; run it long with
+    ``python -m tests.fuzz_checkpoint --cases 5000``): V1 and V2, seeded."""
+    from .fuzz_checkpoint import run
+
+    outcomes = run(150, seed=5)
+    failures = [key[1] for key in outcomes if isinstance(key, tuple)]
+    assert outcomes["other"] == 0, failures
+    assert outcomes["exact"] > 10 and outcomes["format_error"] > 100
 
 
 CASES = [c for c in golden_cases() if c.spec["runner"] == "dynamic_rnn"]

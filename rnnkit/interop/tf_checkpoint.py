@@ -4,155 +4,59 @@ A checkpoint ``prefix`` is ``prefix.index`` (a LevelDB-format sorted table: tens
 ``BundleEntryProto``; the empty key holds the ``BundleHeaderProto``) and the shard files
 ``prefix.data-00000-of-0000N`` holding the raw row-major tensor bytes. A directory means the
 checkpoint its ``checkpoint`` state file names. Every index block's CRC32C is checked, and so is
-every tensor read (``verify=False`` skips the tensors' checks). Shard files are memory-mapped,
-so a large checkpoint is not read whole.
+every tensor read (``verify=False`` skips the tensors' checks).
+
+Files are untrusted: anything malformed raises ``FormatError`` naming the file (and tensor), and
+nothing larger than the bytes present is allocated. A tensor's bytes are read (not mapped) into
+a fresh array, checked, and returned: the array owns its memory, so later changes to the file do
+not reach it.
 
 Partitioned variables (``fixed_size_partitioner``, ``LSTMCell(num_unit_shards=...)``) are
-reassembled; string tensors are listed but not loaded. The old V1 format is read by
-``tf_checkpoint_v1`` (``open_checkpoint`` picks the reader). Not read: the snappy-compressed
-index blocks of TF 1.1-era merged bundles (a clear error).
+reassembled, their slices checked to cover the tensor exactly; string tensors are listed but not
+loaded. The old V1 format is read by ``tf_checkpoint_v1`` (``open_checkpoint`` picks the
+reader). Not read: the snappy-compressed index blocks of TF 1.1-era merged bundles.
 """
 
 from __future__ import annotations
 
-import ast
 import re
 import warnings
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Literal
 
 import numpy as np
 
-from ._wire import FormatError, crc32c, proto_fields, read_varint, signed64, unmask_crc
+from ._bundle_format import (
+    BFLOAT16,
+    DTYPES,
+    STRING,
+    Box,
+    BundleEntry,
+    box_index,
+    box_shape,
+    check_coverage,
+    check_listed,
+    decode_slice_key,
+    element_count,
+    is_file,
+    itemsize,
+    numpy_dtype,
+    parse_entry,
+    read_table,
+    resolve_extents,
+    utf8,
+)
+from ._wire import FormatError, crc32c_of_array, int32, last_int, located, parse_message, unmask_crc
+from .tf_checkpoint_v1 import TFCheckpointV1, v1_files
 
 __all__ = ["FormatError", "TFCheckpoint", "list_variables", "load_variables", "open_checkpoint"]
 
-_MAGIC = 0xDB4775248B80FB57
-_FOOTER = 48
-_DTYPES: dict[int, Any] = {
-    1: np.float32, 2: np.float64, 3: np.int32, 4: np.uint8, 5: np.int16, 6: np.int8, 9: np.int64,
-    10: np.bool_, 14: "bfloat16", 17: np.uint16, 19: np.float16, 22: np.uint32, 23: np.uint64,
-}
-_STRING = 7
-
-
-@dataclass
-class _Entry:
-    """One ``BundleEntryProto``: where a tensor's bytes are and what they hold."""
-
-    dtype: int = 0
-    shape: tuple[int, ...] = ()
-    shard: int = 0
-    offset: int = 0
-    size: int = 0
-    crc: int | None = None
-    slices: list[list[tuple[int, int | None]]] = field(default_factory=list)
-
-
-def _parse_shape(data: bytes) -> tuple[int, ...]:
-    dims = []
-    for number, _, value in proto_fields(data):
-        if number == 2 and isinstance(value, bytes):
-            size = next((signed64(v) for n, _, v in proto_fields(value) if n == 1 and isinstance(v, int)), 0)
-            dims.append(size)
-    return tuple(dims)
-
-
-def _parse_slice(data: bytes) -> list[tuple[int, int | None]]:
-    extents = []
-    for number, _, value in proto_fields(data):
-        if number == 1 and isinstance(value, bytes):
-            fields = {n: v for n, _, v in proto_fields(value)}
-            start = signed64(int(fields.get(1, 0)))
-            length = signed64(int(fields[2])) if 2 in fields else None
-            extents.append((start, length))
-    return extents
-
-
-def _parse_entry(data: bytes) -> _Entry:
-    entry = _Entry()
-    for number, _, value in proto_fields(data):
-        if number == 1 and isinstance(value, int):
-            entry.dtype = value
-        elif number == 2 and isinstance(value, bytes):
-            entry.shape = _parse_shape(value)
-        elif number == 3 and isinstance(value, int):
-            entry.shard = value
-        elif number == 4 and isinstance(value, int):
-            entry.offset = signed64(value)
-        elif number == 5 and isinstance(value, int):
-            entry.size = signed64(value)
-        elif number == 6 and isinstance(value, int):
-            entry.crc = value
-        elif number == 7 and isinstance(value, bytes):
-            entry.slices.append(_parse_slice(value))
-    return entry
+_STATE_LIMIT = 1 << 20  # a `checkpoint` state file is a few lines; refuse to read a huge one
+_KERNEL_VERSION = 1  # kTensorBundleVersion: the newest bundle version this reader understands
 
 
 # ---------------------------------------------------------------------------------------------
-# the sorted table (LevelDB's format, as TF writes it)
-
-
-def _block(data: memoryview, offset: int, size: int, where: str) -> memoryview:
-    """A block's contents, its trailer checked (compression type, masked CRC32C)."""
-    end = offset + size
-    if offset < 0 or end + 5 > len(data):
-        raise FormatError(f"{where}: a block at offset {offset} runs past the end of the file (truncated?)")
-    contents, kind = data[offset:end], data[end]
-    stored = int.from_bytes(data[end + 1 : end + 5], "little")
-    if unmask_crc(stored) != crc32c(bytes(contents) + bytes([kind])):
-        raise FormatError(f"{where}: checksum mismatch in the block at offset {offset} (corrupt file)")
-    if kind == 1:
-        raise FormatError(f"{where}: snappy-compressed blocks (TF 1.1-era bundles) are not supported")
-    if kind != 0:
-        raise FormatError(f"{where}: unknown block compression type {kind}")
-    return contents
-
-
-def _block_entries(block: memoryview, where: str) -> Iterator[tuple[bytes, memoryview]]:
-    if len(block) < 4:
-        raise FormatError(f"{where}: a block too short for its restart array")
-    restarts = int.from_bytes(block[-4:], "little")
-    limit = len(block) - 4 - 4 * restarts
-    if limit < 0:
-        raise FormatError(f"{where}: a block's restart array is larger than the block")
-    position, key = 0, b""
-    while position < limit:
-        shared, position = read_varint(block, position)
-        unshared, position = read_varint(block, position)
-        value_length, position = read_varint(block, position)
-        if shared > len(key) or position + unshared + value_length > limit:
-            raise FormatError(f"{where}: a table entry runs past its block")
-        key = key[:shared] + bytes(block[position : position + unshared])
-        position += unshared
-        yield key, block[position : position + value_length]
-        position += value_length
-
-
-def _table(path: Path) -> list[tuple[bytes, bytes]]:
-    """Every ``(key, value)`` of a sorted-table file, in order."""
-    data = memoryview(path.read_bytes())
-    where = str(path)
-    if len(data) < _FOOTER:
-        raise FormatError(f"{where}: too short to be a checkpoint index (truncated?)")
-    footer = data[-_FOOTER:]
-    if int.from_bytes(footer[40:48], "little") != _MAGIC:
-        raise FormatError(f"{where}: bad magic number: not a TensorFlow checkpoint index")
-    _, position = read_varint(footer, 0)  # the meta-index block handle: TF writes it empty
-    _, position = read_varint(footer, position)
-    index_offset, position = read_varint(footer, position)
-    index_size, _ = read_varint(footer, position)
-    entries: list[tuple[bytes, bytes]] = []
-    for _, handle in _block_entries(_block(data, index_offset, index_size, where), where):
-        offset, position = read_varint(handle, 0)
-        size, _ = read_varint(handle, position)
-        entries.extend((key, bytes(value)) for key, value in _block_entries(_block(data, offset, size, where), where))
-    return entries
-
-
-# ---------------------------------------------------------------------------------------------
-# the bundle
+# where the checkpoint is
 
 
 def _resolve_prefix(path: str | Path) -> Path:
@@ -161,25 +65,75 @@ def _resolve_prefix(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         state = path / "checkpoint"
-        if not state.is_file():
+        if not is_file(state):
             raise FormatError(f"{path}: a directory without a 'checkpoint' file naming its latest checkpoint")
-        match = re.search(r'^model_checkpoint_path:\s*"((?:[^"\\]|\\.)*)"', state.read_text(), re.MULTILINE)
-        if match is None:
-            raise FormatError(f"{state}: no model_checkpoint_path in it")
-        named = Path(_unescape(match.group(1)))
+        named = Path(_state_file_target(state))
         return named if named.is_absolute() else path / named
     if path.suffix == ".index":
         return path.with_suffix("")
     return path
 
 
-def _unescape(text: str) -> str:
-    """A text-format proto string's contents: C escapes (``\\ooo`` octal for non-ASCII UTF-8
-    bytes, ``\\"``, ...) decoded; text that is not an escaped ASCII literal is kept as it is."""
-    try:
-        return ast.literal_eval(f'b"{text}"').decode("utf-8")
-    except (SyntaxError, ValueError, UnicodeDecodeError):
-        return text
+_PATH_LINE = re.compile(rb'^[ \t]*model_checkpoint_path[ \t]*:[ \t]*"((?:[^"\\\n]|\\.)*)"', re.MULTILINE)
+
+
+def _state_file_target(state: Path) -> str:
+    """The ``model_checkpoint_path`` of a text-format ``CheckpointState`` (read at most 1 MiB)."""
+    with located(str(state)), state.open("rb") as file:
+        text = file.read(_STATE_LIMIT + 1)
+        if len(text) > _STATE_LIMIT:
+            raise FormatError(f"larger than {_STATE_LIMIT} bytes: not a checkpoint state file")
+        match = _PATH_LINE.search(text)
+        if match is None:
+            raise FormatError("no model_checkpoint_path in it")
+        named = utf8(_unescape(match.group(1)), "model_checkpoint_path")
+        if not named or "\x00" in named:
+            raise FormatError(f"model_checkpoint_path {named!r} is not a usable path")
+        return named
+
+
+_ESCAPES = {b"n": b"\n", b"t": b"\t", b"r": b"\r", b"a": b"\a", b"b": b"\b", b"f": b"\f", b"v": b"\v",
+            b"\\": b"\\", b"'": b"'", b'"': b'"', b"?": b"?"}
+_ESCAPE = re.compile(rb"\\([0-7]{1,3}|x[0-9a-fA-F]{1,2}|.)", re.DOTALL)
+
+
+def _unescape(text: bytes) -> bytes:
+    """A text-format proto string's bytes: C escapes (``\\ooo``, ``\\xhh``, ``\\n``, ...) decoded."""
+
+    def one(match: re.Match[bytes]) -> bytes:
+        code = match.group(1)
+        if 0x30 <= code[0] <= 0x37:  # octal digits
+            if int(code, 8) > 255:
+                raise FormatError(f"an octal escape \\{code.decode()} beyond a byte")
+            return bytes([int(code, 8)])
+        if code.startswith(b"x") and len(code) > 1:
+            return bytes([int(code[1:], 16)])
+        if code in _ESCAPES:
+            return _ESCAPES[code]
+        raise FormatError(f"an unknown escape \\{code.decode('latin-1')} in a string")
+
+    return _ESCAPE.sub(one, text)
+
+
+# ---------------------------------------------------------------------------------------------
+# the bundle
+
+
+def _parse_header(value: bytes) -> tuple[int, bool]:
+    """``(num_shards, big_endian)`` of a ``BundleHeaderProto``."""
+    fields = parse_message(value, {1: 0, 2: 0, 3: 2}, "BundleHeaderProto")
+    num_shards = int32(last_int(fields, 1), "num_shards")
+    endianness = last_int(fields, 2)
+    if num_shards < 1:
+        raise FormatError(f"the bundle header says {num_shards} shards")
+    if endianness not in (0, 1):
+        raise FormatError(f"the bundle header's endianness is {endianness} (0 little or 1 big)")
+    if 3 in fields:
+        version = parse_message(fields[3][-1], {2: 0}, "VersionDef")  # type: ignore[arg-type]
+        min_consumer = int32(last_int(version, 2), "version.min_consumer")
+        if min_consumer > _KERNEL_VERSION:
+            raise FormatError(f"written for bundle readers of version >= {min_consumer}; this one is {_KERNEL_VERSION}")
+    return num_shards, endianness == 1
 
 
 class TFCheckpoint:
@@ -188,24 +142,32 @@ class TFCheckpoint:
     def __init__(self, path: str | Path, verify: bool = True) -> None:
         self.prefix = _resolve_prefix(path)
         self.verify = verify
-        index = Path(f"{self.prefix}.index")
-        if not index.is_file():
+        self._index = index = Path(f"{self.prefix}.index")
+        if not is_file(index):
             raise FormatError(f"{index}: no such checkpoint index")
-        self._index = index
-        entries = _table(index)
-        if not entries or entries[0][0] != b"":
-            raise FormatError(f"{index}: the bundle header (the empty key) is missing")
-        header = {n: v for n, _, v in proto_fields(entries[0][1])}
-        self.num_shards = int(header.get(1, 1))
-        self.big_endian = int(header.get(2, 0)) == 1
-        self._entries: dict[str, _Entry] = {}
-        self._slice_keys: dict[str, list[_Entry]] = {}
-        for key, value in entries[1:]:
-            if key.startswith(b"\x00"):  # a slice of a partitioned variable
-                self._slice_keys.setdefault(_slice_key_name(key, index), []).append(_parse_entry(value))
-            else:
-                self._entries[key.decode("utf-8", errors="replace")] = _parse_entry(value)
-        self._shards: dict[int, np.ndarray] = {}
+        entries = read_table(index)
+        self._entries: dict[str, BundleEntry] = {}
+        self._slices: dict[str, list[tuple[list, BundleEntry]]] = {}
+        with located(str(index)):
+            if not entries or entries[0][0] != b"":
+                raise FormatError("the bundle header (the empty key) is missing")
+            self.num_shards, self.big_endian = _parse_header(entries[0][1])
+            for key, value in entries[1:]:
+                self._add(key, value)
+            for name in self._slices:
+                if name not in self._entries:
+                    raise FormatError(f"{name}: slices stored for a tensor the checkpoint does not list")
+
+    def _add(self, key: bytes, value: bytes) -> None:
+        """One table entry: a tensor, or (key starting with 0x00) a slice of a partitioned one."""
+        if key.startswith(b"\x00"):
+            name, extents = decode_slice_key(key)
+            with located(name):
+                self._slices.setdefault(name, []).append((extents, parse_entry(value)))
+        else:
+            name = utf8(key, "a tensor name")
+            with located(name):
+                self._entries[name] = parse_entry(value)
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -214,93 +176,124 @@ class TFCheckpoint:
         return self._entry(name).shape
 
     def is_string(self, name: str) -> bool:
-        return self._entry(name).dtype == _STRING
+        return self._entry(name).dtype == STRING
 
     def read(self, name: str) -> np.ndarray:
-        """The tensor ``name`` as a numpy array (bfloat16 widened to float32)."""
+        """The tensor ``name`` as a numpy array that owns its memory (bfloat16 widened to float32)."""
         entry = self._entry(name)
-        if entry.dtype == _STRING:
-            raise FormatError(f"{self._index}: {name} is a string tensor; only numeric tensors are read")
-        if entry.slices:
-            return self._reassemble(name, entry)
-        return self._read_entry(name, entry, entry.shape)
+        with located(f"{self._index}: {name}"):
+            if entry.dtype == STRING:
+                raise FormatError("a string tensor; only numeric tensors are read")
+            if entry.dtype not in DTYPES:
+                raise FormatError(f"an unsupported dtype (DataType {entry.dtype})")
+            if entry.slices or name in self._slices:
+                return self._reassemble(name, entry)
+            return self._load(entry, entry.shape)
 
-    def _entry(self, name: str) -> _Entry:
+    def _entry(self, name: str) -> BundleEntry:
         try:
             return self._entries[name]
         except KeyError:
             raise KeyError(f"{self._index}: no tensor named {name!r}") from None
 
-    def _shard(self, number: int) -> np.ndarray:
-        if number not in self._shards:
-            if not 0 <= number < max(self.num_shards, 1):
-                raise FormatError(f"{self._index}: shard {number} of {self.num_shards} does not exist")
-            path = Path(f"{self.prefix}.data-{number:05d}-of-{self.num_shards:05d}")
-            if not path.is_file():
-                raise FormatError(f"{path}: missing shard file")
-            empty = path.stat().st_size == 0  # np.memmap refuses empty files
-            self._shards[number] = np.zeros(0, np.uint8) if empty else np.memmap(path, dtype=np.uint8, mode="r")
-        return self._shards[number]
+    def _shard_path(self, number: int) -> Path:
+        if not 0 <= number < self.num_shards:
+            raise FormatError(f"shard {number} of {self.num_shards} does not exist")
+        return Path(f"{self.prefix}.data-{number:05d}-of-{self.num_shards:05d}")
 
-    def _read_entry(self, name: str, entry: _Entry, shape: tuple[int, ...]) -> np.ndarray:
-        kind = _DTYPES.get(entry.dtype)
-        if kind is None:
-            raise FormatError(f"{self._index}: {name} has an unsupported dtype (DataType {entry.dtype})")
-        shard = self._shard(entry.shard)
-        if entry.offset < 0 or entry.size < 0 or entry.offset + entry.size > len(shard):
-            raise FormatError(f"{self._index}: {name}'s bytes lie outside shard {entry.shard} (truncated data file?)")
-        raw = shard[entry.offset : entry.offset + entry.size]
-        if self.verify and entry.crc is not None and unmask_crc(entry.crc) != crc32c(raw.tobytes()):
-            raise FormatError(f"{self.prefix}.data-{entry.shard:05d}: checksum mismatch in tensor {name}")
-        itemsize = 2 if kind == "bfloat16" else np.dtype(kind).itemsize
-        count = int(np.prod(shape, dtype=np.int64))
-        if entry.size != count * itemsize:
-            raise FormatError(f"{self._index}: {name} holds {entry.size} bytes, not {count} x {itemsize} for {shape}")
-        if kind == "bfloat16":
-            bits = np.frombuffer(raw, dtype=">u2" if self.big_endian else "<u2").astype(np.uint32) << 16
-            return bits.view(np.float32).reshape(shape)
-        dtype = np.dtype(kind).newbyteorder(">" if self.big_endian else "<")
-        return np.frombuffer(raw, dtype=dtype).astype(np.dtype(kind), copy=False).reshape(shape)
-
-    def _reassemble(self, name: str, entry: _Entry) -> np.ndarray:
-        """A partitioned variable from its slices (stored in the order of their starts)."""
-        parts = self._slice_keys.get(name, [])
-        extents = sorted(entry.slices, key=lambda s: tuple(start for start, _ in s))
-        if len(parts) != len(extents):
-            raise FormatError(f"{self._index}: {name} has {len(extents)} slices but {len(parts)} stored parts")
-        kind = _DTYPES.get(entry.dtype)
-        full = np.zeros(entry.shape, dtype=np.float32 if kind == "bfloat16" else kind)
-        for extent, part in zip(extents, parts):
-            index = tuple(
-                slice(start, None if length is None else start + length) for start, length in extent
+    def _check_stored(self, entry: BundleEntry, shape: tuple[int, ...]) -> Path:
+        """What can be checked before reading: byte count, CRC present, bytes inside the shard."""
+        expected = element_count(shape) * itemsize(entry.dtype)
+        if entry.size != expected:
+            raise FormatError(f"holds {entry.size} bytes, expected {expected} for shape {list(shape)}")
+        if self.verify and entry.crc is None:
+            raise FormatError("no crc32c in its entry (data loss): cannot be verified")
+        path = self._shard_path(entry.shard)
+        if not is_file(path):
+            raise FormatError(f"{path}: missing shard file")
+        length = path.stat().st_size
+        if entry.offset + entry.size > length:
+            raise FormatError(
+                f"bytes [{entry.offset}, {entry.offset + entry.size}) lie outside shard {entry.shard}"
+                f" ({length} bytes; truncated data file?)"
             )
-            target = full[index]
-            full[index] = self._read_entry(name, replace(part, dtype=entry.dtype), target.shape)
+        return path
+
+    def _load(self, entry: BundleEntry, shape: tuple[int, ...]) -> np.ndarray:
+        """One stored tensor (or slice), read into a fresh array and checked."""
+        path = self._check_stored(entry, shape)
+        native = entry.dtype != BFLOAT16 and not self.big_endian
+        out = np.empty(shape, numpy_dtype(entry.dtype)) if native else np.empty(entry.size, np.uint8)
+        raw = out.reshape(-1).view(np.uint8)
+        _read_into(path, entry.offset, raw)
+        if self.verify and unmask_crc(entry.crc or 0) != crc32c_of_array(raw):
+            raise FormatError(f"{path}: checksum mismatch in the tensor's bytes")
+        if not native:
+            out = _decode(raw, entry.dtype, self.big_endian).reshape(shape)
+        if out.dtype == np.bool_ and out.view(np.uint8).max(initial=0) > 1:
+            raise FormatError("bool values other than 0 and 1")
+        return out
+
+    def _reassemble(self, name: str, entry: BundleEntry) -> np.ndarray:
+        """A partitioned variable from its slices, every check made before the full array is
+        allocated: the listed and the stored slices agree, each slice's bytes are present and
+        disjoint from the others', and the slices cover the tensor exactly."""
+        listed = [resolve_extents(extents, entry.shape) for extents in entry.slices]
+        stored: dict[Box, BundleEntry] = {}
+        for extents, part in self._slices.get(name, []):
+            box = resolve_extents(extents, entry.shape)
+            if box in stored:
+                raise FormatError(f"two stored slices with the extent {[list(b) for b in box]}")
+            stored[box] = part
+        check_listed(listed, list(stored))
+        for box, part in stored.items():
+            if part.dtype != entry.dtype or part.shape != box_shape(box):
+                raise FormatError(
+                    f"a slice stored as DataType {part.dtype} {list(part.shape)}, expected"
+                    f" DataType {entry.dtype} {list(box_shape(box))}"
+                )
+            self._check_stored(part, part.shape)
+        _check_disjoint(list(stored.values()))
+        check_coverage(entry.shape, listed)
+        full = np.empty(entry.shape, numpy_dtype(entry.dtype))
+        for box, part in stored.items():
+            full[box_index(box)] = self._load(part, part.shape)
         return full
 
 
-def _slice_key_name(key: bytes, where: Path) -> str:
-    """The variable name in a slice key: OrderedCode (0, name, ...) with 0x00/0xff escaped."""
-    name, position = bytearray(), 1
-    while position + 1 < len(key):
-        byte, following = key[position], key[position + 1]
-        if byte == 0x00 and following == 0x01:
-            return name.decode("utf-8", errors="replace")
-        if byte in (0x00, 0xFF):
-            name.append(byte)
-            position += 2
-        else:
-            name.append(byte)
-            position += 1
-    raise FormatError(f"{where}: a malformed partitioned-variable key")
+def _check_disjoint(parts: list[BundleEntry]) -> None:
+    """No two slices share stored bytes (so their total is bounded by the shard files' sizes)."""
+    spans = sorted((part.shard, part.offset, part.size) for part in parts if part.size)
+    for (shard, offset, size), (next_shard, next_offset, _) in zip(spans, spans[1:]):
+        if shard == next_shard and offset + size > next_offset:
+            raise FormatError(f"slices share bytes in shard {shard} (at offsets {offset} and {next_offset})")
+
+
+def _read_into(path: Path, offset: int, out: np.ndarray) -> None:
+    """Fill ``out`` (uint8) with the file's bytes at ``offset``."""
+    view, filled = memoryview(out.data), 0
+    with path.open("rb") as file:
+        file.seek(offset)
+        while filled < len(view):
+            count = file.readinto(view[filled:])
+            if not count:
+                raise FormatError(f"{path}: ends inside a tensor's bytes (changed while being read?)")
+            filled += count
+
+
+def _decode(raw: np.ndarray, dtype: int, big_endian: bool) -> np.ndarray:
+    """Stored bytes in another byte order, or bfloat16 bits, as a native array."""
+    order: Literal[">", "<"] = ">" if big_endian else "<"
+    if dtype == BFLOAT16:
+        return (raw.view(f"{order}u2").astype(np.uint32) << 16).view(np.float32)
+    kind = numpy_dtype(dtype)
+    return raw.view(kind.newbyteorder(order)).astype(kind)
 
 
 def open_checkpoint(path: str | Path, verify: bool = True) -> Any:
     """A V2 checkpoint (``TFCheckpoint``) or a V1 one (``TFCheckpointV1``), by what is on disk."""
-    from .tf_checkpoint_v1 import TFCheckpointV1, v1_files
-
     prefix = _resolve_prefix(path)
-    if Path(f"{prefix}.index").is_file():
+    if is_file(Path(f"{prefix}.index")):
         return TFCheckpoint(prefix, verify=verify)
     files = v1_files(prefix)
     if files:
@@ -317,7 +310,7 @@ def list_variables(path: str | Path) -> list[tuple[str, list[int]]]:
 
 def load_variables(path: str | Path, names: list[str] | None = None, verify: bool = True) -> dict[str, np.ndarray]:
     """The numeric tensors of a checkpoint by name (all, or ``names``); string tensors are
-    skipped with a warning. Arrays are read-only views of the memory-mapped shard files."""
+    skipped with a warning. Each array owns its (writable) memory."""
     checkpoint = open_checkpoint(path, verify=verify)
     wanted = checkpoint.names() if names is None else list(names)
     result, skipped = {}, []
