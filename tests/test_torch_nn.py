@@ -145,26 +145,35 @@ def test_basic_rnn_through_torch_rnn_equals_the_reference(lengths, activation, m
 
 def test_convert_command_between_rnnkit_and_torch_nn(tmp_path, capsys) -> None:
     from rnnkit.__main__ import main as cli
+    from rnnkit.interop.convert import load_module, save_module
 
     torch.manual_seed(3)
     lstm = nn.LSTM(3, 4, num_layers=2, batch_first=True)
-    torch.save(lstm, tmp_path / "lstm.pt")
+    torch.save(lstm.state_dict(), tmp_path / "lstm.pt")  # a state dict: type and sizes from its shapes
     assert cli(["convert", str(tmp_path / "lstm.pt"), str(tmp_path / "cell.pt")]) == 0
-    cell = torch.load(tmp_path / "cell.pt", weights_only=False)
+    torch.load(tmp_path / "cell.pt", weights_only=True)  # what convert writes loads without unpickling objects
+    cell = load_module(tmp_path / "cell.pt")
     x = torch.randn(2, 5, 3)
     torch.testing.assert_close(rk.dynamic_rnn(cell, x)[0], lstm(x)[0], rtol=1e-5, atol=1e-6)
     assert cli(["convert", str(tmp_path / "cell.pt"), str(tmp_path / "back.pt")]) == 0
-    back = torch.load(tmp_path / "back.pt", weights_only=False)
+    back = load_module(tmp_path / "back.pt")
     assert isinstance(back, nn.LSTM)
     torch.testing.assert_close(back(x)[0], lstm(x)[0], rtol=1e-5, atol=1e-6)
+    assert cli(["convert", str(tmp_path / "back.pt"), str(tmp_path / "cell.safetensors")]) == 0
+    torch.testing.assert_close(rk.dynamic_rnn(load_module(tmp_path / "cell.safetensors"), x)[0], lstm(x)[0])
     gru = nn.GRU(3, 4, batch_first=True)
-    torch.save(gru, tmp_path / "gru.pt")
+    torch.save(gru.state_dict(), tmp_path / "gru.pt")
     assert cli(["convert", str(tmp_path / "gru.pt"), str(tmp_path / "gcell.pt")]) == 0
-    assert torch.load(tmp_path / "gcell.pt", weights_only=False).reset_after
-    torch.save(rk.LSTMCell(3, use_peepholes=True, input_size=2), tmp_path / "peep.pt")
+    assert load_module(tmp_path / "gcell.pt").reset_after
+    save_module(rk.LSTMCell(3, use_peepholes=True, input_size=2), tmp_path / "peep.pt")
     capsys.readouterr()
     assert cli(["convert", str(tmp_path / "peep.pt"), str(tmp_path / "x.pt")]) == 2
     assert "peepholes" in capsys.readouterr().out
+    torch.save(lstm, tmp_path / "whole.pt")  # a whole-module pickle: only with the explicit opt-in
+    assert cli(["convert", str(tmp_path / "whole.pt"), str(tmp_path / "y.pt")]) == 2
+    assert "--unsafe-pickle" in capsys.readouterr().out
+    assert cli(["convert", str(tmp_path / "whole.pt"), str(tmp_path / "y.pt"), "--unsafe-pickle"]) == 0
+    torch.testing.assert_close(rk.dynamic_rnn(load_module(tmp_path / "y.pt"), x)[0], lstm(x)[0])
 
 
 def test_cudnn_tf32_flag_is_held_in_forward_and_backward() -> None:

@@ -1,4 +1,11 @@
-"""Checkpoints that lose nothing: written atomically, read back with clear errors."""
+"""Checkpoints that lose nothing and run nothing: written atomically, read back with
+``torch.load(weights_only=True)`` (tensors and plain containers only) and clear errors.
+
+A checkpoint is a dict: ``format``, ``config`` (dict), ``vocab`` (list of str), ``model`` and
+``optimizer`` (state dicts), ``step`` and ``position`` (ints), ``state`` (the carried state:
+``None`` or tuples of tensors and ``LSTMStateTuple``), ``rng`` (tensor), ``best_val`` (float),
+and optionally ``cuda_rng`` and ``record`` (the metrics row of its step).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +14,14 @@ from typing import Any
 
 import torch
 
-from .._files import atomic_write
+from .._files import UnsafePickleError, atomic_write_stream, describe, load_weights_only
 
 FORMAT = "rnnkit-charlm-1"
 _KEYS = ("format", "config", "vocab", "model", "optimizer", "step", "position", "state", "rng", "best_val")
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "config": dict, "vocab": list, "model": dict, "optimizer": dict, "step": int, "position": int,
+    "rng": torch.Tensor, "best_val": (int, float),
+}
 
 
 class CheckpointError(ValueError):
@@ -20,7 +31,7 @@ class CheckpointError(ValueError):
 def save(path: Path, checkpoint: dict[str, Any]) -> None:
     missing = [key for key in _KEYS if key not in checkpoint and key != "format"]
     assert not missing, missing
-    atomic_write(path, lambda file: torch.save({"format": FORMAT, **checkpoint}, file))
+    atomic_write_stream(path, lambda file: torch.save({"format": FORMAT, **checkpoint}, file))
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -30,12 +41,17 @@ def load(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint there")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = load_weights_only(path)
+    except UnsafePickleError as error:
+        raise CheckpointError(str(error)) from None
     except Exception as error:  # truncated, corrupt or not a torch file at all
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({describe(error)})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an rnnkit char-LM checkpoint (expected format {FORMAT})")
     missing = [key for key in _KEYS if key not in checkpoint]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    wrong = [key for key, kind in _TYPES.items() if not isinstance(checkpoint[key], kind)]
+    if wrong or not all(isinstance(ch, str) for ch in checkpoint["vocab"]):
+        raise CheckpointError(f"{path}: malformed checkpoint ({', '.join(wrong or ['vocab'])} of the wrong type)")
     return checkpoint

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-from .._files import atomic_write
+from .._files import atomic_write_stream
+from .metrics import read_metrics
 
 
 def plot_losses(metrics_path: Path, png_path: Path) -> None:
@@ -16,7 +16,7 @@ def plot_losses(metrics_path: Path, png_path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    records = read_metrics(metrics_path)
     steps = [r["step"] for r in records]
     figure, axes = plt.subplots(figsize=(7, 4))
     axes.plot(steps, [r["train_loss"] for r in records], marker="o", label="train")
@@ -28,5 +28,7 @@ def plot_losses(metrics_path: Path, png_path: Path) -> None:
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    atomic_write(png_path, lambda file: figure.savefig(file, format="png", dpi=100))
-    plt.close(figure)
+    try:
+        atomic_write_stream(png_path, lambda file: figure.savefig(file, format="png", dpi=100))
+    finally:
+        plt.close(figure)

@@ -4,6 +4,15 @@ A run directory holds ``config.json`` (the resolved configuration), ``metrics.js
 per evaluation), ``loss.png``, and the checkpoints ``last.pt`` and ``best.pt`` (model,
 optimizer, RNG state, step, the carried LSTM state, vocabulary and configuration), all written
 atomically. ``--resume DIR`` continues a run exactly where its last checkpoint left it.
+
+At each evaluation the checkpoints are written first, then the metrics line, so a run killed
+at any moment leaves at most a checkpoint whose line is missing (the checkpoint carries it).
+``--resume`` puts the directory back in order: it drops metrics lines past the checkpoint's
+step and torn lines, adds the checkpoint's own line if missing, and removes the temporary
+files a killed write left. A new run refuses a directory that is not empty.
+
+Errors (bad settings, unreadable files, a full disk, a lost torchrun peer) are one line on
+stdout and exit status 2.
 """
 
 from __future__ import annotations
@@ -12,6 +21,8 @@ import argparse
 import dataclasses
 import json
 import math
+import os
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,12 +35,16 @@ from tqdm import tqdm
 
 import rnnkit as rk
 
-from .._files import atomic_write
+from .._files import atomic_write_stream, remove_stale_temporaries
 from . import checkpoint
 from .data import Corpus, DataError, load_text, streams, window, windows_per_epoch
-from .distributed import World, gather_rows, join, leave
+from .distributed import World, describe_failure, gather_rows, join, leave
+from .metrics import append_line, repair_metrics
 from .model import CELLS, CharLM
 from .plot import plot_losses
+
+OPTIMIZERS = ("adam", "rmsprop", "sgd")
+RUN_FILES = ("config.json", "metrics.jsonl", "loss.png", "last.pt", "best.pt")  # what a run directory holds
 
 
 @dataclass
@@ -43,13 +58,16 @@ class TrainConfig:
     batch_size: int = field(default=32, metadata={"help": "parallel streams of text"})
     steps: int = field(default=600, metadata={"help": "optimizer steps"})
     epochs: float | None = field(default=None, metadata={"help": "train this many epochs instead of --steps"})
-    optimizer: str = field(default="adam", metadata={"help": "adam or rmsprop"})
+    optimizer: str = field(default="adam", metadata={"help": f"one of {', '.join(OPTIMIZERS)}"})
     lr: float = field(default=3e-3, metadata={"help": "learning rate"})
     clip: float = field(default=5.0, metadata={"help": "gradient norm clipping"})
     eval_every: int = field(default=100, metadata={"help": "steps between evaluations and checkpoints"})
     seed: int = field(default=1234, metadata={"help": "random seed"})
     run_dir: str | None = field(default=None, metadata={"help": "run directory (default: a new one under runs/)"})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
+    timeout: float = field(
+        default=1800.0, metadata={"help": "seconds a process waits for the others under torchrun before failing"}
+    )
 
 
 class ConfigError(ValueError):
@@ -71,8 +89,10 @@ def check_config(config: TrainConfig) -> None:
         raise ConfigError(f"--epochs must be > 0, got {config.epochs}")
     if config.cell not in CELLS:
         raise ConfigError(f"--cell must be one of {', '.join(CELLS)}, got {config.cell!r}")
-    if config.optimizer not in ("adam", "rmsprop"):
-        raise ConfigError(f"--optimizer must be adam or rmsprop, got {config.optimizer!r}")
+    if config.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
+    if not config.timeout > 0 or not math.isfinite(config.timeout):
+        raise ConfigError(f"--timeout must be a number of seconds > 0, got {config.timeout}")
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {config.device}: no CUDA device is available")
 
@@ -89,6 +109,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=config.lr)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr)
     return torch.optim.RMSprop(model.parameters(), lr=config.lr)
 
 
@@ -112,7 +134,7 @@ def evaluate(model: CharLM, ids: torch.Tensor, config: TrainConfig, device: torc
     return total / count
 
 
-RESUMABLE = {"steps", "epochs", "eval_every", "device"}  # what --resume may change
+RESUMABLE = {"steps", "epochs", "eval_every", "device", "timeout"}  # what --resume may change
 
 
 def resumed_config(saved: dict[str, Any], given: dict[str, Any]) -> TrainConfig:
@@ -121,7 +143,12 @@ def resumed_config(saved: dict[str, Any], given: dict[str, Any]) -> TrainConfig:
     if fixed:
         flags = ", ".join("--" + name.replace("_", "-") for name in fixed)
         raise ConfigError(f"--resume continues a run as it was configured; {flags} cannot change")
-    return dataclasses.replace(TrainConfig(**saved["config"]), **given)
+    try:
+        config = TrainConfig(**saved["config"])
+    except TypeError as error:  # a setting this version does not know
+        message = f"the checkpoint's configuration does not fit this version ({error})"
+        raise checkpoint.CheckpointError(message) from None
+    return dataclasses.replace(config, **given)
 
 
 class Run:
@@ -136,6 +163,9 @@ class Run:
         if config.batch_size % world.size:
             raise ConfigError(f"--batch-size {config.batch_size} must be a multiple of the {world.size} processes")
         self.config, self.world = config, world
+        self.run_dir = Path(resume if resume is not None else (config.run_dir or _new_run_dir()))
+        if saved is None:
+            check_new_run_dir(self.run_dir)  # every process, before the first collective
         self.device = torch.device(f"cuda:{world.local_rank}" if config.device == "cuda" else config.device)
         text, self.source = load_text(config.data)
         self.corpus = Corpus.from_text(text, vocab=saved["vocab"] if saved else None)
@@ -155,13 +185,13 @@ class Run:
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
         self.optimizer = _optimizer(config, self.model)
         self.step, self.state, self.best_val = 0, None, math.inf
-        self.run_dir = Path(resume if resume is not None else (config.run_dir or _new_run_dir()))
         if saved is not None:
             self._restore(saved)
-        elif (self.run_dir / "last.pt").exists():
-            raise checkpoint.CheckpointError(f"{self.run_dir} already holds a run; use --resume {self.run_dir}")
         if world.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.run_dir, RUN_FILES)
+            if saved is not None:
+                repair_metrics(self.run_dir / "metrics.jsonl", saved["step"], saved.get("record"))
 
     def _restore(self, saved: dict[str, Any]) -> None:
         try:
@@ -215,13 +245,14 @@ class Run:
         info = {"config": dataclasses.asdict(self.config), "corpus": self.source, "corpus_sha256": self.corpus.sha256,
                 "vocab_size": len(self.corpus.vocab), "train_chars": len(self.corpus.train),
                 "valid_chars": len(self.corpus.valid), "rnnkit": rk.__version__, "torch": torch.__version__}
-        atomic_write(self.run_dir / "config.json", lambda f: Path(f).write_text(json.dumps(info, indent=2)))
+        text = json.dumps(info, indent=2).encode()
+        atomic_write_stream(self.run_dir / "config.json", lambda file: file.write(text))
 
 
 def train(config: TrainConfig, resume: Path | None = None, saved: dict[str, Any] | None = None) -> Path:
     """Train a run, or continue the one in ``resume`` (its checkpoint ``saved``); returns its
     directory. Under torchrun, every process calls this."""
-    world = join(config.device)
+    world = join(config.device, config.timeout)
     try:
         return _train(Run(config, resume, saved, world))
     finally:
@@ -256,18 +287,29 @@ def _train(run: Run) -> Path:
 def _evaluate_and_save(
     run: Run, saved: dict[str, Any], train_loss: float, speed: float, metrics_path: Path, bar: Any
 ) -> None:
-    """Rank 0's part of an evaluation: validation loss, metrics line, checkpoints, plot."""
+    """Rank 0's part of an evaluation: validation loss, checkpoints, then the metrics line (the
+    checkpoint carries it too, for ``--resume`` to restore if a kill comes between), plot."""
     val = evaluate(run.model, run.corpus.valid, run.config, run.device)
     record = {"step": run.step, "train_loss": train_loss, "val_loss": val, "val_bpc": val / math.log(2),
               "chars_per_s": speed}
-    with metrics_path.open("a") as out:
-        out.write(json.dumps(record) + "\n")
-    bar.write(f"step {run.step}: val loss {val:.3f} nats/char, {val / math.log(2):.3f} bits/char")
+    saved["record"] = record
     if val < run.best_val:
         run.best_val = saved["best_val"] = val
         checkpoint.save(run.run_dir / "best.pt", saved)
     checkpoint.save(run.run_dir / "last.pt", saved)
+    append_line(metrics_path, json.dumps(record))
+    bar.write(f"step {run.step}: val loss {val:.3f} nats/char, {val / math.log(2):.3f} bits/char")
     plot_losses(metrics_path, run.run_dir / "loss.png")
+
+
+def check_new_run_dir(run_dir: Path) -> None:
+    """A new run starts in a new or empty directory: an old run's files would mix with its own."""
+    if (run_dir / "last.pt").exists():
+        raise checkpoint.CheckpointError(f"{run_dir} already holds a run; use --resume {run_dir}")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--run-dir {run_dir}: not a directory")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        raise ConfigError(f"--run-dir {run_dir} is not empty; give a new or empty directory (or --resume a run)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -283,7 +325,16 @@ def main(argv: list[str] | None = None) -> int:
             train(resumed_config(saved, given), Path(args.resume), saved)
         else:
             train(TrainConfig(**given))
-    except (ConfigError, DataError, checkpoint.CheckpointError) as error:
+    except (ConfigError, DataError, checkpoint.CheckpointError, OSError) as error:
         print(f"error: {error}")
         return 2
+    except RuntimeError as error:  # a lost or stuck torchrun peer; anything else is a bug
+        message = describe_failure(error)
+        if message is None:
+            raise
+        print(f"error: {message}", flush=True)
+        sys.stderr.flush()
+        # the process group's objects still wait on the lost peer: freeing them (as a normal
+        # exit does) can block forever, so the process ends here
+        os._exit(2)
     return 0

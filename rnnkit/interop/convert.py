@@ -3,27 +3,53 @@
     python -m rnnkit convert model.ckpt-1000 --list            # names and shapes
     python -m rnnkit convert model.ckpt-1000 weights.pt        # {TF name: tensor}, torch.save
     python -m rnnkit convert model.ckpt-1000 weights.safetensors --scope encoder/rnn
-    python -m rnnkit convert lstm.pt cell.pt                   # a saved nn.LSTM/GRU -> rnnkit cell
-    python -m rnnkit convert cell.pt lstm.pt                   # a saved rnnkit cell -> nn.LSTM/GRU
+    python -m rnnkit convert lstm.pt cell.pt                   # an nn.LSTM/GRU -> rnnkit cell
+    python -m rnnkit convert cell.pt lstm.pt                   # an rnnkit cell -> nn.LSTM/GRU
 
 Optimizer slots are left out unless ``--keep-optimizer``; string tensors are skipped. Load TF
 variables into a cell with ``rk.load_tf_variables(cell, torch.load("weights.pt"), scope=...)``.
-Modules are whole-module ``torch.save`` files (read with ``weights_only=False``: convert only
-files you trust).
+
+Modules (a source ending in .pt, .pth or .safetensors) are read without running code from the
+file (``torch.load(weights_only=True)``, or safetensors). A source is one of:
+
+* a state dict of an ``nn.LSTM`` or ``nn.GRU``: ``torch.save(lstm.state_dict(), "lstm.pt")`` or
+  ``safetensors.torch.save_file(lstm.state_dict(), "lstm.safetensors")``. The type and sizes
+  come from the shapes (``weight_hh_l0`` is ``[4H, H]`` for an LSTM, ``[3H, H]`` for a GRU;
+  ``weight_hr_l0`` for ``proj_size``); ``--type lstm|gru`` makes a different type an error;
+* a module file, what this command writes (:func:`save_module`): in a .pt file the dict
+  ``{"format": "rnnkit-module-1", "type": "torch.nn.LSTM" | "torch.nn.GRU" | "rnnkit.LSTMCell" |
+  "rnnkit.BasicLSTMCell" | "rnnkit.GRUCell" | "rnnkit.MultiRNNCell", "config": {constructor
+  arguments}, "state_dict": {name: tensor}}``; in a .safetensors file the state dict, with
+  ``format``, ``type`` and ``config`` (JSON) in its metadata. Read one back with
+  :func:`load_module`;
+* DANGEROUS, only with ``--unsafe-pickle``: a whole-module ``torch.save(module)`` file. Reading
+  it unpickles it, which runs whatever code the file holds: use it only for files you made
+  yourself or fully trust, and convert them once into the safe forms above.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import Tensor, nn
 
-from .._files import atomic_write
-from ..cells import GRUCell
+from .._files import UnsafePickleError, atomic_write_stream, describe, load_weights_only
+from ..activations import _BY_NAME
+from ..cells import BasicLSTMCell, GRUCell, LSTMCell
+from ..wrappers import MultiRNNCell
 from ._wire import FormatError
 from .tf_checkpoint import open_checkpoint
 from .tf_load import _is_optimizer_state
+
+MODULE_FORMAT = "rnnkit-module-1"
+MODULE_SUFFIXES = (".pt", ".pth", ".safetensors")
+_TORCH_TYPES = {"torch.nn.LSTM": "lstm", "torch.nn.GRU": "gru"}
+_CELL_TYPES: dict[str, type] = {"rnnkit.LSTMCell": LSTMCell, "rnnkit.BasicLSTMCell": BasicLSTMCell,
+                                "rnnkit.GRUCell": GRUCell}
 
 
 def convert(source: str, destination: Path, scope: str | None, keep_optimizer: bool) -> int:
@@ -35,28 +61,220 @@ def convert(source: str, destination: Path, scope: str | None, keep_optimizer: b
         if n.startswith(prefix) and not checkpoint.is_string(n) and (keep_optimizer or not _is_optimizer_state(n))
     ]
     tensors = {name: torch.from_numpy(checkpoint.read(name).copy()) for name in names}
-    if destination.suffix == ".safetensors":
-        try:
-            from safetensors.torch import save_file
-        except ImportError:
-            raise FormatError("writing .safetensors needs the safetensors package: pip install safetensors") from None
-        atomic_write(destination, lambda file: save_file(tensors, file))
-    else:
-        atomic_write(destination, lambda file: torch.save(tensors, file))
+    _write_tensors(destination, tensors, metadata=None)
     return len(tensors)
 
 
-def convert_module(source: Path, destination: Path) -> str:
-    """A saved ``nn.LSTM``/``nn.GRU`` to the rnnkit cell computing the same, or back."""
+def _write_tensors(destination: Path, tensors: dict[str, Tensor], metadata: dict[str, str] | None) -> None:
+    """``tensors`` as a .safetensors file (with ``metadata``), or else a ``torch.save`` file."""
+    if destination.suffix == ".safetensors":
+        try:
+            from safetensors.torch import save
+        except ImportError:
+            raise FormatError("writing .safetensors needs the safetensors package: pip install safetensors") from None
+        data = save(tensors, metadata=metadata)
+        atomic_write_stream(destination, lambda file: file.write(data))
+    else:
+        atomic_write_stream(destination, lambda file: torch.save(tensors, file))
+
+
+# ---------------------------------------------------------------------------------------------
+# module files: writing
+
+
+def save_module(module: nn.Module, path: Path) -> None:
+    """Write an ``nn.LSTM``/``nn.GRU`` or an rnnkit LSTM/GRU cell (or MultiRNNCell of them) as a
+    module file that :func:`load_module` reads back without unpickling objects."""
+    kind, config = module_config(module)
+    state = {name: value.detach().cpu().contiguous() for name, value in module.state_dict().items()}
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        _write_tensors(path, state, {"format": MODULE_FORMAT, "type": kind, "config": json.dumps(config)})
+    else:
+        file = {"format": MODULE_FORMAT, "type": kind, "config": config, "state_dict": state}
+        atomic_write_stream(path, lambda out: torch.save(file, out))
+
+
+def module_config(module: nn.Module) -> tuple[str, dict[str, Any]]:
+    """``(type, constructor arguments)`` of a module that module files hold."""
+    if type(module) in (nn.LSTM, nn.GRU):
+        names = ["input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional"]
+        names += ["proj_size"] if isinstance(module, nn.LSTM) else []
+        return f"torch.nn.{type(module).__name__}", {name: getattr(module, name) for name in names}
+    if type(module) is MultiRNNCell:
+        cells = [dict(zip(("type", "config"), module_config(cell))) for cell in module.layers]
+        return "rnnkit.MultiRNNCell", {"cells": cells, "state_is_tuple": module.state_is_tuple}
+    kind = next((name for name, cls in _CELL_TYPES.items() if type(module) is cls), None)
+    if kind is None:
+        raise ValueError(f"{type(module).__name__}: module files hold nn.LSTM, nn.GRU and rnnkit LSTM/GRU cells")
+    config = {"num_units": module.num_units, "activation": _activation_name(module), "name": module.name,
+              "input_size": module.input_size, "dtype": _dtype_name(module)}
+    if kind == "rnnkit.GRUCell":
+        return kind, {**config, "reset_after": module.reset_after}
+    config.update(forget_bias=module.forget_bias, state_is_tuple=module.state_is_tuple)
+    if kind == "rnnkit.LSTMCell":
+        config.update(use_peepholes=module.use_peepholes, cell_clip=module.cell_clip, num_proj=module.num_proj,
+                      proj_clip=module.proj_clip)
+    return kind, config
+
+
+def _activation_name(cell: Any) -> str:
+    name = next((name for name, function in _BY_NAME.items() if function is cell.activation), None)
+    if name is None:
+        raise ValueError(f"{cell.name}: a custom activation function cannot be written to a module file")
+    return name
+
+
+def _dtype_name(cell: nn.Module) -> str | None:
+    parameter = next(iter(cell.parameters()), None)
+    dtype = parameter.dtype if parameter is not None and cell.built else cell._dtype
+    return None if dtype is None else str(dtype).removeprefix("torch.")
+
+
+# ---------------------------------------------------------------------------------------------
+# module files: reading
+
+
+def load_module(path: Path, allow_pickle: bool = False, expected: str | None = None) -> nn.Module:
+    """The module in ``path``: a module file, a state dict of an ``nn.LSTM``/``nn.GRU``
+    (``expected``: ``"lstm"`` or ``"gru"``, else inferred), or, only with ``allow_pickle``
+    (DANGEROUS: it runs any code the file holds), a whole-module ``torch.save`` file."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        state, metadata = _read_safetensors(path)
+        if metadata.get("format") == MODULE_FORMAT:
+            try:
+                config = json.loads(metadata.get("config", ""))
+            except ValueError:
+                raise FormatError(f"{path}: the module file's config is not JSON") from None
+            return _build(path, metadata.get("type"), config, state)
+        return torch_rnn_from_state_dict(path, state, expected)
+    contents = _read_torch_file(path, allow_pickle)
+    if isinstance(contents, nn.Module):
+        return contents
+    if isinstance(contents, dict) and contents.get("format") == MODULE_FORMAT:
+        if not isinstance(contents.get("config"), dict) or not isinstance(contents.get("state_dict"), dict):
+            raise FormatError(f"{path}: a malformed module file (config and state_dict must be dicts)")
+        return _build(path, contents.get("type"), contents["config"], contents["state_dict"])
+    if isinstance(contents, dict) and contents and all(isinstance(v, Tensor) for v in contents.values()):
+        return torch_rnn_from_state_dict(path, contents, expected)
+    raise FormatError(f"{path}: neither a module file ({MODULE_FORMAT}) nor a state dict of an nn.LSTM/nn.GRU")
+
+
+def _read_torch_file(path: Path, allow_pickle: bool) -> Any:
+    if not path.is_file():
+        raise FormatError(f"{path}: no such file")
+    try:
+        return load_weights_only(path)
+    except UnsafePickleError as error:
+        if not allow_pickle:
+            raise FormatError(f"{error} (a whole-module file? convert it with --unsafe-pickle only if you "
+                              "trust it: that runs code from the file)") from None
+    except Exception as error:
+        raise FormatError(f"{path}: not a torch.save file ({describe(error)})") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)  # the caller opted in: see the docstring
+    except Exception as error:
+        raise FormatError(f"{path}: not a torch.save file ({describe(error)})") from None
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        raise FormatError("reading .safetensors needs the safetensors package: pip install safetensors") from None
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            return {name: file.get_tensor(name) for name in file.keys()}, dict(file.metadata() or {})
+    except Exception as error:  # safetensors' errors: missing, truncated, not safetensors
+        raise FormatError(f"{path}: not a readable .safetensors file ({describe(error)})") from None
+
+
+def torch_rnn_from_state_dict(path: Path, state: dict[str, Tensor], expected: str | None = None) -> nn.RNNBase:
+    """The ``nn.LSTM``/``nn.GRU`` whose ``state_dict()`` is ``state``, its type and sizes read
+    from the shapes; ``expected`` (``"lstm"``/``"gru"``) makes another type an error."""
+    w_ih, w_hh = state.get("weight_ih_l0"), state.get("weight_hh_l0")
+    if not isinstance(w_ih, Tensor) or not isinstance(w_hh, Tensor) or w_ih.dim() != 2 or w_hh.dim() != 2:
+        raise FormatError(f"{path}: not a state dict of an nn.LSTM or nn.GRU (no 2-D weight_ih_l0, weight_hh_l0)")
+    w_hr = state.get("weight_hr_l0")
+    if isinstance(w_hr, Tensor) and w_hr.dim() == 2:  # only an LSTM projects: weight_hr [P, H]
+        proj_size, hidden = w_hr.shape
+    else:
+        proj_size, hidden = 0, w_hh.shape[1]
+    gates = w_hh.shape[0] // hidden if hidden else 0
+    kind = {4: "lstm", 3: "gru"}.get(gates) if gates * hidden == w_hh.shape[0] else None
+    if kind is None or (kind == "gru" and proj_size):
+        raise FormatError(f"{path}: weight_hh_l0 {list(w_hh.shape)} is neither an LSTM's [4H, H] nor a GRU's [3H, H]")
+    if expected is not None and expected != kind:
+        names = {"lstm": "an LSTM", "gru": "a GRU"}
+        raise FormatError(f"{path}: not {names[expected]}: its weight_hh_l0 {list(w_hh.shape)} is {names[kind]}'s")
+    layers = 0
+    while f"weight_ih_l{layers}" in state:
+        layers += 1
+    options = {"bias": "bias_ih_l0" in state, "bidirectional": "weight_ih_l0_reverse" in state,
+               "batch_first": True, "dtype": w_ih.dtype}
+    with torch.device("meta"):  # no memory until the weights are assigned (_load_state)
+        if kind == "lstm":
+            module: nn.RNNBase = nn.LSTM(w_ih.shape[1], hidden, layers, proj_size=proj_size, **options)
+        else:
+            module = nn.GRU(w_ih.shape[1], hidden, layers, **options)
+    _load_state(path, module, state)
+    return module
+
+
+def _build(path: Path, kind: Any, config: dict[str, Any], state: dict[str, Tensor]) -> nn.Module:
+    """The module a module file describes, its weights loaded."""
+    if kind in _TORCH_TYPES:  # the sizes come from the weights themselves
+        module = torch_rnn_from_state_dict(path, state, _TORCH_TYPES[kind])
+        module.batch_first = bool(config.get("batch_first", True))
+        return module
+    try:
+        with torch.device("meta"):  # a config's sizes allocate nothing: the file's weights are assigned
+            module = _cell(kind, config)
+    except (TypeError, ValueError, KeyError) as error:
+        raise FormatError(f"{path}: a module file whose {kind} config does not build ({error})") from None
+    _load_state(path, module, state)
+    return module
+
+
+def _cell(kind: Any, config: dict[str, Any]) -> nn.Module:
+    if kind == "rnnkit.MultiRNNCell":
+        cells = [_cell(entry["type"], entry["config"]) for entry in config["cells"]]
+        return MultiRNNCell(cells, state_is_tuple=config.get("state_is_tuple", True))
+    if kind not in _CELL_TYPES:
+        raise ValueError(f"unknown module type {kind!r}")
+    arguments = dict(config)
+    if arguments.get("dtype") is not None:
+        dtype = getattr(torch, str(arguments["dtype"]), None)
+        if not isinstance(dtype, torch.dtype):
+            raise ValueError(f"unknown dtype {arguments['dtype']!r}")
+        arguments["dtype"] = dtype
+    return _CELL_TYPES[kind](**arguments)
+
+
+def _load_state(path: Path, module: nn.Module, state: dict[str, Tensor]) -> None:
+    """``state`` into a module built on the meta device: its tensors become the parameters,
+    after the names and shapes are checked (strict)."""
+    try:
+        module.load_state_dict(state, assign=True)
+    except (RuntimeError, ValueError, KeyError, TypeError) as error:
+        details = "; ".join(line.strip() for line in str(error).splitlines()[1:] if line.strip()) or str(error)
+        raise FormatError(f"{path}: the weights do not fit a {type(module).__name__} ({details[:300]})") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# the command
+
+
+def convert_module(source: Path, destination: Path, allow_pickle: bool = False, expected: str | None = None) -> str:
+    """An ``nn.LSTM``/``nn.GRU`` to the rnnkit cell computing the same, or back; written as a
+    module file. Returns what was written."""
     from .torch_nn import from_torch_gru, from_torch_lstm, to_torch_gru, to_torch_lstm
 
-    try:
-        module = torch.load(source, map_location="cpu", weights_only=False)
-    except Exception as error:
-        raise FormatError(f"{source}: not a torch.save file ({type(error).__name__}: {error})") from None
-    if isinstance(module, torch.nn.LSTM):
+    module = load_module(source, allow_pickle, expected)
+    if isinstance(module, nn.LSTM):
         converted, what = from_torch_lstm(module), "rnnkit LSTM cell"
-    elif isinstance(module, torch.nn.GRU):
+    elif isinstance(module, nn.GRU):
         converted, what = from_torch_gru(module), "rnnkit GRUCell(reset_after=True)"
     else:
         layers = getattr(module, "layers", [module])
@@ -64,18 +282,23 @@ def convert_module(source: Path, destination: Path) -> str:
             converted, what = to_torch_gru(module), "torch.nn.GRU"
         else:
             converted, what = to_torch_lstm(module), "torch.nn.LSTM"
-    atomic_write(destination, lambda file: torch.save(converted, file))
+    save_module(converted, destination)
     return what
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rnnkit convert", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source", help="a TF checkpoint: prefix, .index file, or directory")
+    parser.add_argument("source", help="a TF checkpoint (prefix, .index file, directory), or a module .pt/.safetensors")
     parser.add_argument("destination", nargs="?", help="a .pt or .safetensors file")
     parser.add_argument("--list", action="store_true", help="list the checkpoint's variables and stop")
     parser.add_argument("--scope", default=None, help="only the variables under this scope")
     parser.add_argument("--keep-optimizer", action="store_true", help="keep optimizer slots and step counters")
+    parser.add_argument("--type", choices=("lstm", "gru"), default=None,
+                        help="a state dict source must be this (default: inferred from the shapes)")
+    parser.add_argument("--unsafe-pickle", action="store_true",
+                        help="DANGEROUS: also read whole-module torch.save files, which runs any code they hold; "
+                             "only for files you trust")
     args = parser.parse_args(argv)
     try:
         if args.list:
@@ -85,8 +308,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.destination is None:
             raise FormatError("give a destination file (.pt or .safetensors), or --list")
-        if Path(args.source).suffix == ".pt":
-            what = convert_module(Path(args.source), Path(args.destination))
+        if Path(args.source).suffix in MODULE_SUFFIXES:
+            what = convert_module(Path(args.source), Path(args.destination), args.unsafe_pickle, args.type)
             print(f"wrote a {what} to {args.destination}")
             return 0
         count = convert(args.source, Path(args.destination), args.scope, args.keep_optimizer)
