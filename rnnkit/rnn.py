@@ -20,6 +20,7 @@ from torch import Tensor
 
 from ._checks import as_dtype, check_floating, check_is_cell, check_state, check_tensor
 from .fused import select_plan
+from .fused.packing import graph_zero
 from .state import _describe, flatten_state, map_state, pack_state, zeros_for_size
 
 __all__ = [
@@ -227,31 +228,40 @@ def _static(
 def _run(
     cell: Any, steps: list[Any], lengths: Tensor | None, state: Any, batch_size: int, like: Tensor
 ) -> tuple[list[Any], Any]:
-    """Step ``cell`` over ``steps``; zero the outputs and carry the state past each length."""
+    """Step ``cell`` over ``steps``; zero the outputs and carry the state past each length.
+
+    Rows past their length take the step on zero inputs, whose results are then dropped: the
+    cell never sees what the padding holds, so NaN or inf there cannot reach the gradients
+    (``torch.where`` passes a zero gradient, but ``0 * NaN`` would still be NaN)."""
     start_sequence = getattr(cell, "start_sequence", None)
     if callable(start_sequence):
         start_sequence()
     num_steps = len(steps)
-    if lengths is None:
+    if lengths is None or not batch_size:  # an empty batch runs every step, as it does without lengths
         num_live, always_live = num_steps, num_steps
     else:
-        num_live = min(num_steps, int(lengths.max())) if batch_size else 0
-        always_live = min(num_steps, int(lengths.min())) if batch_size else 0
+        num_live = min(num_steps, int(lengths.max()))
+        always_live = min(num_steps, int(lengths.min()))
     outputs = []
     for t in range(num_live):
-        output, new_state = cell(steps[t], state)
         if lengths is not None and t >= always_live:
             alive = lengths > t  # [B]
+            step = map_state(lambda x: torch.where(_rows(alive, x), x, torch.zeros_like(x)), steps[t])
+            output, new_state = cell(step, state)
             output = map_state(lambda o: torch.where(_rows(alive, o), o, torch.zeros_like(o)), output)
             new_state = map_state(lambda n, s: torch.where(_rows(alive, n), n, s), new_state, state)
+        else:
+            output, new_state = cell(steps[t], state)
         outputs.append(output)
         state = new_state
     if num_live < num_steps:
-        padding = (
-            map_state(torch.zeros_like, outputs[0])
-            if outputs
-            else zeros_for_size(cell.output_size, batch_size, like.dtype, like.device)
-        )
+        if outputs:
+            padding = map_state(torch.zeros_like, outputs[0])
+        else:  # every length is 0: zeros, connected to the graph (as the fused path's)
+            padding = zeros_for_size(cell.output_size, batch_size, like.dtype, like.device)
+            weights = cell.parameters() if callable(getattr(cell, "parameters", None)) else ()
+            zero = graph_zero([*flatten_state(steps), *weights, *flatten_state(state)])
+            padding = padding if zero is None else map_state(lambda z: z + zero, padding)
         outputs.extend([padding] * (num_steps - num_live))
     return outputs, state
 
@@ -324,19 +334,34 @@ def _check_step_list(inputs: Any) -> tuple[int, Tensor]:
     return first.shape[0], first
 
 
+@torch.compiler.disable(reason="checks the values of sequence_length: run eagerly, not specialised on them")
 def _check_sequence_length(
     sequence_length: Any, batch_size: int, device: torch.device, max_length: int | None = None
 ) -> Tensor | None:
-    """``sequence_length`` as an int64 ``[B]`` tensor on ``device`` (or ``None``)."""
+    """``sequence_length`` as an int64 ``[B]`` tensor on ``device`` (or ``None``).
+
+    Under ``torch.compile`` it runs eagerly: traced, its checks of the values would be graph
+    breaks, and dynamo would specialise (recompile) on every new minimum and maximum.
+
+    Takes a tensor, a list or tuple of Python/numpy numbers (or 0-d tensors), or a numpy array.
+    A tensor may sit on the inputs' device or on the CPU (as ``pack_padded_sequence`` takes
+    them). Every other value raises a ``TypeError``/``ValueError`` naming ``sequence_length``,
+    what was expected and what came.
+    """
     if sequence_length is None:
         return None
+    expected = f"a vector of length batch_size ({batch_size}), one integer length per row"
     if isinstance(sequence_length, (list, tuple, np.ndarray)):
-        sequence_length = torch.as_tensor(np.asarray(sequence_length))
+        sequence_length = _lengths_from_values(sequence_length, expected)
     if not isinstance(sequence_length, Tensor):
+        raise ValueError(f"sequence_length must be {expected}, got {_describe(sequence_length)}")
+    if sequence_length.device != device and sequence_length.device.type != "cpu":
         raise ValueError(
-            "sequence_length must be a vector of length batch_size "
-            f"({batch_size}), got {_describe(sequence_length)}"
+            f"sequence_length is on device {sequence_length.device} but the inputs are on {device}; "
+            "pass the lengths on the inputs' device or on the CPU"
         )
+    if sequence_length.dim() == 0:
+        raise ValueError(f"sequence_length must be {expected}, got a 0-d tensor (a scalar: {sequence_length.item()})")
     if sequence_length.dim() != 1 or sequence_length.shape[0] != batch_size:
         raise ValueError(
             f"sequence_length must be a vector of length batch_size ({batch_size}), "
@@ -345,17 +370,41 @@ def _check_sequence_length(
     if sequence_length.dtype == torch.bool or sequence_length.is_complex():
         raise TypeError(f"sequence_length must hold integers, got dtype {sequence_length.dtype}")
     if sequence_length.is_floating_point():
-        if not torch.equal(sequence_length, sequence_length.trunc()):
+        whole = torch.isfinite(sequence_length) & (sequence_length == sequence_length.trunc())
+        if not bool(whole.all()):
             raise ValueError(f"sequence_length must hold whole numbers, got {sequence_length.tolist()}")
-    lengths = sequence_length.to(device=device, dtype=torch.int64)
-    if batch_size and int(lengths.min()) < 0:
+    if batch_size and int(sequence_length.min()) < 0:
         raise ValueError(f"sequence_length must be >= 0, got {sequence_length.tolist()}")
-    if max_length is not None and batch_size and int(lengths.max()) > max_length:
+    if max_length is not None and batch_size and int(sequence_length.max()) > max_length:
         raise ValueError(
             f"sequence_length must be <= the number of time steps ({max_length}) for a bidirectional "
             f"rnn, got {sequence_length.tolist()}"
         )
-    return lengths
+    return sequence_length.to(device=device, dtype=torch.int64)
+
+
+def _lengths_from_values(values: list | tuple | np.ndarray, expected: str) -> Tensor:
+    """A list, tuple or numpy array of lengths as a tensor (its dtype checked by the caller);
+    ``TypeError``/``ValueError`` for strings, ``None``, nested sequences and other objects."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "biuf":
+        return torch.as_tensor(values)
+    if isinstance(values, np.ndarray) and values.dtype.kind != "O":
+        raise TypeError(f"sequence_length must hold integers, got a numpy array of dtype {values.dtype}")
+    items = []
+    for i, item in enumerate(values.tolist() if isinstance(values, np.ndarray) else values):
+        if isinstance(item, (Tensor, np.ndarray)) and item.ndim == 0:
+            item = item.item()
+        if isinstance(item, (list, tuple, Tensor, np.ndarray)):
+            raise ValueError(
+                f"sequence_length must be {expected}, got a nested sequence: element {i} is {_describe(item)}"
+            )
+        if isinstance(item, bool) or not isinstance(item, (int, float, np.integer, np.floating)):
+            raise TypeError(
+                f"sequence_length must hold integers (one length per row), got {item!r} "
+                f"({type(item).__name__}) at index {i}"
+            )
+        items.append(item)
+    return torch.as_tensor(np.asarray(items))
 
 
 def _initial_state(

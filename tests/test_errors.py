@@ -185,6 +185,67 @@ def test_dynamic_rnn_non_array_sequence_length():
         rk.dynamic_rnn(rk.GRUCell(U), seq(), sequence_length="33")
 
 
+@pytest.mark.parametrize(
+    "lengths, got",
+    [([3, None], r"None \(NoneType\) at index 1"), (["3", "1"], r"'3' \(str\) at index 0"),
+     ((2, object()), r"\(object\) at index 1"), (np.array([1, None], dtype=object), r"None \(NoneType\) at index 1"),
+     ([2, True], r"True \(bool\) at index 1"), (np.array(["1", "2"]), r"numpy array of dtype <U1")],
+    ids=["none", "strings", "object", "numpy-object", "bool-item", "numpy-strings"],
+)
+def test_dynamic_rnn_sequence_length_items_that_are_not_integers(lengths, got):
+    with pytest.raises(TypeError, match=r"sequence_length must hold integers.*" + got):
+        rk.dynamic_rnn(rk.GRUCell(U), seq(), sequence_length=lengths)
+
+
+@pytest.mark.parametrize(
+    "lengths", [[[3], [1]], [3, [1, 2]], np.array([[1, 2], [3]], dtype=object), (torch.tensor([1]), 2)],
+    ids=["nested", "ragged", "numpy-ragged", "tensor-item"],
+)
+def test_dynamic_rnn_nested_sequence_length(lengths):
+    with pytest.raises(ValueError, match=r"sequence_length must be a vector of length batch_size \(2\).*nested"):
+        rk.dynamic_rnn(rk.GRUCell(U), seq(), sequence_length=lengths)
+
+
+def test_dynamic_rnn_sequence_length_numbers_of_any_kind_are_accepted():
+    # the counterpart of the two tests above: numpy ints, 0-d tensors, whole floats and int object arrays
+    expected, _ = rk.dynamic_rnn(rk.GRUCell(U), seq(), sequence_length=[3, 1])
+    for lengths in ([np.int32(3), torch.tensor(1)], (3.0, 1), np.array([3, 1], dtype=object), np.array([3, 1])):
+        torch.manual_seed(0)
+        out, _ = rk.dynamic_rnn(rk.GRUCell(U), seq(), sequence_length=lengths)
+        assert torch.all(out[1, 1:] == 0) and out.shape == expected.shape
+
+
+@pytest.mark.parametrize("lengths", [[float("inf"), 1.0], np.array([2.5, 1.0])], ids=["inf", "numpy-fraction"])
+def test_dynamic_rnn_sequence_length_not_whole(lengths):
+    with pytest.raises(ValueError, match=r"sequence_length must hold whole numbers"):
+        rk.dynamic_rnn(rk.GRUCell(U), seq(), sequence_length=lengths)
+
+
+def test_dynamic_rnn_zero_dim_tensor_sequence_length_names_the_scalar():
+    with pytest.raises(ValueError, match=r"sequence_length must be a vector of length batch_size \(2\).*0-d tensor.*3"):
+        rk.dynamic_rnn(rk.GRUCell(U), seq(), sequence_length=torch.tensor(3))
+
+
+@pytest.mark.parametrize("runner", ["dynamic", "static", "bidirectional"])
+def test_sequence_length_on_another_device(runner):
+    # lengths on the CPU go with inputs anywhere (as pack_padded_sequence takes them); on any
+    # other device than the inputs' they are an error naming both devices
+    lengths = torch.tensor([3, 1], device="meta")
+    with pytest.raises(ValueError, match=r"sequence_length is on device meta but the inputs are on cpu"):
+        if runner == "dynamic":
+            rk.dynamic_rnn(rk.GRUCell(U), seq(), sequence_length=lengths)
+        elif runner == "static":
+            rk.static_rnn(rk.GRUCell(U), list(seq().unbind(1)), sequence_length=lengths)
+        else:
+            rk.bidirectional_dynamic_rnn(rk.GRUCell(U), rk.GRUCell(U), seq(), sequence_length=lengths)
+
+
+def test_sequence_length_on_the_cpu_with_inputs_on_meta_is_checked_not_refused():
+    # CPU lengths are accepted whatever the inputs' device: the checks run on the CPU values
+    with pytest.raises(ValueError, match=r"sequence_length must be >= 0"):
+        rk.dynamic_rnn(rk.GRUCell(U), seq().to("meta"), sequence_length=torch.tensor([3, -1]))
+
+
 @pytest.mark.parametrize("time_major", [False, True])
 def test_bidirectional_sequence_length_longer_than_time(time_major):
     x = seq(T, B, D) if time_major else seq()

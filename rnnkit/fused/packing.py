@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -144,3 +145,18 @@ def last_rows(packing: Packing, device: torch.device) -> Tensor:
     ascending = torch.tensor(sizes[::-1])
     steps_run = len(sizes) - torch.searchsorted(ascending, rows, right=True)  # steps with more than b rows alive
     return (torch.tensor(packing.offsets)[steps_run - 1] + rows).to(device)
+
+
+def graph_zero(tensors: Any) -> Tensor | None:
+    """An exact ``0`` that autograd connects to each of ``tensors`` needing a gradient (``None``
+    when none does): for results no step computes (batch size 0, every length 0), so that a
+    loss on them backpropagates zero gradients, as it does where a step runs.
+
+    The sum of an empty slice is ``0`` whatever the values are (NaN and inf too), and its
+    gradient is zero."""
+    zero = None
+    for tensor in tensors:
+        if isinstance(tensor, Tensor) and tensor.requires_grad:
+            term = tensor.reshape(-1)[:0].sum()
+            zero = term if zero is None else zero + term
+    return zero

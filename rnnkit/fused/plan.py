@@ -24,14 +24,14 @@ import torch
 from torch import Tensor
 
 from ..cells import BasicLSTMCell, BasicRNNCell, GRUCell, LSTMCell
-from ..state import LSTMStateTuple
+from ..state import LSTMStateTuple, flatten_state, map_state
 from ..wrappers import DropoutWrapper, MultiRNNCell, ResidualWrapper, _add_residual
 from .activation_kinds import ACTIVATION_KINDS, activation_kind
 from .basic_rnn import RNNSequence
 from .gru import GRUSequence
 from .lstm import LSTMConfig, LSTMSequence
 from .native import kernels
-from .packing import Packing, make_packing, pack, sort_rows, unpack, unsort_rows
+from .packing import Packing, graph_zero, make_packing, pack, sort_rows, unpack, unsort_rows
 from .precision import half_supported
 from .torch_rnn import TORCH_RNN_FUNCTIONS, is_torch_lstm_math, torch_gru_layer, torch_lstm_layer, torch_rnn_layer
 from .triton_support import persistent_preferred, persistent_rnn_fits
@@ -206,6 +206,14 @@ _LAYERS: dict[type, type[_Layer]] = {
 }
 
 
+# Why FusedPlan.run is not traced by torch.compile. The fused layers are autograd Functions
+# around opaque calls (the compiled C++ step loops, oneDNN's LSTM, cuDNN, Triton kernels) on a
+# Packing of host-side Python ints; traced, AOTAutograd and inductor fail on some of them (an
+# internal assertion on saved tensors, ``aten.mkldnn_rnn_layer`` without a fake kernel). Run
+# eagerly, each one is exactly the tested eager computation, on every device and layer kind.
+_COMPILE_BREAK = "rnnkit's fused RNN layers run eagerly under torch.compile (opaque kernels, hand-written backward)"
+
+
 @dataclass
 class FusedPlan:
     """A recognised cell tree: its layers, and how its state splits into theirs."""
@@ -222,9 +230,13 @@ class FusedPlan:
                 return reason if len(self.layers) == 1 else f"layer {i}: {reason}"
         return None
 
+    @torch.compiler.disable(reason=_COMPILE_BREAK)
     def run(self, inputs: Tensor, lengths: Tensor | None, state: Any, time_major: bool) -> tuple[Tensor, Any]:
         """``inputs`` ``[T, B, D]`` (``[B, T, D]`` unless ``time_major``), ``lengths`` ``[B]`` or
-        None, the checked initial state -> ``(outputs [T, B, out] or [B, T, out], final state)``."""
+        None, the checked initial state -> ``(outputs [T, B, out] or [B, T, out], final state)``.
+
+        Under ``torch.compile`` this is a graph break: dynamo runs the fused layers eagerly,
+        forward and backward (see ``_COMPILE_BREAK``); the code around it is compiled."""
         batch_size, num_steps = (inputs.shape[1], inputs.shape[0]) if time_major else inputs.shape[:2]
         packing = make_packing(num_steps, batch_size, lengths)
         running = packing.num_running
@@ -248,9 +260,17 @@ class FusedPlan:
                 tensors = [unsort_rows(f, packing) for f in final]
             finals.append(layer.state_from(tensors))
             depth = layer.cell.output_size
-        if not running:
+        if not running:  # no step runs: zeros, and the state as it came, connected to the graph
             shape = (num_steps, batch_size, depth) if time_major else (batch_size, num_steps, depth)
-            return inputs.new_zeros(shape), self.merge_state(finals)
+            weights = [w for layer in self.layers for w in layer.cell.parameters()]
+            zero = graph_zero([inputs, *weights, *flatten_state(state)])
+            outputs = inputs.new_zeros(shape)
+            final_state = self.merge_state(finals)
+            if zero is not None:
+                outputs = outputs + zero
+                if not batch_size:  # empty: adding the zero changes no value (not even -0.0 to 0.0)
+                    final_state = map_state(lambda s: s + zero, final_state)
+            return outputs, final_state
         return unpack(data, packing, time_major), self.merge_state(finals)
 
 
