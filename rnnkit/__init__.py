@@ -10,6 +10,7 @@ Cells do one step; runners loop over time::
     out2, state = rk.dynamic_rnn(cell, x2, initial_state=rk.detach_state(state))
 """
 
+from . import seq2seq
 from .activations import resolve_activation
 from .cell_base import RNNCell
 from .cells import BasicLSTMCell, BasicRNNCell, GRUCell, LSTMCell
@@ -45,6 +46,7 @@ __all__ = [
     "pack_state",
     "resolve_activation",
     "reverse_sequence",
+    "seq2seq",
     "static_bidirectional_rnn",
     "static_rnn",
     "tf_variables",
