@@ -294,3 +294,129 @@ def test_checkpoint_state_file_with_escaped_and_absolute_paths(tmp_path) -> None
     escaped = "".join(f"\\{b:03o}" if b > 127 else chr(b) for b in str(folder / "ckpt-1").encode())
     (tmp_path / "checkpoint").write_text(f'model_checkpoint_path: "{escaped}"\n')
     _check_all(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# every prefix form TF accepts (issue 13): V2 and V1, through every reading entry point
+
+FORM_TENSORS = {
+    "rnn/basic_lstm_cell/kernel": RNG.standard_normal((5, 8)).astype(np.float32),
+    "rnn/basic_lstm_cell/bias": RNG.standard_normal(8).astype(np.float32),
+    "global_step": np.array(12, dtype=np.int64),
+}
+
+
+def _v2(root, prefix: str) -> None:
+    """A V2 checkpoint at the text ``prefix`` (``"a/"``: files ``a/.index``), with a .meta file."""
+    (root / f"{prefix}.index").parent.mkdir(parents=True, exist_ok=True)
+    write_bundle(f"{root}/{prefix}", FORM_TENSORS)
+    (root / f"{prefix}.meta").write_bytes(b"a MetaGraphDef, never read")
+
+
+def _v1(root, prefix: str, shards: int) -> None:
+    from .tf_bundle import write_v1
+
+    (root / prefix).parent.mkdir(parents=True, exist_ok=True)
+    write_v1(root / prefix, FORM_TENSORS, parts={"rnn/basic_lstm_cell/kernel": 2}, shards=shards)
+    (root / f"{prefix}.meta").write_bytes(b"a MetaGraphDef, never read")
+
+
+def _state(directory, named: str) -> None:
+    (directory / "checkpoint").write_text(f'model_checkpoint_path: "{named}"\nall_model_checkpoint_paths: "{named}"\n')
+
+
+def _moved(root, prefix: str) -> None:
+    """A run directory moved since TF wrote its absolute path into the state file."""
+    _v2(root, f"run/{prefix}")
+    _state(root / "run", f"/no/longer/here/{prefix}")
+
+
+FORMS = {  # name: (set up under root, the path handed to the readers, relative to root)
+    "v2 prefix": (lambda r: _v2(r, "model.ckpt-3"), "model.ckpt-3"),
+    "v2 .index": (lambda r: _v2(r, "model.ckpt-3"), "model.ckpt-3.index"),
+    "v2 .data": (lambda r: _v2(r, "model.ckpt-3"), "model.ckpt-3.data-00000-of-00001"),
+    "v2 .meta": (lambda r: _v2(r, "model.ckpt-3"), "model.ckpt-3.meta"),
+    "trailing slash": (lambda r: _v2(r, "model.weights/"), "model.weights/"),
+    "trailing slash dir": (lambda r: _v2(r, "model.weights/"), "model.weights"),
+    "trailing slash .index": (lambda r: _v2(r, "model.weights/"), "model.weights/.index"),
+    "trailing slash in state": (lambda r: (_v2(r, "results/model.weights/"),
+                                           _state(r / "results/model.weights", f"{r}/results/model.weights/")),
+                                "results/model.weights"),
+    "trailing slash moved": (lambda r: (_v2(r, "results/model.weights/"),
+                                        _state(r / "results/model.weights", "/gone/results/model.weights/")),
+                             "results/model.weights/"),
+    "state relative": (lambda r: (_v2(r, "ckpts/model.ckpt-3"), _state(r / "ckpts", "model.ckpt-3")), "ckpts"),
+    "state relative subdir": (lambda r: (_v2(r, "ckpts/sub/model.ckpt-3"), _state(r / "ckpts", "sub/model.ckpt-3")),
+                              "ckpts/"),
+    "state absolute": (lambda r: (_v2(r, "ckpts/model.ckpt-3"), _state(r / "ckpts", f"{r}/ckpts/model.ckpt-3")),
+                       "ckpts"),
+    "state moved": (lambda r: _moved(r, "model.ckpt-3"), "run"),
+    "dir without state": (lambda r: _v2(r, "ckpts/model.ckpt-3"), "ckpts"),
+    "v1 file": (lambda r: _v1(r, "model.ckpt", 1), "model.ckpt"),
+    "v1 .meta": (lambda r: _v1(r, "model.ckpt", 1), "model.ckpt.meta"),
+    "v1 shards prefix": (lambda r: _v1(r, "model.ckpt-3", 2), "model.ckpt-3"),
+    "v1 shard name": (lambda r: _v1(r, "model.ckpt-3", 2), "model.ckpt-3-00001-of-00002"),
+    "v1 glob": (lambda r: _v1(r, "model.ckpt-3", 2), "model.ckpt-3-?????-of-00002"),
+    "v1 shards .meta": (lambda r: _v1(r, "model.ckpt-3", 2), "model.ckpt-3.meta"),
+    "v1 state glob": (lambda r: (_v1(r, "ckpts/model.ckpt-3", 2), _state(r / "ckpts", "model.ckpt-3-?????-of-00002")),
+                      "ckpts"),
+    "v1 state file": (lambda r: (_v1(r, "ckpts/model.ckpt-3", 1), _state(r / "ckpts", "model.ckpt-3")), "ckpts"),
+    "v1 dir without state": (lambda r: _v1(r, "ckpts/model.ckpt-3", 2), "ckpts"),
+    "v1 file dir without state": (lambda r: _v1(r, "ckpts/model.ckpt-3", 1), "ckpts/"),
+}
+
+
+@pytest.mark.parametrize("form", list(FORMS))
+def test_every_prefix_form_reads_through_every_entry_point(tmp_path, capsys, form) -> None:
+    from rnnkit.__main__ import main as cli
+
+    setup, given = FORMS[form]
+    setup(tmp_path)
+    path = f"{tmp_path}/{given}"  # text: Path() would drop a trailing slash
+    _check_all(path, FORM_TENSORS)
+    assert list_variables(path) == sorted((n, list(v.shape)) for n, v in FORM_TENSORS.items())
+    cell = rk.BasicLSTMCell(2)
+    assert rk.load_tf_checkpoint(cell, path) == rk.LoadResult([], [], [])
+    assert np.array_equal(cell.kernel.detach().numpy(), FORM_TENSORS["rnn/basic_lstm_cell/kernel"])
+    assert cli(["convert", path, "--list"]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert sorted(listing) == sorted(f"{n}\t{list(v.shape)}" for n, v in FORM_TENSORS.items())
+
+
+def test_paths_that_hold_no_checkpoint_name_what_was_tried(tmp_path, capsys) -> None:
+    from rnnkit.__main__ import main as cli
+
+    with pytest.raises(FormatError, match=r"nothing: no checkpoint there \(no such checkpoint index .*nothing\.index"):
+        load_variables(tmp_path / "nothing")
+    with pytest.raises(FormatError, match=r"model\.ckpt\.index: no checkpoint there .*model\.ckpt\.index"):
+        list_variables(tmp_path / "model.ckpt.index")  # the prefix tried is model.ckpt
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FormatError, match=r"empty: no checkpoint there: a directory without a 'checkpoint' state file"):
+        rk.load_tf_checkpoint(rk.BasicLSTMCell(2), tmp_path / "empty")
+    _v2(tmp_path, "two/a.ckpt-1")
+    _v2(tmp_path, "two/a.ckpt-2")
+    with pytest.raises(FormatError, match=r"two: no 'checkpoint' state file .* 2 checkpoints is the latest: .*a\.ckpt-1, .*a\.ckpt-2"):
+        load_variables(tmp_path / "two")
+    _state(tmp_path / "two", "a.ckpt-9")
+    with pytest.raises(FormatError, match=r"two/checkpoint: names 'a\.ckpt-9', but there is no checkpoint there"):
+        list_variables(tmp_path / "two")
+    _state(tmp_path / "two", "/elsewhere/a.ckpt-9")  # absolute: tried there, then beside the state file
+    with pytest.raises(FormatError, match=r"index /elsewhere/a\.ckpt-9\.index.*two/a\.ckpt-9\.index"):
+        list_variables(tmp_path / "two")
+    _v1(tmp_path, "v1/m", 3)
+    (tmp_path / "v1" / "m-00001-of-00003").unlink()
+    with pytest.raises(FormatError, match=r"missing V1 shard file m-00001-of-00003"):
+        load_variables(tmp_path / "v1" / "m-00000-of-00003")  # a shard's name never reads it alone
+    assert cli(["convert", str(tmp_path / "nothing"), "--list"]) == 2
+    assert "no checkpoint there" in capsys.readouterr().out
+    with pytest.raises(TypeError, match="path must be"):
+        load_variables(3)  # type: ignore[arg-type]
+
+
+def test_a_state_file_wins_over_the_directory_listing(tmp_path) -> None:
+    tensors = {"w": RNG.standard_normal(3).astype(np.float32)}
+    write_bundle(tmp_path / "a.ckpt-1", {"w": np.zeros(3, np.float32)})
+    write_bundle(tmp_path / "a.ckpt-2", tensors)
+    _state(tmp_path, "a.ckpt-2")
+    assert np.array_equal(load_variables(tmp_path)["w"], tensors["w"])
+    assert np.array_equal(load_variables(f"{tmp_path}/a.ckpt-1.index")["w"], np.zeros(3))  # a prefix is itself

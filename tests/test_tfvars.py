@@ -132,3 +132,40 @@ def test_roundtrip_through_a_layer() -> None:
     fresh = rk.RNN(rk.MultiRNNCell([rk.BasicLSTMCell(3), rk.BasicLSTMCell(3)]))
     rk.load_tf_variables(fresh, _arrays(layer))
     assert torch.equal(fresh(x)[0], expected)
+
+
+def test_unexpected_counts_only_the_cells_own_subtree() -> None:
+    cell = rk.MultiRNNCell([rk.BasicLSTMCell(2, input_size=3), rk.GRUCell(2, input_size=2)])
+    arrays = _arrays(cell, "rnnlm")
+    arrays["rnnlm/softmax_w"] = np.ones((2, 5))  # beside the cell under its scope: not its business
+    arrays["rnnlm/dense/kernel"] = np.ones((2, 2))
+    assert rk.load_tf_variables(cell, arrays, scope="rnnlm") == rk.LoadResult([], [], [])
+    arrays["rnnlm/multi_rnn_cell/cell_2/gru_cell/gates/kernel"] = np.ones((4, 4))  # inside: unexpected
+    result = rk.load_tf_variables(cell, arrays, scope="rnnlm", strict=False)
+    assert result.unexpected == ["rnnlm/multi_rnn_cell/cell_2/gru_cell/gates/kernel"]
+    layer = rk.BidirectionalRNN(rk.GRUCell(2, input_size=3), rk.GRUCell(2, input_size=3))
+    arrays = _arrays(layer, "bidirectional_rnn")
+    arrays["bidirectional_rnn/fw/gru_cell/extra"] = np.ones(2)
+    arrays["bidirectional_rnn/attention/kernel"] = np.ones(2)
+    assert rk.load_tf_variables(layer, arrays, "bidirectional_rnn", strict=False).unexpected == [
+        "bidirectional_rnn/fw/gru_cell/extra"
+    ]
+
+
+def test_scope_hints_point_to_none_and_trailing_slashes_are_dropped() -> None:
+    cell = rk.BasicLSTMCell(2, input_size=2)
+    with pytest.raises(ValueError, match=r"did you mean scope=None\?"):
+        rk.load_tf_variables(cell, _arrays(cell, None), scope="rnn")
+    assert rk.load_tf_variables(cell, _arrays(cell, "enc/rnn"), scope="enc/rnn/") == rk.LoadResult([], [], [])
+
+
+def test_only_the_arrays_some_weight_takes_are_converted() -> None:
+    cell = rk.GRUCell(2, input_size=2)
+    arrays = dict(_arrays(cell), **{"other/step": np.array(3), "other/names": "not an array"})
+    assert rk.load_tf_variables(cell, arrays) == rk.LoadResult([], [], [])
+    model = torch.nn.ModuleDict({"rnn": rk.RNN(rk.GRUCell(2)), "head": torch.nn.Linear(2, 3)})
+    source = torch.nn.Linear(2, 3)
+    arrays["head/kernel"], arrays["head/bias"] = source.weight.detach().numpy().T, source.bias.detach().numpy()
+    names = {"head.weight": ("head/kernel", "T"), "head.bias": "head/bias"}
+    assert rk.load_tf_variables(model, arrays, scope={"rnn": "rnn"}, names=names) == rk.LoadResult([], [], [])
+    assert torch.equal(model["head"].weight, source.weight) and torch.equal(model["rnn"].cell.gates.kernel, cell.gates.kernel)

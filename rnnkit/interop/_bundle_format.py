@@ -28,6 +28,14 @@ Extent = tuple[int, int | None]  # (start, length); length None: the whole dimen
 Box = tuple[tuple[int, int], ...]  # per dimension (start, length), resolved against a shape
 
 
+def check_numeric(dtype: int) -> None:
+    """A ``FormatError`` unless ``dtype`` (a TF ``DataType`` number) is one the readers load."""
+    if dtype == STRING:
+        raise FormatError("a string tensor; only numeric tensors are read")
+    if dtype not in DTYPES:
+        raise FormatError(f"an unsupported dtype (DataType {dtype})")
+
+
 def is_file(path: Path) -> bool:
     """``path.is_file()``, False (not an exception) for names the OS refuses (too long, NUL)."""
     try:

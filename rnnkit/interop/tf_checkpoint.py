@@ -2,8 +2,8 @@
 
 A checkpoint ``prefix`` is ``prefix.index`` (a LevelDB-format sorted table: tensor name ->
 ``BundleEntryProto``; the empty key holds the ``BundleHeaderProto``) and the shard files
-``prefix.data-00000-of-0000N`` holding the raw row-major tensor bytes. A directory means the
-checkpoint its ``checkpoint`` state file names. Every index block's CRC32C is checked, and so is
+``prefix.data-00000-of-0000N`` holding the raw row-major tensor bytes; every form of path TF
+accepts is resolved by ``checkpoint_paths``. Every index block's CRC32C is checked, and so is
 every tensor read (``verify=False`` skips the tensors' checks).
 
 Files are untrusted: anything malformed raises ``FormatError`` naming the file (and tensor), and
@@ -19,7 +19,6 @@ reader). Not read: the snappy-compressed index blocks of TF 1.1-era merged bundl
 
 from __future__ import annotations
 
-import re
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +27,6 @@ import numpy as np
 
 from ._bundle_format import (
     BFLOAT16,
-    DTYPES,
     STRING,
     Box,
     BundleEntry,
@@ -36,6 +34,7 @@ from ._bundle_format import (
     box_shape,
     check_coverage,
     check_listed,
+    check_numeric,
     decode_slice_key,
     element_count,
     is_file,
@@ -47,72 +46,12 @@ from ._bundle_format import (
     utf8,
 )
 from ._wire import FormatError, crc32c_of_array, int32, last_int, located, parse_message, unmask_crc
+from .checkpoint_paths import resolve_prefix
 from .tf_checkpoint_v1 import TFCheckpointV1, v1_files
 
 __all__ = ["FormatError", "TFCheckpoint", "list_variables", "load_variables", "open_checkpoint"]
 
-_STATE_LIMIT = 1 << 20  # a `checkpoint` state file is a few lines; refuse to read a huge one
 _KERNEL_VERSION = 1  # kTensorBundleVersion: the newest bundle version this reader understands
-
-
-# ---------------------------------------------------------------------------------------------
-# where the checkpoint is
-
-
-def _resolve_prefix(path: str | Path) -> Path:
-    """A checkpoint prefix from a prefix, its ``.index`` file, or a directory with a
-    ``checkpoint`` state file."""
-    path = Path(path)
-    if path.is_dir():
-        state = path / "checkpoint"
-        if not is_file(state):
-            raise FormatError(f"{path}: a directory without a 'checkpoint' file naming its latest checkpoint")
-        named = Path(_state_file_target(state))
-        return named if named.is_absolute() else path / named
-    if path.suffix == ".index":
-        return path.with_suffix("")
-    return path
-
-
-_PATH_LINE = re.compile(rb'^[ \t]*model_checkpoint_path[ \t]*:[ \t]*"((?:[^"\\\n]|\\.)*)"', re.MULTILINE)
-
-
-def _state_file_target(state: Path) -> str:
-    """The ``model_checkpoint_path`` of a text-format ``CheckpointState`` (read at most 1 MiB)."""
-    with located(str(state)), state.open("rb") as file:
-        text = file.read(_STATE_LIMIT + 1)
-        if len(text) > _STATE_LIMIT:
-            raise FormatError(f"larger than {_STATE_LIMIT} bytes: not a checkpoint state file")
-        match = _PATH_LINE.search(text)
-        if match is None:
-            raise FormatError("no model_checkpoint_path in it")
-        named = utf8(_unescape(match.group(1)), "model_checkpoint_path")
-        if not named or "\x00" in named:
-            raise FormatError(f"model_checkpoint_path {named!r} is not a usable path")
-        return named
-
-
-_ESCAPES = {b"n": b"\n", b"t": b"\t", b"r": b"\r", b"a": b"\a", b"b": b"\b", b"f": b"\f", b"v": b"\v",
-            b"\\": b"\\", b"'": b"'", b'"': b'"', b"?": b"?"}
-_ESCAPE = re.compile(rb"\\([0-7]{1,3}|x[0-9a-fA-F]{1,2}|.)", re.DOTALL)
-
-
-def _unescape(text: bytes) -> bytes:
-    """A text-format proto string's bytes: C escapes (``\\ooo``, ``\\xhh``, ``\\n``, ...) decoded."""
-
-    def one(match: re.Match[bytes]) -> bytes:
-        code = match.group(1)
-        if 0x30 <= code[0] <= 0x37:  # octal digits
-            if int(code, 8) > 255:
-                raise FormatError(f"an octal escape \\{code.decode()} beyond a byte")
-            return bytes([int(code, 8)])
-        if code.startswith(b"x") and len(code) > 1:
-            return bytes([int(code[1:], 16)])
-        if code in _ESCAPES:
-            return _ESCAPES[code]
-        raise FormatError(f"an unknown escape \\{code.decode('latin-1')} in a string")
-
-    return _ESCAPE.sub(one, text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,7 +79,7 @@ class TFCheckpoint:
     """An open V2 checkpoint: its tensor names, shapes and dtypes, and their values on demand."""
 
     def __init__(self, path: str | Path, verify: bool = True) -> None:
-        self.prefix = _resolve_prefix(path)
+        self.prefix = resolve_prefix(path)
         self.verify = verify
         self._index = index = Path(f"{self.prefix}.index")
         if not is_file(index):
@@ -182,10 +121,7 @@ class TFCheckpoint:
         """The tensor ``name`` as a numpy array that owns its memory (bfloat16 widened to float32)."""
         entry = self._entry(name)
         with located(f"{self._index}: {name}"):
-            if entry.dtype == STRING:
-                raise FormatError("a string tensor; only numeric tensors are read")
-            if entry.dtype not in DTYPES:
-                raise FormatError(f"an unsupported dtype (DataType {entry.dtype})")
+            check_numeric(entry.dtype)
             if entry.slices or name in self._slices:
                 return self._reassemble(name, entry)
             return self._load(entry, entry.shape)
@@ -291,14 +227,15 @@ def _decode(raw: np.ndarray, dtype: int, big_endian: bool) -> np.ndarray:
 
 
 def open_checkpoint(path: str | Path, verify: bool = True) -> Any:
-    """A V2 checkpoint (``TFCheckpoint``) or a V1 one (``TFCheckpointV1``), by what is on disk."""
-    prefix = _resolve_prefix(path)
+    """A V2 checkpoint (``TFCheckpoint``) or a V1 one (``TFCheckpointV1``), by what is on disk.
+
+    ``path`` is any form TF accepts (see ``checkpoint_paths.resolve_prefix``): a prefix (``model.ckpt-1000``,
+    ``model.weights/``), one of its files, or a directory; a ``FormatError`` names what was tried
+    when none holds a checkpoint."""
+    prefix = resolve_prefix(path)
     if is_file(Path(f"{prefix}.index")):
         return TFCheckpoint(prefix, verify=verify)
-    files = v1_files(prefix)
-    if files:
-        return TFCheckpointV1(files)
-    raise FormatError(f"{prefix}: no checkpoint there (neither {prefix}.index nor a V1 file)")
+    return TFCheckpointV1(v1_files(Path(prefix)))
 
 
 def list_variables(path: str | Path) -> list[tuple[str, list[int]]]:

@@ -29,6 +29,7 @@ from ._bundle_format import (
     box_shape,
     check_coverage,
     check_listed,
+    check_numeric,
     element_count,
     is_file,
     itemsize,
@@ -284,10 +285,7 @@ class TFCheckpointV1:
         and to hold in-range values, before the full array is allocated."""
         tensor = self._tensor(name)
         with located(f"{tensor.where}: {name}"):
-            if tensor.dtype == STRING:
-                raise FormatError("a string tensor; only numeric tensors are read")
-            if tensor.dtype not in DTYPES:
-                raise FormatError(f"an unsupported dtype (DataType {tensor.dtype})")
+            check_numeric(tensor.dtype)
             listed = [resolve_extents(extents, tensor.shape) for extents in tensor.listed]
             values: dict[Box, np.ndarray] = {}
             for path, extents, proto in tensor.stored:
