@@ -1,4 +1,11 @@
-"""Activation functions by TF/Keras name, so that ``activation="relu"`` works as in TF."""
+"""Activation functions by TF/Keras name, so that ``activation="relu"`` works as in TF.
+
+``"hard_sigmoid"`` is Keras 3's: ``clip(x / 6 + 0.5, 0, 1)`` (``relu6(x + 3) / 6``, torch's
+``hardsigmoid``). Keras 2 and TF's ``tf.keras`` defined it as ``clip(0.2 x + 0.5, 0, 1)``; a file
+written by Keras 2 still says ``"hard_sigmoid"`` and Keras 3 runs it with its own definition,
+as rnnkit does. To compute Keras 2's, pass a callable:
+``lambda x: (0.2 * x + 0.5).clamp(0, 1)``.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ _BY_NAME: dict[str, Callable[[Tensor], Tensor]] = {
     "silu": F.silu,
     "gelu": F.gelu,
     "linear": linear,
+    "hard_sigmoid": F.hardsigmoid,
 }
 
 

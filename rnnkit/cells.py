@@ -9,8 +9,20 @@ and in TF's layout, so a TF checkpoint loads unchanged:
 * TF's GRU applies the reset gate to ``h`` BEFORE the candidate matmul (not cuDNN's form).
 
 Constructor arguments keep TF's positional order; ``input_size=`` (build now instead of at the
-first call) and ``device=`` are keyword-only additions. ``reuse`` is accepted and ignored:
-weights belong to the cell object, so calling one cell at every step shares them.
+first call) and ``device=`` are keyword-only additions, and so are two options of Keras' LSTM
+and GRU that TF1's cells lack (for ``BasicLSTMCell``, ``LSTMCell`` and ``GRUCell``):
+
+* ``gate_activation=`` (Keras' ``recurrent_activation``; default sigmoid, TF's math): the
+  function of the gates, ``i``, ``f``, ``o`` of an LSTM and ``r``, ``u`` of a GRU, e.g.
+  ``"hard_sigmoid"`` (Keras 3's, ``clip(x / 6 + 0.5, 0, 1)``);
+* ``use_bias=False``: no bias variables at all (not in ``tf_variables``, ``state_dict`` or
+  the optimizer's parameters), so a bias-free model stays bias-free when trained.
+
+The fused paths run sigmoid gates with biases only; any other gate function or
+``use_bias=False`` runs on the reference loop (``backend="fused"`` raises and says why).
+
+``reuse`` is accepted and ignored: weights belong to the cell object, so calling one cell at
+every step shares them.
 """
 
 from __future__ import annotations
@@ -46,6 +58,11 @@ def _check_clip(value: Any, argname: str) -> float | None:
     if value < 0:
         raise ValueError(f"{argname} must be >= 0, got {value}")
     return float(value)
+
+
+def _gate_activation(activation: Activation) -> Any:
+    """The gates' function: sigmoid unless given (``None`` is sigmoid too, not tanh)."""
+    return torch.sigmoid if activation is None else resolve_activation(activation, "gate_activation")
 
 
 def _check_number(value: Any, argname: str) -> float:
@@ -111,6 +128,8 @@ class LSTMCell(RNNCell):
             + sigmoid(i [+ w_i_diag * c_prev]) * act(j)
         c = clip(c, -cell_clip, cell_clip)                      # if cell_clip is not None
         m = sigmoid(o [+ w_o_diag * c]) * act(c)                # the NEW (clipped) c
+
+    (``sigmoid`` is ``gate_activation``, sigmoid by default; without ``use_bias`` no ``bias``.)
         m = clip(m @ projection/kernel, -proj_clip, proj_clip)  # if num_proj (clip if proj_clip)
 
     Returns ``(m, LSTMStateTuple(c, m))``, or ``(m, concat([c, m], 1))`` when
@@ -149,11 +168,15 @@ class LSTMCell(RNNCell):
         name: str | None = None,
         dtype: torch.dtype | None = None,
         *,
+        gate_activation: Activation = None,
+        use_bias: bool = True,
         input_size: int | None = None,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__(name=name, dtype=dtype, device=device)
         self.num_units = _check_units(num_units, "num_units")
+        self.gate_activation = _gate_activation(gate_activation)
+        self.use_bias = bool(use_bias)
         self.use_peepholes = bool(use_peepholes)  # truthiness, as TF (old code passed input_size here)
         self.cell_clip = _check_clip(cell_clip, "cell_clip")
         self.num_proj = None if num_proj is None else _check_units(num_proj, "num_proj")
@@ -164,7 +187,8 @@ class LSTMCell(RNNCell):
         weight_init = resolve_initializer(initializer, glorot_uniform_, "initializer")
         units, hidden = self.num_units, self.num_proj or self.num_units
         self._add_variable("kernel", (hidden, 4 * units), weight_init, input_rows=True)
-        self._add_variable("bias", (4 * units,), zeros_)
+        if self.use_bias:
+            self._add_variable("bias", (4 * units,), zeros_)
         if self.use_peepholes:
             for gate in ("f", "i", "o"):
                 self._add_variable(f"w_{gate}_diag", (units,), weight_init)
@@ -189,21 +213,21 @@ class LSTMCell(RNNCell):
             c_prev, m_prev = state
         else:
             c_prev, m_prev = state[:, : self.num_units], state[:, self.num_units :]
-        z = torch.cat([inputs, m_prev], 1) @ self.kernel + self.bias
+        z = torch.cat([inputs, m_prev], 1) @ self.kernel
+        if self.use_bias:
+            z = z + self.bias
         i, j, f, o = z.chunk(4, dim=1)
-        act = self.activation
+        act, gate = self.activation, self.gate_activation
         if self.use_peepholes:
-            c = torch.sigmoid(f + self.forget_bias + self.w_f_diag * c_prev) * c_prev + torch.sigmoid(
-                i + self.w_i_diag * c_prev
-            ) * act(j)
+            c = gate(f + self.forget_bias + self.w_f_diag * c_prev) * c_prev + gate(i + self.w_i_diag * c_prev) * act(j)
         else:
-            c = torch.sigmoid(f + self.forget_bias) * c_prev + torch.sigmoid(i) * act(j)
+            c = gate(f + self.forget_bias) * c_prev + gate(i) * act(j)
         if self.cell_clip is not None:
             c = torch.clamp(c, -self.cell_clip, self.cell_clip)
         if self.use_peepholes:
-            m = torch.sigmoid(o + self.w_o_diag * c) * act(c)
+            m = gate(o + self.w_o_diag * c) * act(c)
         else:
-            m = torch.sigmoid(o) * act(c)
+            m = gate(o) * act(c)
         if self.num_proj is not None:
             m = m @ self.projection["kernel"]
             if self.proj_clip is not None:
@@ -231,6 +255,8 @@ class BasicLSTMCell(LSTMCell):
         name: str | None = None,
         dtype: torch.dtype | None = None,
         *,
+        gate_activation: Activation = None,
+        use_bias: bool = True,
         input_size: int | None = None,
         device: torch.device | str | None = None,
     ) -> None:
@@ -241,6 +267,8 @@ class BasicLSTMCell(LSTMCell):
             activation=activation,
             name=name,
             dtype=dtype,
+            gate_activation=gate_activation,
+            use_bias=use_bias,
             input_size=input_size,
             device=device,
         )
@@ -264,7 +292,10 @@ class GRUCell(_OneTensorStateCell):
                 + r * (h @ candidate/hidden_projection/kernel + candidate/hidden_projection/bias))
 
     with ``input_projection`` [D, U] and ``hidden_projection`` [U, U] in place of
-    ``candidate/kernel``; it runs on the reference loop.
+    ``candidate/kernel``.
+
+    ``gate_activation`` (default sigmoid) is the function of ``r`` and ``u``; ``use_bias=False``
+    drops every bias variable.
     """
 
     gates: nn.ParameterDict  # gates.kernel [D+U, 2U], gates.bias [2U]
@@ -281,38 +312,53 @@ class GRUCell(_OneTensorStateCell):
         dtype: torch.dtype | None = None,
         *,
         reset_after: bool = False,
+        gate_activation: Activation = None,
+        use_bias: bool = True,
         input_size: int | None = None,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__(name=name, dtype=dtype, device=device)
         self.num_units = units = _check_units(num_units, "num_units")
         self.activation = resolve_activation(activation)
+        self.gate_activation = _gate_activation(gate_activation)
+        self.use_bias = bias = bool(use_bias)
         self.reset_after = bool(reset_after)
         kernel_init = resolve_initializer(kernel_initializer, glorot_uniform_, "kernel_initializer")
         gates_bias_init = resolve_initializer(bias_initializer, constant(1.0), "bias_initializer")
         candidate_bias_init = resolve_initializer(bias_initializer, zeros_, "bias_initializer")
         self._add_variable("gates/kernel", (units, 2 * units), kernel_init, input_rows=True)
-        self._add_variable("gates/bias", (2 * units,), gates_bias_init)
+        if bias:
+            self._add_variable("gates/bias", (2 * units,), gates_bias_init)
         if self.reset_after:
             self._add_variable("candidate/input_projection/kernel", (0, units), kernel_init, input_rows=True)
-            self._add_variable("candidate/input_projection/bias", (units,), candidate_bias_init)
+            if bias:
+                self._add_variable("candidate/input_projection/bias", (units,), candidate_bias_init)
             self._add_variable("candidate/hidden_projection/kernel", (units, units), kernel_init)
-            self._add_variable("candidate/hidden_projection/bias", (units,), candidate_bias_init)
+            if bias:
+                self._add_variable("candidate/hidden_projection/bias", (units,), candidate_bias_init)
         else:
             self._add_variable("candidate/kernel", (units, units), kernel_init, input_rows=True)
-            self._add_variable("candidate/bias", (units,), candidate_bias_init)
+            if bias:
+                self._add_variable("candidate/bias", (units,), candidate_bias_init)
         if input_size is not None:
             self.build(input_size)
 
     def step(self, inputs: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
-        gates = torch.sigmoid(torch.cat([inputs, state], 1) @ self.gates["kernel"] + self.gates["bias"])
+        bias = self.use_bias
+        gates = torch.cat([inputs, state], 1) @ self.gates["kernel"]
+        gates = self.gate_activation(gates + self.gates["bias"] if bias else gates)
         r, u = gates.chunk(2, dim=1)
         if self.reset_after:
             x_part, h_part = self.candidate["input_projection"], self.candidate["hidden_projection"]
-            hidden = state @ h_part["kernel"] + h_part["bias"]
-            candidate = inputs @ x_part["kernel"] + x_part["bias"] + r * hidden
+            hidden = state @ h_part["kernel"]
+            candidate = inputs @ x_part["kernel"]
+            if bias:
+                hidden, candidate = hidden + h_part["bias"], candidate + x_part["bias"]
+            candidate = candidate + r * hidden
         else:
-            candidate = torch.cat([inputs, r * state], 1) @ self.candidate["kernel"] + self.candidate["bias"]
+            candidate = torch.cat([inputs, r * state], 1) @ self.candidate["kernel"]
+            if bias:
+                candidate = candidate + self.candidate["bias"]
         c = self.activation(candidate)
         new_h = u * state + (1 - u) * c
         return new_h, new_h

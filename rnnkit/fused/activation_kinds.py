@@ -112,3 +112,16 @@ def activation_backward(kind: str, grad: Tensor, y: Tensor) -> Tensor:
     if kind == "linear":
         return grad.clone()
     raise ValueError(f"unknown activation kind {kind!r}")
+
+
+def gate_options(cell: Any) -> list[str]:
+    """The options of ``cell`` that TF's own LSTM/GRU gates lack, as words for an error: a gate
+    activation other than sigmoid, no bias (empty: the gates every LSTM/GRU kernel computes,
+    in rnnkit's fused layers, torch.nn, cuDNN and ONNX alike)."""
+    options = []
+    gate = getattr(cell, "gate_activation", torch.sigmoid)
+    if activation_kind(gate) != "sigmoid":
+        options.append(f"gate_activation {getattr(gate, '__name__', gate)!r}")
+    if not getattr(cell, "use_bias", True):
+        options.append("use_bias=False")
+    return options

@@ -3,7 +3,8 @@
 ``make_plan(cell)`` recognises a cell tree: ``BasicLSTMCell``/``LSTMCell`` (every option),
 ``GRUCell`` (both forms; ``reset_after`` with tanh only) and ``BasicRNNCell``, each with an
 activation of ``activation_kinds.py`` (tanh, sigmoid, relu, relu6, elu, selu, softsign,
-linear), stacked in a ``MultiRNNCell``, wrapped in ``ResidualWrapper`` (default residual) and
+linear) and, for the LSTM and GRU cells, sigmoid gates and biases (the defaults), stacked in
+a ``MultiRNNCell``, wrapped in ``ResidualWrapper`` (default residual) and
 ``DropoutWrapper`` (input and output dropout with a fresh mask per step and element, as the wrapper draws them,
 here applied to whole packed sequences; state dropout and variational masks feed back into the
 recurrence and are left to the reference loop).
@@ -26,7 +27,7 @@ from torch import Tensor
 from ..cells import BasicLSTMCell, BasicRNNCell, GRUCell, LSTMCell
 from ..state import LSTMStateTuple, flatten_state, map_state
 from ..wrappers import DropoutWrapper, MultiRNNCell, ResidualWrapper, _add_residual
-from .activation_kinds import ACTIVATION_KINDS, activation_kind
+from .activation_kinds import ACTIVATION_KINDS, activation_kind, gate_options
 from .basic_rnn import RNNSequence
 from .gru import GRUSequence
 from .lstm import LSTMConfig, LSTMSequence
@@ -87,7 +88,13 @@ class _Layer:
         return kind
 
     def activation_reason(self) -> str | None:
-        """Why the fused layer cannot run the cell's activation (None: it can)."""
+        """Why the fused layer cannot run the cell's activation, gate activation or bias-free
+        weights (None: it can). Every fused kernel (the CPU loops, oneDNN, cuDNN, Triton)
+        computes sigmoid gates and adds a bias."""
+        options = gate_options(self.cell)
+        if options:
+            return (f"{self.cell.name} uses {' and '.join(options)}; the fused path computes sigmoid gates with "
+                    "a bias (these cells run on the reference loop)")
         if activation_kind(self.cell.activation) is None:
             return (f"{self.cell.name} uses activation {self.cell.activation!r}; the fused path implements "
                     f"{', '.join(sorted(set(ACTIVATION_KINDS.values())))}")

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import Tensor
 
-from .activation_kinds import activation_kind
+from .activation_kinds import activation_kind, gate_options
 from .packing import Packing
 
 
@@ -44,6 +44,7 @@ def is_torch_lstm_math(cell: Any, projection: bool = False) -> bool:
         and cell.cell_clip is None
         and (not projected or (projection and cell.proj_clip is None))
         and activation_kind(cell.activation) == "tanh"  # torch.tanh, F.tanh, nn.Tanh()
+        and not gate_options(cell)
     )
 
 

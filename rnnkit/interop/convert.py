@@ -107,8 +107,9 @@ def module_config(module: nn.Module) -> tuple[str, dict[str, Any]]:
     kind = next((name for name, cls in _CELL_TYPES.items() if type(module) is cls), None)
     if kind is None:
         raise ValueError(f"{type(module).__name__}: module files hold nn.LSTM, nn.GRU and rnnkit LSTM/GRU cells")
-    config = {"num_units": module.num_units, "activation": _activation_name(module), "name": module.name,
-              "input_size": module.input_size, "dtype": _dtype_name(module)}
+    config = {"num_units": module.num_units, "activation": _activation_name(module, module.activation),
+              "gate_activation": _activation_name(module, module.gate_activation), "use_bias": module.use_bias,
+              "name": module.name, "input_size": module.input_size, "dtype": _dtype_name(module)}
     if kind == "rnnkit.GRUCell":
         return kind, {**config, "reset_after": module.reset_after}
     config.update(forget_bias=module.forget_bias, state_is_tuple=module.state_is_tuple)
@@ -118,8 +119,8 @@ def module_config(module: nn.Module) -> tuple[str, dict[str, Any]]:
     return kind, config
 
 
-def _activation_name(cell: Any) -> str:
-    name = next((name for name, function in _BY_NAME.items() if function is cell.activation), None)
+def _activation_name(cell: Any, activation: Any) -> str:
+    name = next((name for name, function in _BY_NAME.items() if function is activation), None)
     if name is None:
         raise ValueError(f"{cell.name}: a custom activation function cannot be written to a module file")
     return name

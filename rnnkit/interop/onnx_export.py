@@ -24,6 +24,7 @@ import torch
 
 from .._files import atomic_write
 from ..cells import BasicLSTMCell, GRUCell, LSTMCell
+from ..fused.activation_kinds import gate_options
 from ..wrappers import MultiRNNCell
 
 __all__ = ["export_onnx"]
@@ -73,6 +74,9 @@ def _gru_weights(cell: Any, depth: int) -> dict[str, np.ndarray]:
 def _check(cell: Any, index: int) -> str:
     kind = type(cell)
     where = f"layer {index} ({getattr(cell, 'name', kind.__name__)})"
+    if gate_options(cell):
+        raise ValueError(f"{where}: ONNX's LSTM/GRU nodes compute sigmoid gates with a bias; it uses "
+                         f"{', '.join(gate_options(cell))}")
     if kind in (BasicLSTMCell, LSTMCell):
         if cell.cell_clip is not None or cell.num_proj is not None:
             raise ValueError(f"{where}: ONNX's LSTM has no cell clipping (TF's cell_clip) and no projection")

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..cells import BasicLSTMCell, GRUCell, LSTMCell
+from ..fused.activation_kinds import gate_options
 from ..fused.torch_rnn import torch_gru_weights, torch_lstm_weights
 from ..wrappers import MultiRNNCell
 
@@ -41,7 +42,7 @@ def _layers(cell: Any) -> list[Any]:
                 ("a non-tanh activation", layer.activation is not torch.tanh),
             )
             if present
-        ]
+        ] + gate_options(layer)
         if problems:
             raise ValueError(f"layer {i} ({layer.name}) has no torch.nn.LSTM equivalent: it uses {', '.join(problems)}")
         if not layer.built:
@@ -123,6 +124,9 @@ def _gru_layers(cell: Any) -> list[Any]:
             )
         if layer.activation is not torch.tanh:
             raise ValueError(f"layer {i} ({layer.name}) has no torch.nn.GRU equivalent: a non-tanh activation")
+        if gate_options(layer):
+            raise ValueError(f"layer {i} ({layer.name}) has no torch.nn.GRU equivalent: it uses "
+                             f"{', '.join(gate_options(layer))}")
         if not layer.built:
             raise ValueError(f"layer {i} ({layer.name}) is not built yet: call it once or give input_size=")
     if len({layer.num_units for layer in layers}) > 1:
