@@ -120,12 +120,13 @@ def _fsync_directory(directory: Path) -> None:
 def remove_stale_temporaries(directory: Path, names: Iterable[str]) -> list[Path]:
     """Delete the temporary files a killed writer left beside the files ``names`` in
     ``directory`` (only names of the form the writers here make); returns what was deleted."""
-    names, removed = set(names), []
+    wanted = set(names)
+    removed: list[Path] = []
     if not directory.is_dir():
         return removed
     for entry in directory.iterdir():
         found = _TEMPORARY.fullmatch(entry.name)
-        if found and found["name"] in names and entry.is_file():
+        if found and found["name"] in wanted and entry.is_file():
             entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed

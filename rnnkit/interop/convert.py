@@ -226,9 +226,9 @@ def torch_rnn_from_state_dict(path: Path, state: dict[str, Tensor], expected: st
 def _build(path: Path, kind: Any, config: dict[str, Any], state: dict[str, Tensor]) -> nn.Module:
     """The module a module file describes, its weights loaded."""
     if kind in _TORCH_TYPES:  # the sizes come from the weights themselves
-        module = torch_rnn_from_state_dict(path, state, _TORCH_TYPES[kind])
-        module.batch_first = bool(config.get("batch_first", True))
-        return module
+        rnn = torch_rnn_from_state_dict(path, state, _TORCH_TYPES[kind])
+        rnn.batch_first = bool(config.get("batch_first", True))
+        return rnn
     try:
         with torch.device("meta"):  # a config's sizes allocate nothing: the file's weights are assigned
             module = _cell(kind, config)

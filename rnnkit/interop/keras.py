@@ -98,8 +98,8 @@ class KerasRNN:
         then backward for ``Bidirectional``). ``initial_state`` is the cell's state (a pair
         ``(forward, backward)`` for ``Bidirectional``)."""
         if self.backward is None:
-            output, states = self._run(inputs, initial_state, backend)
-            return [output, *states] if self.return_state else output
+            y, states = self._run(inputs, initial_state, backend)
+            return [y, *states] if self.return_state else y
         forward_state, backward_state = (None, None) if initial_state is None else initial_state
         y, states = self._run(inputs, forward_state, backend)
         y_rev, states_rev = self.backward._run(inputs, backward_state, backend)
@@ -360,7 +360,8 @@ def _model_layers(config: dict[str, Any], where: str, prefix: str = "", depth: i
     if not isinstance(layers, list):
         raise FormatError(f"{where}: the model config lists no layers (a subclassed model? load its "
                           "model.weights.h5 with load_keras_layer and the layer's options)")
-    found, used = [], {}
+    found: list[tuple[str, str, Any]] = []
+    used: dict[str, int] = {}
     for entry in layers:
         if not isinstance(entry, dict) or not isinstance(entry.get("class_name"), str):
             raise FormatError(f"{where}: a layer entry without a class_name")
@@ -394,7 +395,7 @@ def _cell(spec: _Spec, weights: _Weights, layer: str, where: str) -> Cell:
     depth = datasets[0].shape[0]
     units = datasets[1].shape[0] if spec.units is None else spec.units
     k = 4 if spec.kind == "lstm" else 3
-    shapes = [(depth, k * units), (units, k * units)]
+    shapes: list[tuple[int, ...]] = [(depth, k * units), (units, k * units)]
     reset_after = spec.reset_after
     if has_bias:
         if spec.kind == "gru":
