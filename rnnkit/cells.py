@@ -18,8 +18,10 @@ and GRU that TF1's cells lack (for ``BasicLSTMCell``, ``LSTMCell`` and ``GRUCell
 * ``use_bias=False``: no bias variables at all (not in ``tf_variables``, ``state_dict`` or
   the optimizer's parameters), so a bias-free model stays bias-free when trained.
 
-The fused paths run sigmoid gates with biases only; any other gate function or
-``use_bias=False`` runs on the reference loop (``backend="fused"`` raises and says why).
+The fused path runs ``hard_sigmoid`` gates and ``use_bias=False`` on the CPU (float32 and
+float64: its compiled step loops or their torch twins), except for ``GRUCell(reset_after=True)``
+(fused through ``torch.gru``); on CUDA, in half precision, and for any other gate function these
+cells run on the reference loop (``backend="fused"`` raises and says why).
 
 ``reuse`` is accepted and ignored: weights belong to the cell object, so calling one cell at
 every step shares them.

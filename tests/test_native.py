@@ -13,7 +13,7 @@ import rnnkit as rk
 from rnnkit.fused import basic_rnn as fused_basic_rnn
 from rnnkit.fused import gru as fused_gru
 from rnnkit.fused import lstm as fused_lstm
-from rnnkit.fused.activation_kinds import ACTIVATION_CODES
+from rnnkit.fused.activation_kinds import ACTIVATION_CODES, GATE_CODES
 from rnnkit.fused.gru import gates_forward_torch, output_backward_torch, output_forward_torch, reset_backward_torch
 from rnnkit.fused.lstm import backward_pointwise_torch, forward_pointwise_torch
 from rnnkit.fused.native import kernels
@@ -71,9 +71,12 @@ def _step_inputs(dtype: torch.dtype, n: int, units: int, peepholes: bool, clip: 
 ACTIVATIONS = list(ACTIVATION_CODES)
 
 
-def _with_code(kernel, activation: str):
-    """A compiled kernel with the activation's code as its last argument (the twins' keyword)."""
-    return lambda *args: kernel(*args, ACTIVATION_CODES[activation])
+def _with_code(kernel, activation: str | None, gate: str | None = None):
+    """A compiled kernel with the activation's code and then the gate kind's code (those not None)
+    as its last arguments (the twins' keywords)."""
+    codes = [ACTIVATION_CODES[activation]] if activation is not None else []
+    codes += [GATE_CODES[gate]] if gate is not None else []
+    return lambda *args: kernel(*args, *codes)
 
 
 def _float64(values: tuple) -> tuple:
@@ -100,16 +103,18 @@ LSTM_NAMES = ["z", "j", "c", "tc", "m", "dz", "d_c_prev", "kept"]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("peepholes, clip, activation", [
-    *((p, c, "tanh") for p in (False, True) for c in (False, True)), *((True, True, a) for a in ACTIVATIONS[1:])])
-def test_forward_and_backward_kernels_match_torch(compiled, dtype, peepholes, clip, activation) -> None:
+@pytest.mark.parametrize("peepholes, clip, activation, gate", [
+    *((p, c, "tanh", "sigmoid") for p in (False, True) for c in (False, True)),
+    *((True, True, a, "sigmoid") for a in ACTIVATIONS[1:]),
+    *((p, c, a, "hard_sigmoid") for p, c in ((False, False), (True, True)) for a in ("tanh", "elu"))])
+def test_forward_and_backward_kernels_match_torch(compiled, dtype, peepholes, clip, activation, gate) -> None:
     """Float64: the compiled kernels equal the twins to a few ulp. Float32: each within its
     rounding bound of the twins run in float64 on the same inputs."""
     inputs = _step_inputs(dtype, 5, 19, peepholes, clip)  # 19 units: not a multiple of the vector width
-    twins = (partial(forward_pointwise_torch, activation=activation),
-             partial(backward_pointwise_torch, activation=activation))
-    ours = (_with_code(compiled.lstm_forward_pointwise, activation),
-            _with_code(compiled.lstm_backward_pointwise, activation))
+    twins = (partial(forward_pointwise_torch, activation=activation, gate=gate),
+             partial(backward_pointwise_torch, activation=activation, gate=gate))
+    ours = (_with_code(compiled.lstm_forward_pointwise, activation, gate),
+            _with_code(compiled.lstm_backward_pointwise, activation, gate))
     results = [_lstm_pointwise(*loops, inputs, clip) for loops in (twins, ours)]
     if dtype == torch.float64:
         for name, a, b in zip(LSTM_NAMES, *results):
@@ -156,7 +161,7 @@ def test_compiled_tanh_keeps_relative_precision(compiled, dtype) -> None:
     z[:, 3 * units :] = x
     j, c, tc, m = (torch.empty(2, units, dtype=dtype) for _ in range(4))
     compiled.lstm_forward_pointwise(z, torch.zeros(2, units, dtype=dtype), EMPTY, EMPTY, -1.0, j, c, tc, m, EMPTY,
-                                    ACTIVATION_CODES["tanh"])
+                                    ACTIVATION_CODES["tanh"], GATE_CODES["sigmoid"])
     if dtype == torch.float32:
         torch.testing.assert_close(j.double(), torch.tanh(x.double()), rtol=2 * EPS32, atol=0)
     else:
@@ -191,13 +196,15 @@ def _gru_pointwise(kernels_used: tuple, inputs: tuple) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_gru_kernels_match_torch(compiled, dtype, activation) -> None:
+@pytest.mark.parametrize("activation, gate", [*((a, "sigmoid") for a in ACTIVATIONS),
+                                              ("tanh", "hard_sigmoid"), ("softsign", "hard_sigmoid")])
+def test_gru_kernels_match_torch(compiled, dtype, activation, gate) -> None:
     """As for the LSTM kernels: float64 equal to a few ulp, float32 within the rounding bound."""
-    twins = (gates_forward_torch, partial(output_forward_torch, activation=activation),
-             partial(output_backward_torch, activation=activation), reset_backward_torch)
-    ours = (compiled.gru_gates_forward, _with_code(compiled.gru_output_forward, activation),
-            _with_code(compiled.gru_output_backward, activation), compiled.gru_reset_backward)
+    twins = (partial(gates_forward_torch, gate=gate), partial(output_forward_torch, activation=activation),
+             partial(output_backward_torch, activation=activation, gate=gate), partial(reset_backward_torch, gate=gate))
+    ours = (_with_code(compiled.gru_gates_forward, None, gate), _with_code(compiled.gru_output_forward, activation),
+            _with_code(compiled.gru_output_backward, activation, gate),
+            _with_code(compiled.gru_reset_backward, None, gate))
     names = ["g", "rh", "c", "h", "dg", "dc", "dh_prev"]
     results = [_gru_pointwise(used, _gru_inputs(dtype)) for used in (twins, ours)]
     if dtype == torch.float64:

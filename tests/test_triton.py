@@ -409,7 +409,8 @@ def _on_triton(monkeypatch: pytest.MonkeyPatch, persistent: bool = True) -> None
     """Make the fused path take the Triton kernels on this device (on the CPU: the interpreter):
     the persistent kernels where they fit (unless not ``persistent``), else the step loops."""
     def lstm_steps(device: torch.device, dtype: torch.dtype, batch: int, units: int, num_proj: int | None,
-                   activation: str = "tanh", save: bool = True) -> Any:
+                   activation: str = "tanh", save: bool = True, gate: str = "sigmoid") -> Any:
+        assert gate == "sigmoid", "the plan runs other gates on the CPU loops only"
         if persistent and persistent_fits(device, batch, units, num_proj):
             return (functools.partial(persistent_lstm.forward_steps_persistent, activation=activation, save=save),
                     functools.partial(persistent_lstm.backward_steps_persistent, activation=activation))
@@ -417,7 +418,8 @@ def _on_triton(monkeypatch: pytest.MonkeyPatch, persistent: bool = True) -> None
                            activation)
 
     def gru_steps(device: torch.device, dtype: torch.dtype, batch: int, units: int, activation: str = "tanh",
-                  save: bool = True) -> Any:
+                  save: bool = True, gate: str = "sigmoid") -> Any:
+        assert gate == "sigmoid", "the plan runs other gates on the CPU loops only"
         if persistent and persistent_fits(device, batch, units):
             return (functools.partial(persistent_gru.forward_steps_persistent, activation=activation, save=save),
                     functools.partial(persistent_gru.backward_steps_persistent, activation=activation))

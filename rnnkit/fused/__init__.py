@@ -18,7 +18,9 @@ and inputs are recognised, ``reference`` otherwise. Inside ``fused``, per layer:
 
 bfloat16/float16 inputs run on CUDA (cuDNN, the persistent kernels or the Triton step loops),
 with float32 accumulation and float32 gates and cell states; elsewhere ``auto`` takes the
-reference loop.
+reference loop. So it does for cells with ``gate_activation="hard_sigmoid"`` or
+``use_bias=False`` anywhere but the CPU step loops in float32 and float64
+(``FusedPlan.options_reason``).
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ def select_plan(cell: Any, inputs: Any, backend: str) -> FusedPlan | None:
         plan = f"inputs of dtype {inputs.dtype} (the fused path runs float32, float64, bfloat16 and float16)"
     else:
         plan = make_plan(cell)
+        if isinstance(plan, FusedPlan):
+            plan = plan.options_reason(inputs.device, inputs.dtype) or plan
         if isinstance(plan, FusedPlan) and inputs.dtype in HALF_DTYPES:
             reason = plan.half_reason(inputs.device)
             plan = plan if reason is None else f"inputs of dtype {inputs.dtype} on {inputs.device.type}: {reason}"

@@ -22,6 +22,12 @@ callable: the functions ``rnnkit.activations`` resolves TF's names to, their ``t
 (``gelu``, ``swish``, ``softplus``, a lambda) runs on the reference loop. The derivatives equal
 those torch's autograd takes through the same functions (for ``relu``/``relu6``, 0 at the
 kinks).
+
+The gates of an LSTM or GRU (``gate_activation``) are of a gate kind: ``sigmoid``, or
+``hard_sigmoid`` (``F.hardsigmoid``, ``y = clip(x / 6 + 0.5, 0, 1)``) whose derivative from
+the output is ``1/6 if 0 < y < 1 else 0``: torch's, which is ``1/6`` for ``-3 < x < 3`` and
+0 at ``x = +-3`` too, and takes ``1/6`` in float32 even for float64 tensors (so does this).
+The two differ only at the one input below 3 whose ``x + 3`` rounds to 6 (``y = 1``).
 """
 
 from __future__ import annotations
@@ -112,6 +118,39 @@ def activation_backward(kind: str, grad: Tensor, y: Tensor) -> Tensor:
     if kind == "linear":
         return grad.clone()
     raise ValueError(f"unknown activation kind {kind!r}")
+
+
+GATE_KINDS = ("sigmoid", "hard_sigmoid")
+GATE_CODES = {kind: code for code, kind in enumerate(GATE_KINDS)}  # the enum Gate of rnn_cpu.cpp
+HARD_SIGMOID_SLOPE = float(torch.tensor(1 / 6, dtype=torch.float32))  # torch's hardsigmoid_backward: float32 1/6
+
+
+def gate_kind(cell: Any) -> str | None:
+    """The gate kind of ``cell``'s ``gate_activation`` (sigmoid for cells without one), or None
+    when it is neither sigmoid nor hard_sigmoid."""
+    gate = getattr(cell, "gate_activation", torch.sigmoid)
+    if gate is F.hardsigmoid or isinstance(gate, torch.nn.Hardsigmoid):
+        return "hard_sigmoid"
+    return "sigmoid" if activation_kind(gate) == "sigmoid" else None
+
+
+def gate_(kind: str, x: Tensor) -> Tensor:
+    """``x = gate(x)`` in place."""
+    if kind == "sigmoid":
+        return x.sigmoid_()
+    if kind == "hard_sigmoid":
+        return F.hardsigmoid(x, inplace=True)
+    raise ValueError(f"unknown gate kind {kind!r}")
+
+
+def gate_backward_into(kind: str, grad: Tensor, y: Tensor, out: Tensor) -> None:
+    """``out`` = the gradient of the gate's input from the gradient ``grad`` of its output ``y``."""
+    if kind == "sigmoid":
+        torch.ops.aten.sigmoid_backward.grad_input(grad, y, grad_input=out)
+    elif kind == "hard_sigmoid":
+        torch.mul(grad, HARD_SIGMOID_SLOPE, out=out).masked_fill_((y <= 0) | (y >= 1), 0)
+    else:
+        raise ValueError(f"unknown gate kind {kind!r}")
 
 
 def gate_options(cell: Any) -> list[str]:

@@ -1,6 +1,6 @@
 """A whole TF GRU layer (reset gate BEFORE the candidate matmul) over packed steps, forward and
 hand-written backward. The candidate's activation is any kind of ``activation_kinds.py``;
-tanh in the formulas below.
+tanh in the formulas below. The gates are sigmoid, or hard_sigmoid (on the CPU only).
 
 GRU, with ``W_g = gates/kernel`` and ``W_c = candidate/kernel`` split into input rows ``x`` and
 recurrent rows ``h``::
@@ -24,18 +24,16 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .activation_kinds import activate_, activation_backward
+from .activation_kinds import activate_, activation_backward, gate_, gate_backward_into
 from .native import compiled_loops, kernels
 from .packing import Packing, last_rows, previous_states, step_starts
 from .precision import HALF_DTYPES, add_product_, product_into, state_dtype
 from .triton_support import persistent_fits, triton_runs_on
 
-_sigmoid_backward = torch.ops.aten.sigmoid_backward
 
-
-def gates_forward_torch(g: Tensor, h_prev: Tensor, rh: Tensor) -> None:
-    """``g = sigmoid(g)`` in place ([n, 2U]: r, u) and ``rh = r * h_prev``."""
-    g.sigmoid_()
+def gates_forward_torch(g: Tensor, h_prev: Tensor, rh: Tensor, gate: str = "sigmoid") -> None:
+    """``g = gate(g)`` in place ([n, 2U]: r, u) and ``rh = r * h_prev``."""
+    gate_(gate, g)
     torch.mul(g[:, : h_prev.shape[1]], h_prev, out=rh)
 
 
@@ -46,22 +44,25 @@ def output_forward_torch(c: Tensor, g: Tensor, h_prev: Tensor, h: Tensor, activa
 
 
 def output_backward_torch(
-    dh: Tensor, g: Tensor, c: Tensor, h_prev: Tensor, dg: Tensor, dc: Tensor, dh_prev: Tensor, activation: str = "tanh"
+    dh: Tensor, g: Tensor, c: Tensor, h_prev: Tensor, dg: Tensor, dc: Tensor, dh_prev: Tensor, activation: str = "tanh",
+    gate: str = "sigmoid",
 ) -> None:
     """From ``dh`` (gradient of the new h): the u pre-activation gradient into ``dg[:, U:]``,
     the candidate pre-activation gradient into ``dc``, and ``dh_prev = dh * u``."""
     U = c.shape[1]
     u = g[:, U:]
-    _sigmoid_backward.grad_input(dh * (h_prev - c), u, grad_input=dg[:, U:])
+    gate_backward_into(gate, dh * (h_prev - c), u, dg[:, U:])
     dc.copy_(activation_backward(activation, dh - dh * u, c))
     torch.mul(dh, u, out=dh_prev)
 
 
-def reset_backward_torch(d_rh: Tensor, g: Tensor, h_prev: Tensor, dg: Tensor, dh_prev: Tensor) -> None:
+def reset_backward_torch(
+    d_rh: Tensor, g: Tensor, h_prev: Tensor, dg: Tensor, dh_prev: Tensor, gate: str = "sigmoid"
+) -> None:
     """From ``d_rh`` (gradient of r * h_prev): the r pre-activation gradient into ``dg[:, :U]``,
     and ``dh_prev += d_rh * r``."""
     r = g[:, : h_prev.shape[1]]
-    _sigmoid_backward.grad_input(d_rh * h_prev, r, grad_input=dg[:, : h_prev.shape[1]])
+    gate_backward_into(gate, d_rh * h_prev, r, dg[:, : h_prev.shape[1]])
     dh_prev.addcmul_(d_rh, r)
 
 
@@ -75,10 +76,16 @@ class GRUPointwise:
     output_backward: Callable[..., None] = output_backward_torch
     reset_backward: Callable[..., None] = reset_backward_torch
 
-    def for_activation(self, activation: str) -> GRUPointwise:
-        """These parts with the output parts bound to the candidate's ``activation`` kind."""
-        return replace(self, output_forward=partial(self.output_forward, activation=activation),
-                       output_backward=partial(self.output_backward, activation=activation))
+    def for_activation(self, activation: str, gate: str = "sigmoid") -> GRUPointwise:
+        """These parts with the output parts bound to the candidate's ``activation`` kind, and the
+        gate parts to the ``gate`` kind unless sigmoid (Triton's kernels compute sigmoid gates)."""
+        bound = replace(self, output_forward=partial(self.output_forward, activation=activation),
+                        output_backward=partial(self.output_backward, activation=activation))
+        if gate == "sigmoid":
+            return bound
+        return replace(bound, gates_forward=partial(bound.gates_forward, gate=gate),
+                       output_backward=partial(bound.output_backward, gate=gate),
+                       reset_backward=partial(bound.reset_backward, gate=gate))
 
 
 _TORCH_POINTWISE = GRUPointwise()
@@ -120,16 +127,20 @@ def backward_steps_torch(
 
 
 def _steps(
-    device: torch.device, dtype: torch.dtype, batch: int, units: int, activation: str = "tanh", save: bool = True
+    device: torch.device, dtype: torch.dtype, batch: int, units: int, activation: str = "tanh", save: bool = True,
+    gate: str = "sigmoid",
 ) -> tuple[Any, Any]:
     """The (forward, backward) step loops for a layer: on the CPU the compiled loops when they
     build (half inputs only in tests, through Triton's interpreter); on CUDA the
     persistent Triton kernels where they fit (without ``save`` they skip what only backward
     reads), else the loops around Triton's pointwise kernels (float32 and half); the torch
-    twins otherwise (float32 and float64)."""
+    twins otherwise (float32 and float64). Gates other than sigmoid run on the CPU loops only
+    (the plan sends them nowhere else)."""
     if device.type == "cpu" and dtype not in HALF_DTYPES:
-        twins = _loops(_TORCH_POINTWISE, activation)
-        return compiled_loops(kernels(), "gru", activation) or twins
+        twins = _loops(_TORCH_POINTWISE, activation, gate)
+        return compiled_loops(kernels(), "gru", activation, gate) or twins
+    if gate != "sigmoid":
+        raise ValueError(f"the fused GRU runs {gate} gates only on the CPU, in float32 and float64")
     if triton_runs_on(device) and dtype != torch.float64:
         if persistent_fits(device, batch, units):
             from .persistent_gru import backward_steps_persistent, forward_steps_persistent
@@ -146,16 +157,17 @@ def _steps(
     return _loops(_TORCH_POINTWISE, activation)
 
 
-def _loops(pointwise: GRUPointwise, activation: str) -> tuple[Any, Any]:
-    """The step loops around ``pointwise``, for the candidate's ``activation``."""
-    bound = pointwise.for_activation(activation)
+def _loops(pointwise: GRUPointwise, activation: str, gate: str = "sigmoid") -> tuple[Any, Any]:
+    """The step loops around ``pointwise``, for the candidate's ``activation`` and the ``gate`` kind."""
+    bound = pointwise.for_activation(activation, gate)
     return partial(forward_steps_torch, pointwise=bound), partial(backward_steps_torch, pointwise=bound)
 
 
 class GRUSequence(torch.autograd.Function):
     """Packed GRU layer: ``(data [N, D], h0 [k, U], gates kernel/bias, candidate kernel/bias,
-    packing, activation, grad_enabled) -> (out [N, U], h_final [k, U])`` for the ``k`` running
-    rows, longest first. ``grad_enabled`` is the caller's grad mode (``forward`` runs without it)."""
+    packing, activation, grad_enabled, gate) -> (out [N, U], h_final [k, U])`` for the ``k`` running
+    rows, longest first. ``grad_enabled`` is the caller's grad mode (``forward`` runs without it);
+    ``gate`` the gate kind."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -169,6 +181,7 @@ class GRUSequence(torch.autograd.Function):
         packing: Packing,
         activation: str = "tanh",
         grad_enabled: bool = True,
+        gate: str = "sigmoid",
     ) -> tuple[Tensor, Tensor]:
         U, depth = h0.shape[1], data.shape[1]
         w_gh, w_ch = gates_kernel[depth:], candidate_kernel[depth:]
@@ -180,7 +193,8 @@ class GRUSequence(torch.autograd.Function):
         reset_h = torch.empty(data.shape[0], U, dtype=data.dtype, device=data.device)
         out = torch.empty_like(reset_h)
         save = grad_enabled and any(ctx.needs_input_grad)  # a backward can follow
-        forward_steps, ctx.backward_steps = _steps(data.device, data.dtype, packing.batch_sizes[0], U, activation, save)
+        forward_steps, ctx.backward_steps = _steps(data.device, data.dtype, packing.batch_sizes[0], U, activation, save,
+                                                   gate=gate)
         forward_steps(gates, candidates, reset_h, out, h0, w_gh, w_ch, list(packing.batch_sizes))
         last = last_rows(packing, data.device)
         ctx.save_for_backward(data, h0, x_kernel, w_gh, w_ch, gates, candidates, reset_h, out)
@@ -208,5 +222,5 @@ class GRUSequence(torch.autograd.Function):
         d_gates_kernel = torch.cat([d_x_kernel[:, : 2 * U], h_prev_all.t() @ d_x_gates[:, : 2 * U]])
         d_candidate_kernel = torch.cat([d_x_kernel[:, 2 * U :], reset_h.t() @ d_x_gates[:, 2 * U :]])
         d_biases = (d_gates.sum(0).to(data.dtype), d_candidates.sum(0).to(data.dtype))
-        return d_data, d_h, d_gates_kernel, d_biases[0], d_candidate_kernel, d_biases[1], None, None, None
+        return d_data, d_h, d_gates_kernel, d_biases[0], d_candidate_kernel, d_biases[1], None, None, None, None
 

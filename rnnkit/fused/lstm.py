@@ -3,7 +3,8 @@
 Same math as :class:`rnnkit.LSTMCell` (gate blocks ``(i, j, f, o)``, ``forget_bias`` added to
 ``f``, peepholes from ``c_prev`` for i/f and from the new clipped ``c`` for o, cell and
 projection clipping, the cell's activation on ``j`` and ``c``: any kind of
-``activation_kinds.py``), organised for speed:
+``activation_kinds.py``; sigmoid or hard_sigmoid gates, on the CPU only for hard_sigmoid),
+organised for speed:
 
 * the kernel's columns are reordered to ``(i, f, o, j)`` so the sigmoid gates are one
   contiguous block, and ``forget_bias`` is folded into the bias, once per call;
@@ -25,25 +26,25 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .activation_kinds import activate_, activation_backward
+from .activation_kinds import activate_, activation_backward, gate_, gate_backward_into
 from .native import compiled_loops, kernels
 from .packing import Packing, last_rows, previous_states, step_starts
 from .precision import HALF_DTYPES, add_product_, product_into, state_dtype
 from .triton_support import persistent_fits, triton_runs_on
 
-_sigmoid_backward = torch.ops.aten.sigmoid_backward
-
 
 @dataclass(frozen=True)
 class LSTMConfig:
     """The cell's numbers; peepholes and projection are on when their weights are given.
-    ``activation`` is the kind (``activation_kinds.py``) applied to ``j`` and to ``c``."""
+    ``activation`` is the kind (``activation_kinds.py``) applied to ``j`` and to ``c``, ``gate``
+    the gate kind of i, f and o."""
 
     units: int
     forget_bias: float
     cell_clip: float | None
     proj_clip: float | None
     activation: str = "tanh"
+    gate: str = "sigmoid"
 
 
 def _reorder_gates(kernel: Tensor, bias: Tensor, units: int, forget_bias: float) -> tuple[Tensor, Tensor]:
@@ -79,7 +80,7 @@ def _mask_like(values: Tensor, wanted: bool) -> Tensor | None:
 
 def forward_pointwise_torch(
     z: Tensor, c_prev: Tensor, w_if: Tensor, w_o: Tensor, clip: float,
-    j: Tensor, c: Tensor, act_c: Tensor, m: Tensor, kept: Tensor, activation: str = "tanh",
+    j: Tensor, c: Tensor, act_c: Tensor, m: Tensor, kept: Tensor, activation: str = "tanh", gate: str = "sigmoid",
 ) -> None:
     """One step's pointwise forward on ``n`` rows, in torch ops (``rnn_cpu.cpp`` is the same
     in one pass): activates ``z`` [n, 4U] (i, f, o, j) in place and writes
@@ -89,34 +90,34 @@ def forward_pointwise_torch(
     peepholes = w_if.numel() > 0
     if peepholes:
         z[:, : 2 * U].view(n, 2, U).addcmul_(c_prev.unsqueeze(1), w_if)
-    z[:, : 2 * U if peepholes else 3 * U].sigmoid_()  # with peepholes o waits for the new c
+    gate_(gate, z[:, : 2 * U if peepholes else 3 * U])  # with peepholes o waits for the new c
     activate_(activation, j.copy_(z[:, 3 * U :]))  # contiguous: tanh on a strided block is much slower
     i, f, o = z[:, :U], z[:, U : 2 * U], z[:, 2 * U : 3 * U]
     torch.mul(f, c_prev, out=c).addcmul_(i, j)
     if clip >= 0:
         _clip_(c, clip, kept)
     if peepholes:
-        o.addcmul_(c, w_o).sigmoid_()
+        gate_(gate, o.addcmul_(c, w_o))
     torch.mul(o, activate_(activation, act_c.copy_(c)), out=m)
 
 
 def backward_pointwise_torch(
     z: Tensor, j: Tensor, c_prev: Tensor, act_c: Tensor, dm: Tensor, d_c: Tensor,
-    w_if: Tensor, w_o: Tensor, kept: Tensor, dz: Tensor, activation: str = "tanh",
+    w_if: Tensor, w_o: Tensor, kept: Tensor, dz: Tensor, activation: str = "tanh", gate: str = "sigmoid",
 ) -> None:
     """One step's pointwise backward: from ``dm`` (the gradient of ``m``) and ``d_c`` (the
     gradient reaching the new ``c`` from the next step) write the gate pre-activation
     gradients ``dz`` [n, 4U] and replace ``d_c`` by the gradient of ``c_prev``."""
     U = j.shape[1]
     i, f, o = z[:, :U], z[:, U : 2 * U], z[:, 2 * U : 3 * U]
-    _sigmoid_backward.grad_input(dm * act_c, o, grad_input=dz[:, 2 * U : 3 * U])
+    gate_backward_into(gate, dm * act_c, o, dz[:, 2 * U : 3 * U])
     dc = activation_backward(activation, dm * o, act_c).add_(d_c)
     if w_o.numel() > 0:
         dc.addcmul_(dz[:, 2 * U : 3 * U], w_o)
     if kept.numel() > 0:
         dc.mul_(kept)
-    _sigmoid_backward.grad_input(dc * c_prev, f, grad_input=dz[:, U : 2 * U])
-    _sigmoid_backward.grad_input(dc * j, i, grad_input=dz[:, :U])
+    gate_backward_into(gate, dc * c_prev, f, dz[:, U : 2 * U])
+    gate_backward_into(gate, dc * j, i, dz[:, :U])
     dz[:, 3 * U :] = activation_backward(activation, dc * i, j)
     d_c_prev = dc.mul_(f)
     if w_if.numel() > 0:
@@ -177,16 +178,19 @@ def backward_steps_torch(
 
 def _steps(
     device: torch.device, dtype: torch.dtype, batch: int, units: int, num_proj: int | None, activation: str = "tanh",
-    save: bool = True,
+    save: bool = True, gate: str = "sigmoid",
 ) -> tuple[Any, Any]:
     """The (forward, backward) step loops for a layer: on the CPU the compiled loops when they
     build (half inputs only in tests, through Triton's interpreter); on CUDA the
     persistent Triton kernels where they fit (see ``triton_support.persistent_fits``; without
     ``save`` they skip what only backward reads), else the loops around Triton's pointwise
-    kernels (float32 and half); the torch twins otherwise (float32 and float64)."""
+    kernels (float32 and half); the torch twins otherwise (float32 and float64). Gates other
+    than sigmoid run on the CPU loops only (the plan sends them nowhere else)."""
     if device.type == "cpu" and dtype not in HALF_DTYPES:
-        twins = _loops(forward_pointwise_torch, backward_pointwise_torch, activation)
-        return compiled_loops(kernels(), "lstm", activation) or twins
+        twins = _loops(forward_pointwise_torch, backward_pointwise_torch, activation, gate)
+        return compiled_loops(kernels(), "lstm", activation, gate) or twins
+    if gate != "sigmoid":
+        raise ValueError(f"the fused LSTM runs {gate} gates only on the CPU, in float32 and float64")
     if triton_runs_on(device) and dtype != torch.float64:
         if persistent_fits(device, batch, units, num_proj):
             from .persistent_lstm import backward_steps_persistent, forward_steps_persistent
@@ -202,10 +206,12 @@ def _steps(
 
 
 def _loops(forward_pointwise: Callable[..., None], backward_pointwise: Callable[..., None],
-           activation: str) -> tuple[Any, Any]:
-    """The step loops around a pair of pointwise functions, for ``activation``."""
-    return (partial(forward_steps_torch, pointwise=partial(forward_pointwise, activation=activation)),
-            partial(backward_steps_torch, pointwise=partial(backward_pointwise, activation=activation)))
+           activation: str, gate: str = "sigmoid") -> tuple[Any, Any]:
+    """The step loops around a pair of pointwise functions, for ``activation`` and the ``gate``
+    kind (bound only when not sigmoid: Triton's pointwise functions compute sigmoid gates)."""
+    kinds = {"activation": activation} if gate == "sigmoid" else {"activation": activation, "gate": gate}
+    return (partial(forward_steps_torch, pointwise=partial(forward_pointwise, **kinds)),
+            partial(backward_steps_torch, pointwise=partial(backward_pointwise, **kinds)))
 
 
 class LSTMSequence(torch.autograd.Function):
@@ -235,7 +241,8 @@ class LSTMSequence(torch.autograd.Function):
         w_x, w_h = kernel_p[:depth], kernel_p[depth:]
         num_proj = None if projection is None else projection.shape[1]
         save = grad_enabled and any(ctx.needs_input_grad)  # a backward can follow
-        steps = _steps(data.device, data.dtype, packing.batch_sizes[0], U, num_proj, config.activation, save)
+        steps = _steps(data.device, data.dtype, packing.batch_sizes[0], U, num_proj, config.activation, save,
+                       gate=config.gate)
         kept_dtype = state_dtype(data.dtype)  # float32 gates and cell states for half inputs
         gates = torch.addmm(bias_p, data, w_x).to(kept_dtype)  # [N, 4U]: (i, f, o, j), activated in place
         cells = torch.empty(data.shape[0], U, dtype=kept_dtype, device=data.device)

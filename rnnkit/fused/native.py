@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .activation_kinds import ACTIVATION_CODES
+from .activation_kinds import ACTIVATION_CODES, GATE_CODES
 
 _LOG = logging.getLogger(__name__)
 _SOURCE = Path(__file__).with_name("rnn_cpu.cpp")
@@ -57,12 +57,14 @@ def _build() -> ModuleType | None:
         return None
 
 
-def compiled_loops(module: ModuleType | None, layer: str, activation: str) -> tuple[Any, Any] | None:
+def compiled_loops(
+    module: ModuleType | None, layer: str, activation: str, gate: str | None = None
+) -> tuple[Any, Any] | None:
     """The compiled ``(forward, backward)`` step loops of ``layer`` (``"lstm"``, ``"gru"`` or
-    ``"rnn"``) for the cell's ``activation`` kind, from the compiled ``module`` (:func:`kernels`;
-    ``None`` when it is not there)."""
+    ``"rnn"``) for the cell's ``activation`` kind and, for the LSTM and GRU, its ``gate`` kind,
+    from the compiled ``module`` (:func:`kernels`; ``None`` when it is not there)."""
     if module is None:
         return None
     forward, backward = getattr(module, f"{layer}_forward_steps"), getattr(module, f"{layer}_backward_steps")
-    code = ACTIVATION_CODES[activation]
-    return (lambda *loop: forward(*loop, code)), (lambda *loop: backward(*loop, code))
+    codes = (ACTIVATION_CODES[activation],) if gate is None else (ACTIVATION_CODES[activation], GATE_CODES[gate])
+    return (lambda *loop: forward(*loop, *codes)), (lambda *loop: backward(*loop, *codes))

@@ -3,11 +3,13 @@
 ``make_plan(cell)`` recognises a cell tree: ``BasicLSTMCell``/``LSTMCell`` (every option),
 ``GRUCell`` (both forms; ``reset_after`` with tanh only) and ``BasicRNNCell``, each with an
 activation of ``activation_kinds.py`` (tanh, sigmoid, relu, relu6, elu, selu, softsign,
-linear) and, for the LSTM and GRU cells, sigmoid gates and biases (the defaults), stacked in
-a ``MultiRNNCell``, wrapped in ``ResidualWrapper`` (default residual) and
-``DropoutWrapper`` (input and output dropout with a fresh mask per step and element, as the wrapper draws them,
-here applied to whole packed sequences; state dropout and variational masks feed back into the
-recurrence and are left to the reference loop).
+linear) and, for the LSTM and GRU cells, sigmoid gates and biases (the defaults; on the CPU in
+float32 and float64 also ``gate_activation="hard_sigmoid"`` and ``use_bias=False``, except for
+``reset_after=True`` GRUs, which run through ``torch.gru``), stacked in a ``MultiRNNCell``,
+wrapped in ``ResidualWrapper`` (default residual) and ``DropoutWrapper`` (input and output
+dropout with a fresh mask per step and element, as the wrapper draws them, here applied to
+whole packed sequences; state dropout and variational masks feed back into the recurrence and
+are left to the reference loop).
 Anything else gets a reason string, and ``dynamic_rnn`` runs the reference loop (or, with
 ``backend="fused"``, raises with that reason).
 
@@ -27,13 +29,13 @@ from torch import Tensor
 from ..cells import BasicLSTMCell, BasicRNNCell, GRUCell, LSTMCell
 from ..state import LSTMStateTuple, flatten_state, map_state
 from ..wrappers import DropoutWrapper, MultiRNNCell, ResidualWrapper, _add_residual
-from .activation_kinds import ACTIVATION_KINDS, activation_kind, gate_options
+from .activation_kinds import ACTIVATION_KINDS, GATE_KINDS, activation_kind, gate_kind, gate_options
 from .basic_rnn import RNNSequence
 from .gru import GRUSequence
 from .lstm import LSTMConfig, LSTMSequence
 from .native import kernels
 from .packing import Packing, graph_zero, make_packing, pack, sort_rows, unpack, unsort_rows
-from .precision import half_supported
+from .precision import HALF_DTYPES, half_supported
 from .torch_rnn import TORCH_RNN_FUNCTIONS, is_torch_lstm_math, torch_gru_layer, torch_lstm_layer, torch_rnn_layer
 from .triton_support import persistent_preferred, persistent_rnn_fits
 
@@ -87,18 +89,36 @@ class _Layer:
         assert kind is not None, "checked by activation_reason"
         return kind
 
+    @property
+    def gate(self) -> str:
+        """The kind of the cell's gate activation (``activation_kinds.GATE_KINDS``)."""
+        kind = gate_kind(self.cell)
+        assert kind is not None, "checked by activation_reason"
+        return kind
+
     def activation_reason(self) -> str | None:
-        """Why the fused layer cannot run the cell's activation, gate activation or bias-free
-        weights (None: it can). Every fused kernel (the CPU loops, oneDNN, cuDNN, Triton)
-        computes sigmoid gates and adds a bias."""
-        options = gate_options(self.cell)
-        if options:
-            return (f"{self.cell.name} uses {' and '.join(options)}; the fused path computes sigmoid gates with "
-                    "a bias (these cells run on the reference loop)")
+        """Why the fused layer cannot run the cell's activation or gate activation on any device
+        (None: it can; :meth:`options_reason` says where it runs the gate options)."""
+        if gate_kind(self.cell) is None:
+            gate = self.cell.gate_activation
+            return (f"{self.cell.name} uses gate_activation {getattr(gate, '__name__', gate)!r}; the fused path "
+                    f"implements {' and '.join(GATE_KINDS)} gates")
         if activation_kind(self.cell.activation) is None:
             return (f"{self.cell.name} uses activation {self.cell.activation!r}; the fused path implements "
                     f"{', '.join(sorted(set(ACTIVATION_KINDS.values())))}")
         return None
+
+    def options_reason(self, device: torch.device, dtype: torch.dtype) -> str | None:
+        """Why the cell's gate options (a gate activation other than sigmoid, ``use_bias=False``)
+        cannot run on ``device`` in ``dtype`` (None: it has none, or they can). Only the CPU step
+        loops (compiled, or their torch twins) in float32 and float64 run them; oneDNN, cuDNN
+        and the Triton kernels compute sigmoid gates and add a bias."""
+        options = gate_options(self.cell)
+        if not options or (device.type == "cpu" and dtype not in HALF_DTYPES):
+            return None
+        return (f"{self.cell.name} uses {' and '.join(options)}; the fused path computes sigmoid gates with "
+                f"a bias on {device.type} in {dtype} (these cells run on the reference loop; on the CPU in float32 "
+                "and float64 fused)")
 
     def half_reason(self, device: torch.device) -> str | None:
         """Why bfloat16/float16 inputs cannot run here (None: they can)."""
@@ -129,11 +149,13 @@ class _LSTMLayer(_Layer):
         if self._through_torch(cell, data, packing):
             out, h, c = torch_lstm_layer(data, packing, state[0], state[1], cell)
             return out, [h, c]
-        config = LSTMConfig(cell.num_units, cell.forget_bias, cell.cell_clip, cell.proj_clip, self.activation)
+        config = LSTMConfig(cell.num_units, cell.forget_bias, cell.cell_clip, cell.proj_clip, self.activation,
+                            self.gate)
         peepholes = (cell.w_i_diag, cell.w_f_diag, cell.w_o_diag) if cell.use_peepholes else (None, None, None)
         projection = cell.projection["kernel"] if cell.num_proj is not None else None
+        bias = cell.bias if cell.use_bias else _zero_bias(cell.kernel)
         h0, c0 = state
-        out, h, c = LSTMSequence.apply(data, h0, c0, cell.kernel, cell.bias, *peepholes, projection, config, packing,
+        out, h, c = LSTMSequence.apply(data, h0, c0, cell.kernel, bias, *peepholes, projection, config, packing,
                                        torch.is_grad_enabled())
         return out, [h, c]
 
@@ -145,7 +167,7 @@ class _LSTMLayer(_Layer):
         inference without the compiled step loops (one call per run of equal batch sizes
         measured slower than LSTMSequence in training, and than its compiled loops in inference),
         never under CPU autocast (oneDNN has no bfloat16 LSTM on CPUs without bfloat16 support:
-        ``nn.LSTM`` itself fails there)."""
+        ``nn.LSTM`` itself fails there). Never for gate options (``is_torch_lstm_math``)."""
         if _cudnn_on(data.device):
             batch = packing.num_running
             faster = cell.num_proj is None and persistent_preferred(data.device, data.dtype, batch, cell.num_units)
@@ -160,6 +182,10 @@ class _GRULayer(_Layer):
         if self.cell.reset_after and activation_kind(self.cell.activation) != "tanh":
             return (f"{self.cell.name}: GRUCell(reset_after=True) runs fused through torch.gru, with tanh only; "
                     f"it uses {self.cell.activation!r}")
+        options = gate_options(self.cell)
+        if self.cell.reset_after and options:
+            return (f"{self.cell.name} uses {' and '.join(options)}; GRUCell(reset_after=True) runs fused through "
+                    "torch.gru, which computes sigmoid gates with a bias (these cells run on the reference loop)")
         return super().activation_reason()
 
     def half_reason(self, device: torch.device) -> str | None:
@@ -174,10 +200,13 @@ class _GRULayer(_Layer):
         if self.cell.reset_after:  # torch.nn.GRU's math: cuDNN on CUDA, ATen's loop on the CPU
             out, h = torch_gru_layer(data, packing, state[0], self.cell)
             return out, [h]
-        gates, candidate = self.cell.gates, self.cell.candidate
+        cell = self.cell
+        gates, candidate = cell.gates, cell.candidate
+        biases = ((gates["bias"], candidate["bias"]) if cell.use_bias
+                  else (_zero_bias(gates["kernel"]), _zero_bias(candidate["kernel"])))
         out, h = GRUSequence.apply(
-            data, state[0], gates["kernel"], gates["bias"], candidate["kernel"], candidate["bias"], packing,
-            self.activation, torch.is_grad_enabled(),
+            data, state[0], gates["kernel"], biases[0], candidate["kernel"], biases[1], packing,
+            self.activation, torch.is_grad_enabled(), self.gate,
         )
         return out, [h]
 
@@ -203,6 +232,12 @@ class _RNNLayer(_Layer):
         batch, units = packing.num_running, self.cell.num_units
         preferred = persistent_preferred(data.device, data.dtype, batch, units)
         return not (preferred and persistent_rnn_fits(data.device, batch, units))
+
+
+def _zero_bias(kernel: Tensor) -> Tensor:
+    """The bias of a ``use_bias=False`` cell for the fused layers: zeros, no parameter (the
+    gradient the layer computes for it is dropped)."""
+    return kernel.new_zeros(kernel.shape[1])
 
 
 _LAYERS: dict[type, type[_Layer]] = {
@@ -231,8 +266,15 @@ class FusedPlan:
 
     def half_reason(self, device: torch.device) -> str | None:
         """Why bfloat16/float16 inputs cannot run on this plan (None: they can)."""
+        return self._first_reason(lambda layer: layer.half_reason(device))
+
+    def options_reason(self, device: torch.device, dtype: torch.dtype) -> str | None:
+        """Why a layer's gate options cannot run on ``device`` in ``dtype`` (None: they can)."""
+        return self._first_reason(lambda layer: layer.options_reason(device, dtype))
+
+    def _first_reason(self, reason_of: Callable[[_Layer], str | None]) -> str | None:
         for i, layer in enumerate(self.layers):
-            reason = layer.half_reason(device)
+            reason = reason_of(layer)
             if reason is not None:
                 return reason if len(self.layers) == 1 else f"layer {i}: {reason}"
         return None

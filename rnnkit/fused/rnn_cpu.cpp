@@ -14,7 +14,9 @@
 //
 // The cell activation (on the LSTM's j and c, the GRU's candidate, the BasicRNNCell's output)
 // is one of the kinds of activation_kinds.py, passed as its index in ACTIVATION_CODES there (the
-// enum below); the backward passes take its derivative from its output.
+// enum below); the backward passes take its derivative from its output. The gates (the LSTM's i,
+// f, o, the GRU's r, u) are sigmoid or hard_sigmoid, passed as GATE_CODES there (enum Gate);
+// each is a template flag (HARD), so the sigmoid instantiation is the code it always was.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -110,12 +112,44 @@ void with_tanh_flag(int64_t kind, const F& run) {  // run(std::true_type{}) for 
   else run(std::false_type{});
 }
 
+enum Gate : int64_t { kSigmoidGate, kHardSigmoidGate };
+
+template <typename scalar_t, bool HARD>
+at::vec::Vectorized<scalar_t> gate_activation(const at::vec::Vectorized<scalar_t>& x) {
+  using Vec = at::vec::Vectorized<scalar_t>;
+  const Vec one(scalar_t(1));
+  if constexpr (HARD) {  // F.hardsigmoid's own formula: min(max(x + 3, 0), 6) / 6
+    const Vec six(scalar_t(6));
+    return at::vec::minimum(at::vec::maximum(x + Vec(scalar_t(3)), Vec(scalar_t(0))), six) / six;
+  } else {
+    return one / (one + x.neg().exp());
+  }
+}
+
+template <typename scalar_t, bool HARD>
+scalar_t gate_gradient(scalar_t grad, scalar_t y) {  // the gate input's gradient from its output y
+  if constexpr (HARD) return y > 0 && y < 1 ? grad * static_cast<scalar_t>(1.0f / 6.0f) : scalar_t(0);  // torch's 1/6
+  else return grad * y * (1 - y);
+}
+
+template <typename F>
+void with_gate_flag(int64_t gate, const F& run) {  // run(std::true_type{}) for hard_sigmoid, else std::false_type{}
+  TORCH_CHECK(gate == kSigmoidGate || gate == kHardSigmoidGate, "unknown gate kind ", gate);
+  if (gate == kHardSigmoidGate) run(std::true_type{});
+  else run(std::false_type{});
+}
+
+template <typename F>
+void with_flags(int64_t activation, int64_t gate, const F& run) {  // run(tanh flag, hard_sigmoid flag)
+  with_tanh_flag(activation, [&](auto tanh) { with_gate_flag(gate, [&](auto hard) { run(tanh, hard); }); });
+}
+
 template <typename scalar_t>
 const scalar_t* maybe_data(const torch::Tensor& t) {
   return t.defined() && t.numel() > 0 ? t.data_ptr<scalar_t>() : nullptr;
 }
 
-template <typename scalar_t, bool TANH>
+template <typename scalar_t, bool TANH, bool HARD>
 void forward_rows(const torch::Tensor& z_t, const torch::Tensor& c_prev_t, const torch::Tensor& w_if_t,
                   const torch::Tensor& w_o_t, double clip, const torch::Tensor& j_t, const torch::Tensor& c_t,
                   const torch::Tensor& tc_t, const torch::Tensor& m_t, const torch::Tensor& mask_t, int64_t act) {
@@ -127,8 +161,8 @@ void forward_rows(const torch::Tensor& z_t, const torch::Tensor& c_prev_t, const
   const scalar_t* w_o = maybe_data<scalar_t>(w_o_t);
   bool* mask = mask_t.defined() && mask_t.numel() > 0 ? mask_t.data_ptr<bool>() : nullptr;
   const int64_t mask_stride = mask ? mask_t.stride(0) : 0;
-  const Vec one{scalar_t(1)}, limit{static_cast<scalar_t>(clip)};
-  auto sigmoid = [&](const Vec& x) { return one / (one + x.neg().exp()); };
+  const Vec limit{static_cast<scalar_t>(clip)};
+  auto gate = [](const Vec& x) { return gate_activation<scalar_t, HARD>(x); };
   at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
     scalar_t unclipped[Vec::size()];
     for (int64_t r = begin; r < end; ++r) {
@@ -143,8 +177,8 @@ void forward_rows(const torch::Tensor& z_t, const torch::Tensor& c_prev_t, const
           i = i + Vec::loadu(w_i + u, count) * cp;
           f = f + Vec::loadu(w_f + u, count) * cp;
         }
-        i = sigmoid(i);
-        f = sigmoid(f);
+        i = gate(i);
+        f = gate(f);
         Vec c = f * cp + i * j;
         if (mask) {
           c.store(unclipped, count);
@@ -152,7 +186,7 @@ void forward_rows(const torch::Tensor& z_t, const torch::Tensor& c_prev_t, const
           c = at::vec::clamp(c, limit.neg(), limit);
         }
         if (w_o) o = o + Vec::loadu(w_o + u, count) * c;
-        o = sigmoid(o);
+        o = gate(o);
         const Vec tc = cell_activation<scalar_t, TANH>(act, c);
         i.store(zr + u, count);
         f.store(zr + U + u, count);
@@ -166,7 +200,7 @@ void forward_rows(const torch::Tensor& z_t, const torch::Tensor& c_prev_t, const
   });
 }
 
-template <typename scalar_t, bool TANH>
+template <typename scalar_t, bool TANH, bool HARD>
 void backward_rows(const torch::Tensor& z_t, const torch::Tensor& j_t, const torch::Tensor& c_prev_t,
                    const torch::Tensor& tc_t, const torch::Tensor& dm_t,
                    const torch::Tensor& dc_t, const torch::Tensor& w_if_t, const torch::Tensor& w_o_t,
@@ -184,12 +218,12 @@ void backward_rows(const torch::Tensor& z_t, const torch::Tensor& j_t, const tor
       scalar_t *dcr = dc.row(r), *dzr = dz.row(r);
       for (int64_t u = 0; u < U; ++u) {
         const scalar_t i = zr[u], f = zr[U + u], o = zr[2 * U + u], g = jr[u], t = tcr[u], d_m = dmr[u];
-        const scalar_t dz_o = d_m * t * o * (1 - o);
+        const scalar_t dz_o = gate_gradient<scalar_t, HARD>(d_m * t, o);
         scalar_t d_c = d_m * o * cell_activation_slope<scalar_t, TANH>(act, t) + dcr[u];
         if (w_o) d_c += dz_o * w_o[u];
         if (mask && !mask[r * mask_stride + u]) d_c = 0;
-        const scalar_t dz_i = d_c * g * i * (1 - i);
-        const scalar_t dz_f = d_c * cpr[u] * f * (1 - f);
+        const scalar_t dz_i = gate_gradient<scalar_t, HARD>(d_c * g, i);
+        const scalar_t dz_f = gate_gradient<scalar_t, HARD>(d_c * cpr[u], f);
         dzr[u] = dz_i;
         dzr[U + u] = dz_f;
         dzr[2 * U + u] = dz_o;
@@ -204,20 +238,22 @@ void backward_rows(const torch::Tensor& z_t, const torch::Tensor& j_t, const tor
 
 void lstm_forward_pointwise(torch::Tensor z, torch::Tensor c_prev, torch::Tensor w_if, torch::Tensor w_o,
                             double clip, torch::Tensor j, torch::Tensor c, torch::Tensor tc, torch::Tensor m,
-                            torch::Tensor mask, int64_t activation) {
+                            torch::Tensor mask, int64_t activation, int64_t gate) {
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "lstm_forward_pointwise", [&] {
-    with_tanh_flag(activation, [&](auto tanh) {
-      forward_rows<scalar_t, decltype(tanh)::value>(z, c_prev, w_if, w_o, clip, j, c, tc, m, mask, activation);
+    with_flags(activation, gate, [&](auto tanh, auto hard) {
+      forward_rows<scalar_t, decltype(tanh)::value, decltype(hard)::value>(z, c_prev, w_if, w_o, clip, j, c, tc, m,
+                                                                           mask, activation);
     });
   });
 }
 
 void lstm_backward_pointwise(torch::Tensor z, torch::Tensor j, torch::Tensor c_prev, torch::Tensor tc,
                              torch::Tensor dm, torch::Tensor dc, torch::Tensor w_if, torch::Tensor w_o,
-                             torch::Tensor mask, torch::Tensor dz, int64_t activation) {
+                             torch::Tensor mask, torch::Tensor dz, int64_t activation, int64_t gate) {
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "lstm_backward_pointwise", [&] {
-    with_tanh_flag(activation, [&](auto tanh) {
-      backward_rows<scalar_t, decltype(tanh)::value>(z, j, c_prev, tc, dm, dc, w_if, w_o, mask, dz, activation);
+    with_flags(activation, gate, [&](auto tanh, auto hard) {
+      backward_rows<scalar_t, decltype(tanh)::value, decltype(hard)::value>(z, j, c_prev, tc, dm, dc, w_if, w_o, mask,
+                                                                            dz, activation);
     });
   });
 }
@@ -228,7 +264,7 @@ void lstm_forward_steps(torch::Tensor gates, torch::Tensor h0, torch::Tensor c0,
                         torch::Tensor w_if, torch::Tensor w_o, torch::Tensor projection, double clip,
                         double proj_clip, std::vector<int64_t> batch_sizes, torch::Tensor candidates,
                         torch::Tensor cells, torch::Tensor act_cells, torch::Tensor hidden, torch::Tensor out,
-                        torch::Tensor clip_mask, torch::Tensor proj_mask, int64_t activation) {
+                        torch::Tensor clip_mask, torch::Tensor proj_mask, int64_t activation, int64_t gate) {
   const bool projected = projection.numel() > 0;
   torch::Tensor h_prev = h0, c_prev = c0;
   int64_t start = 0;
@@ -238,7 +274,7 @@ void lstm_forward_steps(torch::Tensor gates, torch::Tensor h0, torch::Tensor c0,
     z.addmm_(h_prev.narrow(0, 0, n), w_h);
     torch::Tensor m = projected ? hidden.narrow(0, start, n) : out.narrow(0, start, n);
     lstm_forward_pointwise(z, c_prev.narrow(0, 0, n), w_if, w_o, clip, rows(candidates), rows(cells),
-                           rows(act_cells), m, rows(clip_mask), activation);
+                           rows(act_cells), m, rows(clip_mask), activation, gate);
     if (projected) {
       torch::Tensor projected_m = out.narrow(0, start, n);
       at::mm_out(projected_m, m, projection);
@@ -258,7 +294,8 @@ void lstm_backward_steps(torch::Tensor gates, torch::Tensor candidates, torch::T
                          torch::Tensor act_cells, torch::Tensor c0, torch::Tensor d_out, torch::Tensor d_h,
                          torch::Tensor d_c, torch::Tensor d_gates, torch::Tensor d_m, torch::Tensor w_h_t,
                          torch::Tensor projection_t, torch::Tensor w_if, torch::Tensor w_o, torch::Tensor clip_mask,
-                         torch::Tensor proj_mask, std::vector<int64_t> batch_sizes, int64_t activation) {
+                         torch::Tensor proj_mask, std::vector<int64_t> batch_sizes, int64_t activation,
+                         int64_t gate) {
   const bool projected = projection_t.numel() > 0;
   std::vector<int64_t> starts(batch_sizes.size(), 0);
   for (size_t t = 1; t < batch_sizes.size(); ++t) starts[t] = starts[t - 1] + batch_sizes[t - 1];
@@ -274,7 +311,8 @@ void lstm_backward_steps(torch::Tensor gates, torch::Tensor candidates, torch::T
     torch::Tensor kept = clip_mask.numel() ? clip_mask.narrow(0, start, n) : clip_mask;
     torch::Tensor dz = d_gates.narrow(0, start, n);
     lstm_backward_pointwise(gates.narrow(0, start, n), candidates.narrow(0, start, n), c_prev,
-                            act_cells.narrow(0, start, n), dm, d_c.narrow(0, 0, n), w_if, w_o, kept, dz, activation);
+                            act_cells.narrow(0, start, n), dm, d_c.narrow(0, 0, n), w_if, w_o, kept, dz, activation,
+                            gate);
     torch::Tensor d_h_rows = d_h.narrow(0, 0, n);
     at::mm_out(d_h_rows, dz, w_h_t);
   }
@@ -282,18 +320,17 @@ void lstm_backward_steps(torch::Tensor gates, torch::Tensor candidates, torch::T
 
 // ---- GRU (gru.py): g = [r, u] pre-activations [n, 2U]; c the candidate pre-activation [n, U]
 
-template <typename scalar_t>
+template <typename scalar_t, bool HARD>
 void gru_gates_rows(const torch::Tensor& g_t, const torch::Tensor& h_prev_t, const torch::Tensor& rh_t) {
   using Vec = at::vec::Vectorized<scalar_t>;
   const int64_t n = g_t.size(0), U = h_prev_t.size(1);
   Rows<scalar_t> g(g_t), h_prev(h_prev_t), rh(rh_t);
-  const Vec one(scalar_t(1));
   at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       scalar_t* gr = g.row(r);
       for (int64_t u = 0; u < 2 * U; u += Vec::size()) {
         const int64_t count = std::min<int64_t>(Vec::size(), 2 * U - u);
-        (one / (one + Vec::loadu(gr + u, count).neg().exp())).store(gr + u, count);
+        gate_activation<scalar_t, HARD>(Vec::loadu(gr + u, count)).store(gr + u, count);
       }
       for (int64_t u = 0; u < U; ++u) rh.row(r)[u] = gr[u] * h_prev.row(r)[u];
     }
@@ -321,7 +358,7 @@ void gru_output_rows(const torch::Tensor& c_t, const torch::Tensor& g_t, const t
   });
 }
 
-template <typename scalar_t, bool TANH>
+template <typename scalar_t, bool TANH, bool HARD>
 void gru_output_backward_rows(const torch::Tensor& dh_t, const torch::Tensor& g_t, const torch::Tensor& c_t,
                               const torch::Tensor& h_prev_t, const torch::Tensor& dg_t, const torch::Tensor& dc_t,
                               const torch::Tensor& dh_prev_t, int64_t act) {
@@ -333,7 +370,7 @@ void gru_output_backward_rows(const torch::Tensor& dh_t, const torch::Tensor& g_
       scalar_t *du = dg.row(r) + U, *dcr = dc.row(r), *dhp = dh_prev.row(r);
       for (int64_t u = 0; u < U; ++u) {
         const scalar_t d = dhr[u], up = ur[u], cand = cr[u];
-        du[u] = d * (hp[u] - cand) * up * (1 - up);
+        du[u] = gate_gradient<scalar_t, HARD>(d * (hp[u] - cand), up);
         dcr[u] = d * (1 - up) * cell_activation_slope<scalar_t, TANH>(act, cand);
         dhp[u] = d * up;
       }
@@ -341,7 +378,7 @@ void gru_output_backward_rows(const torch::Tensor& dh_t, const torch::Tensor& g_
   });
 }
 
-template <typename scalar_t>
+template <typename scalar_t, bool HARD>
 void gru_reset_backward_rows(const torch::Tensor& d_rh_t, const torch::Tensor& g_t, const torch::Tensor& h_prev_t,
                              const torch::Tensor& dg_t, const torch::Tensor& dh_prev_t) {
   const int64_t n = d_rh_t.size(0), U = d_rh_t.size(1);
@@ -351,15 +388,17 @@ void gru_reset_backward_rows(const torch::Tensor& d_rh_t, const torch::Tensor& g
       const scalar_t *drh = d_rh.row(r), *rr = g.row(r), *hp = h_prev.row(r);
       scalar_t *dr = dg.row(r), *dhp = dh_prev.row(r);
       for (int64_t u = 0; u < U; ++u) {
-        dr[u] = drh[u] * hp[u] * rr[u] * (1 - rr[u]);
+        dr[u] = gate_gradient<scalar_t, HARD>(drh[u] * hp[u], rr[u]);
         dhp[u] += drh[u] * rr[u];
       }
     }
   });
 }
 
-void gru_gates_forward(torch::Tensor g, torch::Tensor h_prev, torch::Tensor rh) {
-  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "gru_gates_forward", [&] { gru_gates_rows<scalar_t>(g, h_prev, rh); });
+void gru_gates_forward(torch::Tensor g, torch::Tensor h_prev, torch::Tensor rh, int64_t gate) {
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "gru_gates_forward", [&] {
+    with_gate_flag(gate, [&](auto hard) { gru_gates_rows<scalar_t, decltype(hard)::value>(g, h_prev, rh); });
+  });
 }
 
 void gru_output_forward(torch::Tensor c, torch::Tensor g, torch::Tensor h_prev, torch::Tensor h, int64_t activation) {
@@ -371,18 +410,21 @@ void gru_output_forward(torch::Tensor c, torch::Tensor g, torch::Tensor h_prev, 
 }
 
 void gru_output_backward(torch::Tensor dh, torch::Tensor g, torch::Tensor c, torch::Tensor h_prev, torch::Tensor dg,
-                         torch::Tensor dc, torch::Tensor dh_prev, int64_t activation) {
+                         torch::Tensor dc, torch::Tensor dh_prev, int64_t activation, int64_t gate) {
   AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "gru_output_backward", [&] {
-    with_tanh_flag(activation, [&](auto tanh) {
-      gru_output_backward_rows<scalar_t, decltype(tanh)::value>(dh, g, c, h_prev, dg, dc, dh_prev, activation);
+    with_flags(activation, gate, [&](auto tanh, auto hard) {
+      gru_output_backward_rows<scalar_t, decltype(tanh)::value, decltype(hard)::value>(dh, g, c, h_prev, dg, dc,
+                                                                                       dh_prev, activation);
     });
   });
 }
 
 void gru_reset_backward(torch::Tensor d_rh, torch::Tensor g, torch::Tensor h_prev, torch::Tensor dg,
-                        torch::Tensor dh_prev) {
+                        torch::Tensor dh_prev, int64_t gate) {
   AT_DISPATCH_FLOATING_TYPES(d_rh.scalar_type(), "gru_reset_backward", [&] {
-    gru_reset_backward_rows<scalar_t>(d_rh, g, h_prev, dg, dh_prev);
+    with_gate_flag(gate, [&](auto hard) {
+      gru_reset_backward_rows<scalar_t, decltype(hard)::value>(d_rh, g, h_prev, dg, dh_prev);
+    });
   });
 }
 
@@ -390,7 +432,7 @@ void gru_reset_backward(torch::Tensor d_rh, torch::Tensor g, torch::Tensor h_pre
 
 void gru_forward_steps(torch::Tensor gates, torch::Tensor candidates, torch::Tensor reset_h, torch::Tensor out,
                        torch::Tensor h0, torch::Tensor w_gh, torch::Tensor w_ch, std::vector<int64_t> batch_sizes,
-                       int64_t activation) {
+                       int64_t activation, int64_t gate) {
   torch::Tensor h_prev = h0;
   int64_t start = 0;
   for (const int64_t n : batch_sizes) {
@@ -398,7 +440,7 @@ void gru_forward_steps(torch::Tensor gates, torch::Tensor candidates, torch::Ten
     torch::Tensor c = candidates.narrow(0, start, n), h = out.narrow(0, start, n);
     torch::Tensor previous = h_prev.narrow(0, 0, n);
     g.addmm_(previous, w_gh);
-    gru_gates_forward(g, previous, rh);
+    gru_gates_forward(g, previous, rh, gate);
     c.addmm_(rh, w_ch);
     gru_output_forward(c, g, previous, h, activation);
     h_prev = h;
@@ -409,7 +451,7 @@ void gru_forward_steps(torch::Tensor gates, torch::Tensor candidates, torch::Ten
 void gru_backward_steps(torch::Tensor gates, torch::Tensor candidates, torch::Tensor out, torch::Tensor h0,
                         torch::Tensor d_out, torch::Tensor d_h, torch::Tensor d_gates, torch::Tensor d_candidates,
                         torch::Tensor w_gh_t, torch::Tensor w_ch_t, std::vector<int64_t> batch_sizes,
-                        int64_t activation) {
+                        int64_t activation, int64_t gate) {
   std::vector<int64_t> starts(batch_sizes.size(), 0);
   for (size_t t = 1; t < batch_sizes.size(); ++t) starts[t] = starts[t - 1] + batch_sizes[t - 1];
   for (int64_t t = static_cast<int64_t>(batch_sizes.size()) - 1; t >= 0; --t) {
@@ -418,8 +460,8 @@ void gru_backward_steps(torch::Tensor gates, torch::Tensor candidates, torch::Te
     torch::Tensor g = gates.narrow(0, start, n), dg = d_gates.narrow(0, start, n);
     torch::Tensor dc = d_candidates.narrow(0, start, n), d_h_rows = d_h.narrow(0, 0, n);
     torch::Tensor dh = d_out.narrow(0, start, n) + d_h_rows;
-    gru_output_backward(dh, g, candidates.narrow(0, start, n), h_prev, dg, dc, d_h_rows, activation);
-    gru_reset_backward(at::mm(dc, w_ch_t), g, h_prev, dg, d_h_rows);
+    gru_output_backward(dh, g, candidates.narrow(0, start, n), h_prev, dg, dc, d_h_rows, activation, gate);
+    gru_reset_backward(at::mm(dc, w_ch_t), g, h_prev, dg, d_h_rows, gate);
     d_h_rows.addmm_(dg, w_gh_t);
   }
 }
@@ -509,7 +551,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("lstm_backward_steps", &lstm_backward_steps, "an LSTM layer's backward step loop");
   module.def("gru_forward_steps", &gru_forward_steps, "a GRU layer's forward step loop");
   module.def("gru_backward_steps", &gru_backward_steps, "a GRU layer's backward step loop");
-  module.def("gru_gates_forward", &gru_gates_forward, "GRU: sigmoid(r, u) in place and r * h");
+  module.def("gru_gates_forward", &gru_gates_forward, "GRU: gate(r, u) in place and r * h");
   module.def("gru_output_forward", &gru_output_forward, "GRU: act(candidate) in place and the new h");
   module.def("gru_output_backward", &gru_output_backward, "GRU: gradients of u, the candidate and h (via u)");
   module.def("gru_reset_backward", &gru_reset_backward, "GRU: gradient of r, adds r * d(r h) to d h_prev");
