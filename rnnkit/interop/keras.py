@@ -37,28 +37,24 @@ The files are read as data only: JSON and HDF5 arrays, shapes checked before any
 
 from __future__ import annotations
 
-import io
-import json
-import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Union
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from ..activations import _BY_NAME, Activation
 from ..cells import GRUCell, LSTMCell
 from ..rnn import dynamic_rnn
+from ._keras_files import Weights, arrays_of, is_archive, read_archive
 from ._wire import FormatError
 
 __all__ = ["FormatError", "KerasRNN", "keras_layer_names", "load_keras_layer", "load_keras_model", "load_keras_rnn"]
 
 Cell = Union[LSTMCell, GRUCell]
 
-_MAX_CONFIG_BYTES = 64 << 20
-_MAX_DEPTH = 8  # nested groups walked in a weights file
+_MAX_NESTING = 8  # nested models walked in a config
 _MERGE_MODES = ("concat", "sum", "ave", "mul", None)
 _KIND = {"LSTM": "lstm", "GRU": "gru", "LSTMCell": "lstm", "GRUCell": "gru"}
 
@@ -131,132 +127,6 @@ class KerasRNN:
 
 # ---------------------------------------------------------------------------------------------
 # files
-
-
-def _h5py() -> Any:
-    try:
-        import h5py
-    except ImportError:
-        raise ImportError("reading Keras files needs h5py: pip install 'rnnkit[keras]'") from None
-    return h5py
-
-
-def _is_archive(path: str | Path) -> bool:
-    try:
-        return zipfile.is_zipfile(path)
-    except OSError as error:
-        raise FormatError(f"{path}: cannot be read ({error})") from None
-
-
-def _read_archive(path: str | Path) -> tuple[dict[str, Any], bytes]:
-    """``config.json`` (parsed) and the bytes of ``model.weights.h5`` of a ``.keras`` archive."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-            if "config.json" not in names:
-                raise FormatError(f"{path}: not a Keras 3 archive (no config.json; it holds {sorted(names)[:8]})")
-            if "model.weights.h5" not in names:
-                raise FormatError(f"{path}: no model.weights.h5 in the archive (only HDF5 weights are read; it holds "
-                                  f"{sorted(names)[:8]})")
-            info = archive.getinfo("config.json")
-            if info.file_size > _MAX_CONFIG_BYTES:
-                raise FormatError(f"{path}: config.json is {info.file_size} bytes (at most {_MAX_CONFIG_BYTES})")
-            with archive.open(info) as stream:
-                raw = stream.read(_MAX_CONFIG_BYTES + 1)
-            with archive.open("model.weights.h5") as stream:
-                weights = stream.read()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, RuntimeError, NotImplementedError) as error:
-        raise FormatError(f"{path}: a damaged .keras archive ({error})") from None
-    if len(raw) > _MAX_CONFIG_BYTES:
-        raise FormatError(f"{path}: config.json is larger than {_MAX_CONFIG_BYTES} bytes")
-    try:
-        config = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise FormatError(f"{path}: config.json is not JSON ({error})") from None
-    if not isinstance(config, dict):
-        raise FormatError(f"{path}: config.json holds a {type(config).__name__}, not an object")
-    return config, weights
-
-
-class _Weights:
-    """A Keras 3 weights file opened for reading (a path, or the bytes from an archive)."""
-
-    def __init__(self, path: str | Path, data: bytes | None = None) -> None:
-        h5py = _h5py()
-        self.path = path
-        try:
-            self.file = h5py.File(io.BytesIO(data) if data is not None else path, "r")
-        except (OSError, ValueError) as error:
-            where = f"{path}: model.weights.h5" if data is not None else str(path)
-            raise FormatError(f"{where}: not a readable HDF5 file ({error})") from None
-        root = "layers" if "layers" in self.file else "_layer_checkpoint_dependencies"
-        self.root = self.file.get(root)
-
-    def __enter__(self) -> _Weights:
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        self.file.close()
-
-    def names(self) -> list[str]:
-        """The paths (below ``layers/``) of the groups holding a recurrent cell's variables."""
-        found: list[str] = []
-        h5py = _h5py()
-
-        def walk(group: Any, prefix: str, depth: int) -> None:
-            for key in group:
-                child = group.get(key)
-                if not isinstance(child, h5py.Group) or key == "vars":
-                    continue
-                name = f"{prefix}{key}"
-                cell = child.get("cell")
-                if isinstance(cell, h5py.Group) and isinstance(cell.get("vars"), h5py.Group):
-                    found.append(name)
-                elif depth < _MAX_DEPTH:
-                    walk(child, f"{name}/", depth + 1)
-
-        if self.root is not None and isinstance(self.root, h5py.Group):
-            walk(self.root, "", 0)
-        return sorted(found)
-
-    def saved_name(self, layer: str) -> str | None:
-        """The layer's own name, which newer Keras writes on ``layers/<path>/vars``."""
-        group = self.root.get(f"{layer}/vars") if self.root is not None else None
-        name = group.attrs.get("name") if group is not None else None
-        if isinstance(name, bytes):
-            name = name.decode("utf-8", "replace")
-        return name if isinstance(name, str) else None
-
-    def variables(self, layer: str, where: str) -> list[np.ndarray]:
-        h5py = _h5py()
-        group = self.root.get(f"{layer}/cell/vars") if self.root is not None else None
-        if not isinstance(group, h5py.Group):
-            raise FormatError(f"{where}: no recurrent layer {layer!r} in the weights; they hold {self.names()}")
-        keys = sorted(group, key=lambda k: int(k) if k.isdigit() else -1)
-        if keys != [str(i) for i in range(len(keys))] or len(keys) not in (2, 3):
-            raise FormatError(f"{where}: variables {keys}, expected 0, 1 (kernel, recurrent kernel) and 2 (bias)")
-        arrays = []
-        for key in keys:
-            dataset = group[key]
-            if not isinstance(dataset, h5py.Dataset) or dataset.dtype.kind != "f" or dataset.ndim not in (1, 2):
-                raise FormatError(f"{where}: variable {key} is not a float vector or matrix")
-            arrays.append(dataset)
-        return arrays
-
-
-def _arrays(datasets: list[Any], shapes: list[tuple[int, ...]], where: str) -> list[Tensor]:
-    """The datasets read as tensors after checking their shapes (so nothing unexpected is read)."""
-    what = ("kernel", "recurrent kernel", "bias")
-    tensors = []
-    for name, dataset, shape in zip(what, datasets, shapes):
-        if tuple(dataset.shape) != shape:
-            raise FormatError(f"{where}: the {name} has shape {list(dataset.shape)}, expected {list(shape)}")
-        array = np.asarray(dataset[()])
-        tensors.append(torch.from_numpy(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("="))))
-    dtypes = {t.dtype for t in tensors}
-    if len(dtypes) != 1:
-        raise FormatError(f"{where}: variables of mixed dtypes {sorted(map(str, dtypes))}")
-    return tensors
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,7 +248,7 @@ def _model_layers(config: dict[str, Any], where: str, prefix: str = "", depth: i
         name = name if isinstance(name, str) else path
         found.append((path, name, entry))
         nested = layer_config.get("layers") if isinstance(layer_config, dict) else None
-        if isinstance(nested, list) and depth < _MAX_DEPTH:
+        if isinstance(nested, list) and depth < _MAX_NESTING:
             found.extend(_model_layers(entry, where, f"{path}/layers/", depth + 1))
     return found
 
@@ -387,7 +257,7 @@ def _model_layers(config: dict[str, Any], where: str, prefix: str = "", depth: i
 # cells
 
 
-def _cell(spec: _Spec, weights: _Weights, layer: str, where: str) -> Cell:
+def _cell(spec: _Spec, weights: Weights, layer: str, where: str) -> Cell:
     datasets = weights.variables(layer, where)
     has_bias = len(datasets) == 3
     if spec.use_bias is not None and spec.use_bias != has_bias:
@@ -406,7 +276,7 @@ def _cell(spec: _Spec, weights: _Weights, layer: str, where: str) -> Cell:
             shapes.append((k * units,))
     elif spec.kind == "gru" and reset_after is None:
         reset_after = True  # Keras' default; without biases the shapes cannot tell
-    tensors = _arrays(datasets, shapes, where)
+    tensors = arrays_of(datasets, shapes, where)
     kernel, recurrent = tensors[0], tensors[1]
     bias = tensors[2] if has_bias else None
     options = {"activation": spec.activation, "gate_activation": spec.recurrent_activation, "use_bias": has_bias}
@@ -462,12 +332,12 @@ def _gru(kernel: Tensor, recurrent: Tensor, bias: Tensor | None, depth: int, uni
 def keras_layer_names(path: str | Path) -> list[str]:
     """The weights paths of the recurrent layers in a Keras ``.weights.h5`` file or ``.keras``
     archive (``lstm``, ``gru_1``, ``bidirectional/forward_layer``, ...), sorted."""
-    data = _read_archive(path)[1] if _is_archive(path) else None
-    with _Weights(path, data) as weights:
+    data = read_archive(path)[1] if is_archive(path) else None
+    with Weights(path, data) as weights:
         return weights.names()
 
 
-def _layer_from_entry(path_in_file: str, name: str, entry: Any, weights: _Weights, where: str) -> KerasRNN:
+def _layer_from_entry(path_in_file: str, name: str, entry: Any, weights: Weights, where: str) -> KerasRNN:
     if entry.get("class_name") == "Bidirectional":
         config = entry.get("config")
         if not isinstance(config, dict):
@@ -515,12 +385,12 @@ def load_keras_model(path: str | Path) -> dict[str, KerasRNN]:
     """Every ``LSTM``/``GRU`` layer of a ``.keras`` archive (also inside ``Bidirectional``, an
     ``RNN`` over an ``LSTMCell``/``GRUCell``, and nested models), keyed by the layer's name, in
     the model's order; other layers are left out (``load_keras_layer`` on one says why)."""
-    if not _is_archive(path):
+    if not is_archive(path):
         raise FormatError(f"{path}: not a .keras archive (a zip); for a .weights.h5 file use load_keras_layer")
-    config, data = _read_archive(path)
+    config, data = read_archive(path)
     found: dict[str, KerasRNN] = {}
     entries = _model_layers(config, str(path))
-    with _Weights(path, data) as weights:
+    with Weights(path, data) as weights:
         for path_in_file, name, entry in entries:
             if _loadable(entry):
                 found[name] = _layer_from_entry(path_in_file, name, entry, weights, f"{path}: layer {name!r}")
@@ -558,13 +428,13 @@ def load_keras_layer(
     options = {"activation": activation, "recurrent_activation": recurrent_activation, "use_bias": use_bias,
                "reset_after": reset_after, "go_backwards": go_backwards, "return_sequences": return_sequences,
                "return_state": return_state}
-    if _is_archive(path):
+    if is_archive(path):
         given = [key for key, value in options.items() if value is not None]
         if given or merge_mode != "concat":
             raise ValueError(f"{path}: a .keras archive says what its layers are; drop {given or ['merge_mode']}")
-        config, data = _read_archive(path)
+        config, data = read_archive(path)
         entries = _model_layers(config, str(path))
-        with _Weights(path, data) as weights:
+        with Weights(path, data) as weights:
             match = [e for e in entries if e[1] == layer] or [e for e in entries if e[0] == layer]
             if not match:
                 for path_in_file, name, entry in entries:  # a half of a Bidirectional layer
@@ -583,7 +453,7 @@ def load_keras_layer(
         raise ValueError(f"{path}: a .weights.h5 file does not say what its layers are: give kind='lstm' or 'gru'")
     if merge_mode not in _MERGE_MODES:
         raise ValueError(f"merge_mode must be one of {list(_MERGE_MODES)}, got {merge_mode!r}")
-    with _Weights(path) as weights:
+    with Weights(path) as weights:
         names = weights.names()
         where = f"{path}: layer {layer!r}"
         if layer not in names and f"{layer}/forward_layer" in names and f"{layer}/backward_layer" in names:
@@ -596,7 +466,7 @@ def load_keras_layer(
         return _bare(weights, layer, kind, options, where, False)
 
 
-def _bare(weights: _Weights, layer: str, kind: str, options: dict[str, Any], where: str, backwards: bool) -> KerasRNN:
+def _bare(weights: Weights, layer: str, kind: str, options: dict[str, Any], where: str, backwards: bool) -> KerasRNN:
     spec = _Spec(
         kind=kind,
         activation=_activation("tanh" if options["activation"] is None else options["activation"], "activation",
