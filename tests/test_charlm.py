@@ -174,4 +174,4 @@ def test_a_checkpoint_that_does_not_fit_its_config_is_a_clear_error(tmp_path, co
     checkpoint.save(tmp_path / "run" / "last.pt", {k: v for k, v in saved.items() if k != "format"})
     capsys.readouterr()
     assert cli(["train", "--resume", str(tmp_path / "run"), "--steps", "20"]) == 2
-    assert "does not fit this model" in capsys.readouterr().out
+    assert "weights do not fit its configuration" in capsys.readouterr().out

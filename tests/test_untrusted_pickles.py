@@ -111,3 +111,47 @@ def test_a_module_file_claiming_huge_sizes_allocates_nothing_and_is_refused(tmp_
     out = capsys.readouterr().out.strip()
     assert code == 2 and out.startswith("error: ") and str(path) in out and "\n" not in out, out
     assert not (tmp_path / "out.pt").exists()
+
+
+@pytest.fixture(scope="module")
+def genuine_run(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("genuine")
+    corpus = root / "text.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 50, encoding="utf-8")
+    args = ["--units", "8", "--layers", "2", "--batch-size", "2", "--seq-len", "10", "--steps", "2", "--eval-every", "2"]
+    assert cli(["train", "--data", str(corpus), "--run-dir", str(root / "run"), *args]) == 0
+    return root / "run", torch.load(root / "run" / "last.pt", weights_only=True)
+
+
+CRAFTED = {  # checkpoints that load safely but hold what no run wrote
+    "a string state": {"state": "abc"},
+    "a state of the wrong shape": {"state": (torch.zeros(3, 2),)},
+    "a float RNG state": {"rng": torch.zeros(3)},
+    "a negative step": {"step": -5},
+    "an empty vocabulary": {"vocab": []},
+    "repeated characters": {"vocab": ["a", "a"]},
+    "no weights": {"model": {}},
+    "a text number of units": {"config_update": {"units": "x"}},
+    "huge sizes": {"config_update": {"units": 1 << 20, "layers": 64}},
+    "an unknown setting": {"config_update": {"colour": "red"}},
+}
+
+
+@pytest.mark.parametrize("command, what", [
+    (command, what) for command in ("train", "sample") for what in sorted(CRAFTED)
+    if not (command == "sample" and what == "a state of the wrong shape")  # sampling never reads the state
+])
+def test_crafted_checkpoints_are_one_line_errors(tmp_path, capsys, genuine_run, command, what) -> None:
+    run, saved = genuine_run
+    change = dict(CRAFTED[what])
+    if "config_update" in change:
+        change = {"config": {**saved["config"], **change.pop("config_update")}}
+    target = tmp_path / "run"
+    target.mkdir()
+    torch.save({**saved, **change}, target / "last.pt")
+    argv = ["train", "--resume", str(target), "--steps", "4"] if command == "train" else \
+        ["sample", str(target / "last.pt"), "--length", "3"]
+    code = cli(argv)
+    out = capsys.readouterr().out.strip()
+    assert code == 2 and out.startswith("error: ") and "\n" not in out, out
+    assert str(target) in out, out

@@ -52,6 +52,31 @@ def load(path: Path) -> dict[str, Any]:
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
     wrong = [key for key, kind in _TYPES.items() if not isinstance(checkpoint[key], kind)]
-    if wrong or not all(isinstance(ch, str) for ch in checkpoint["vocab"]):
-        raise CheckpointError(f"{path}: malformed checkpoint ({', '.join(wrong or ['vocab'])} of the wrong type)")
+    if wrong:
+        raise CheckpointError(f"{path}: malformed checkpoint ({', '.join(wrong)} of the wrong type)")
+    problem = _malformed(checkpoint)
+    if problem:
+        raise CheckpointError(f"{path}: malformed checkpoint ({problem})")
     return checkpoint
+
+
+def _malformed(checkpoint: dict[str, Any]) -> str | None:
+    """What is wrong with the values of a checkpoint whose keys have the right types (None:
+    nothing); what depends on the configuration (state shapes) is checked by the training run."""
+    vocab = checkpoint["vocab"]
+    if not vocab or not all(isinstance(ch, str) and len(ch) == 1 for ch in vocab) or len(set(vocab)) != len(vocab):
+        return "the vocabulary must be distinct single characters"
+    if isinstance(checkpoint["step"], bool) or checkpoint["step"] < 0 or checkpoint["position"] < 0:
+        return "negative step or position"
+    rng = checkpoint["rng"]
+    if rng.dtype != torch.uint8 or rng.dim() != 1:
+        return f"the RNG state is a {rng.dtype} tensor of shape {list(rng.shape)}, not uint8 [n]"
+    if checkpoint["state"] is not None and not _is_state(checkpoint["state"]):
+        return "the carried state is not tuples of floating-point tensors"
+    return None
+
+
+def _is_state(state: Any) -> bool:
+    if isinstance(state, torch.Tensor):
+        return state.is_floating_point() and state.dim() == 2
+    return isinstance(state, (tuple, list)) and len(state) > 0 and all(_is_state(part) for part in state)

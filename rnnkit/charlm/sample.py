@@ -9,17 +9,16 @@ import torch
 
 from . import checkpoint
 from .data import Corpus, DataError
-from .model import CharLM
+from .train import model_for
 
 
 @torch.no_grad()
 def sample(run: Path, prime: str, length: int, temperature: float, seed: int) -> str:
     """``prime`` followed by ``length`` characters drawn from the model at ``temperature``."""
-    saved = checkpoint.load(run / "best.pt" if (run / "best.pt").is_file() else run)
-    config = saved["config"]
+    path = run / "best.pt" if (run / "best.pt").is_file() else run
+    saved = checkpoint.load(path)
     corpus = Corpus.of_vocabulary(saved["vocab"])
-    model = CharLM(len(corpus.vocab), config["cell"], config["layers"], config["units"], config["dropout"])
-    model.load_state_dict(saved["model"])
+    model = model_for(saved, str(path))
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     ids = corpus.encode(prime or corpus.vocab[0]).unsqueeze(0)

@@ -26,8 +26,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -35,6 +36,7 @@ from tqdm import tqdm
 
 import rnnkit as rk
 
+from .._checks import check_state
 from .._files import atomic_write_stream, remove_stale_temporaries
 from . import checkpoint
 from .data import Corpus, DataError, load_text, streams, window, windows_per_epoch
@@ -143,12 +145,54 @@ def resumed_config(saved: dict[str, Any], given: dict[str, Any]) -> TrainConfig:
     if fixed:
         flags = ", ".join("--" + name.replace("_", "-") for name in fixed)
         raise ConfigError(f"--resume continues a run as it was configured; {flags} cannot change")
+    return dataclasses.replace(config_from_saved(saved["config"]), **given)
+
+
+def config_from_saved(saved: dict[str, Any], where: str = "checkpoint") -> TrainConfig:
+    """A checkpoint's configuration, its values of the types the settings take and checked as a
+    command line's would be (a ``CheckpointError`` naming ``where`` says what does not fit)."""
     try:
-        config = TrainConfig(**saved["config"])
+        config = TrainConfig(**saved)
     except TypeError as error:  # a setting this version does not know
-        message = f"the checkpoint's configuration does not fit this version ({error})"
-        raise checkpoint.CheckpointError(message) from None
-    return dataclasses.replace(config, **given)
+        raise checkpoint.CheckpointError(f"{where}: its configuration does not fit this version ({error})") from None
+    for spec in dataclasses.fields(TrainConfig):
+        value, default = getattr(config, spec.name), spec.default
+        kinds: tuple[type, ...] = (float, int) if isinstance(default, float) or spec.name == "epochs" else (
+            (int,) if isinstance(default, int) else (str,))
+        if value is None and default is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise checkpoint.CheckpointError(
+                f"{where}: its configuration has {spec.name} = {value!r} ({type(value).__name__})")
+    try:
+        check_config(dataclasses.replace(config, device="cpu"))  # the device is checked where it is used
+    except ConfigError as error:
+        raise checkpoint.CheckpointError(f"{where}: its configuration is invalid: {error}") from None
+    return config
+
+
+def check_weights_fit(saved: dict[str, Any], where: str = "checkpoint") -> Callable[[], CharLM]:
+    """Check that the checkpoint's weights are those of the model its configuration describes
+    (built on the meta device: a configuration claiming more than the file holds allocates
+    nothing); returns the maker of that model."""
+    config = config_from_saved(saved["config"], where)
+    make = partial(CharLM, len(saved["vocab"]), config.cell, config.layers, config.units, config.dropout)
+    with torch.device("meta"):
+        expected = {name: tuple(value.shape) for name, value in make().state_dict().items()}
+    got = {name: tuple(value.shape) for name, value in saved["model"].items() if isinstance(value, torch.Tensor)}
+    if got != expected:
+        wrong = sorted(name for name in set(expected) | set(got) if expected.get(name) != got.get(name))
+        raise checkpoint.CheckpointError(
+            f"{where}: its weights do not fit its configuration ({', '.join(wrong[:4])}"
+            f"{' ...' if len(wrong) > 4 else ''}: expected {[expected.get(n) for n in wrong[:4]]})")
+    return make
+
+
+def model_for(saved: dict[str, Any], where: str = "checkpoint") -> CharLM:
+    """The checkpoint's model, its weights loaded (after :func:`check_weights_fit`)."""
+    model = check_weights_fit(saved, where)()
+    model.load_state_dict(saved["model"])
+    return model
 
 
 class Run:
@@ -197,14 +241,18 @@ class Run:
         try:
             self.model.load_state_dict(saved["model"])
             self.optimizer.load_state_dict(saved["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as error:
-            message = f"{self.run_dir}: the checkpoint does not fit this model ({error})"
+            if saved["state"] is not None:
+                cell = self.model.rnn.cell
+                check_state(saved["state"], cell.state_size, self.config.batch_size, torch.float32, "state")
+            torch.set_rng_state(saved["rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as error:
+            details = " ".join(str(error).split())[:300]
+            message = f"{self.run_dir}: the checkpoint does not fit this model ({details})"
             raise checkpoint.CheckpointError(message) from None
         self.step, self.best_val = saved["step"], saved["best_val"]
         rows = slice(self.world.rank * self.shard, (self.world.rank + 1) * self.shard)
         if saved["state"] is not None:  # the whole batch's carried state: this process takes its rows
             self.state = rk.map_state(lambda t: t[rows].to(self.device), saved["state"])
-        torch.set_rng_state(saved["rng"])
         if saved.get("cuda_rng") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(saved["cuda_rng"], self.device)
 
@@ -322,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.resume:
             saved = checkpoint.load(Path(args.resume))
+            check_weights_fit(saved, args.resume)
             train(resumed_config(saved, given), Path(args.resume), saved)
         else:
             train(TrainConfig(**given))
