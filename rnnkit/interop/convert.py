@@ -146,7 +146,7 @@ def load_module(path: Path, allow_pickle: bool = False, expected: str | None = N
         if metadata.get("format") == MODULE_FORMAT:
             try:
                 config = json.loads(metadata.get("config", ""))
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise FormatError(f"{path}: the module file's config is not JSON") from None
             return _build(path, metadata.get("type"), config, state)
         return torch_rnn_from_state_dict(path, state, expected)
@@ -232,7 +232,7 @@ def _build(path: Path, kind: Any, config: dict[str, Any], state: dict[str, Tenso
     try:
         with torch.device("meta"):  # a config's sizes allocate nothing: the file's weights are assigned
             module = _cell(kind, config)
-    except (TypeError, ValueError, KeyError) as error:
+    except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as error:
         raise FormatError(f"{path}: a module file whose {kind} config does not build ({error})") from None
     _load_state(path, module, state)
     return module
