@@ -457,7 +457,7 @@ def test_crc32c_known_vectors_and_the_fallback_agrees_with_the_fast_path() -> No
     for data, crc in known.items():
         assert _wire.crc32c(data) == crc and _wire.crc32c_fallback(data) == crc, data
     rng = np.random.default_rng(3)
-    for length in (1, 63, 64, 65, 16383, 16384, 16385, 100_003, 1 << 20):
+    for length in (1, 63, 64, 65, 4095, 4096, 4097, 100_003):
         data = rng.integers(0, 256, length, dtype=np.uint8)
         fast = _wire.crc32c(data.tobytes())
         assert _wire.crc32c_fallback(data.tobytes()) == fast, length

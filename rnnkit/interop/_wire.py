@@ -1,7 +1,7 @@
 """The byte-level formats under a TF checkpoint: varints, protobuf wire format, CRC32C.
 
 Written by hand so that ``protobuf`` is not needed. CRC32C comes from ``google_crc32c`` (a
-dependency) when its C extension loads; otherwise from a numpy fallback here.
+dependency) when its C extension loads; otherwise from a plain table loop here.
 """
 
 from __future__ import annotations
@@ -123,99 +123,26 @@ def int32(value: int, what: str) -> int:
 # CRC32C
 
 
-def _byte_table() -> np.ndarray:
+def _byte_table() -> list[int]:
     table = []
     for byte in range(256):
         crc = byte
         for _ in range(8):
             crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
         table.append(crc)
-    return np.array(table, dtype=np.uint32)
+    return table
 
 
 _TABLE = _byte_table()
-_TABLE_LIST = [int(v) for v in _TABLE]
-_CHUNK = 64  # bytes each lane of the numpy fallback walks
-_SMALL = 1 << 14  # below this, the plain table loop is faster than the numpy lanes
-
-
-def _raw_crc_loop(state: int, data: bytes | memoryview) -> int:
-    """The CRC register after feeding ``data`` (no pre/post inversion), a byte at a time."""
-    table = _TABLE_LIST
-    for byte in bytes(data):
-        state = table[(state ^ byte) & 0xFF] ^ (state >> 8)
-    return state
-
-
-def _apply(images: list[int], value: int) -> int:
-    """A GF(2)-linear map on 32-bit registers (given by the images of its basis vectors)."""
-    out, bit = 0, 0
-    while value:
-        if value & 1:
-            out ^= images[bit]
-        value >>= 1
-        bit += 1
-    return out
-
-
-def _compose(outer: list[int], inner: list[int]) -> list[int]:
-    return [_apply(outer, image) for image in inner]
-
-
-def _zeros_map(count: int) -> list[int]:
-    """The map "feed ``count`` zero bytes" on the CRC register, by repeated squaring."""
-    step = [_raw_crc_loop(1 << bit, b"\x00") for bit in range(32)]
-    result = [1 << bit for bit in range(32)]
-    while count:
-        if count & 1:
-            result = _compose(step, result)
-        step = _compose(step, step)
-        count >>= 1
-    return result
-
-
-def _map_tables(images: list[int]) -> np.ndarray:
-    """A linear map as four 256-entry tables, one per byte of the register."""
-    tables = np.zeros((4, 256), dtype=np.uint32)
-    for part in range(4):
-        for value in range(1, 256):
-            low = value & -value
-            tables[part, value] = tables[part, value ^ low] ^ images[8 * part + low.bit_length() - 1]
-    return tables
-
-
-def _apply_tables(tables: np.ndarray, registers: np.ndarray) -> np.ndarray:
-    return (tables[0][registers & 0xFF] ^ tables[1][(registers >> 8) & 0xFF]
-            ^ tables[2][(registers >> 16) & 0xFF] ^ tables[3][registers >> 24])
-
-
-def _raw_crc_numpy(data: bytes | memoryview) -> int:
-    """The CRC register from 0 after ``data``: many 64-byte lanes in parallel with numpy, then
-    combined pairwise (crc(A+B) = zeros_map(len B)(crc A) ^ crc B). Zero bytes in front of the
-    data do not change a register that starts at 0, which pads the lanes to whole pairs."""
-    raw = np.frombuffer(data, dtype=np.uint8)
-    lanes = -(-len(raw) // _CHUNK)
-    padded = np.zeros(lanes * _CHUNK, dtype=np.uint8)
-    padded[len(padded) - len(raw) :] = raw
-    columns = padded.reshape(lanes, _CHUNK).T.copy()
-    registers = np.zeros(lanes, dtype=np.uint32)
-    for column in columns:
-        registers = np.take(_TABLE, (registers ^ column) & 0xFF) ^ (registers >> 8)
-    step = _zeros_map(_CHUNK)
-    while len(registers) > 1:
-        if len(registers) % 2:
-            registers = np.concatenate([np.zeros(1, np.uint32), registers])
-        registers = _apply_tables(_map_tables(step), registers[0::2]) ^ registers[1::2]
-        step = _compose(step, step)
-    return int(registers[0])
 
 
 def crc32c_fallback(data: bytes | memoryview) -> int:
-    """CRC-32C of ``data`` without ``google_crc32c``."""
-    if len(data) < _SMALL:
-        return _raw_crc_loop(0xFFFFFFFF, data) ^ 0xFFFFFFFF
-    start = _apply(_zeros_map(len(data)), 0xFFFFFFFF)
-    return start ^ _raw_crc_numpy(data) ^ 0xFFFFFFFF
+    """CRC-32C of ``data`` without ``google_crc32c``'s C extension: a byte at a time (a few MB/s;
+    ``google-crc32c`` is a dependency, so this runs only where its extension cannot load)."""
+    crc, table = 0xFFFFFFFF, _TABLE
+    for byte in bytes(data):
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
 
 
 def crc32c(data: bytes) -> int:

@@ -60,7 +60,7 @@ def convert(source: str, destination: Path, scope: str | None, keep_optimizer: b
         n for n in checkpoint.names()
         if n.startswith(prefix) and not checkpoint.is_string(n) and (keep_optimizer or not _is_optimizer_state(n))
     ]
-    tensors = {name: torch.from_numpy(checkpoint.read(name).copy()) for name in names}
+    tensors = {name: torch.from_numpy(checkpoint.read(name)) for name in names}  # arrays that own their memory
     _write_tensors(destination, tensors, metadata=None)
     return len(tensors)
 
