@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 import rnnkit as rk
+from rnnkit.contrib.layer_norm_cells import LayerNormBasicLSTMCell, LayerNormLSTMCell
 
 
 @dataclass
@@ -64,6 +65,13 @@ CONFIGS = [
            lambda: nn.RNN(256, 256, batch_first=True), _rnn_flops),
     Config("basic-rnn elu vs nn.RNN B4 T200 H64", 4, 200, 64, lambda: rk.BasicRNNCell(64, activation="elu"),
            lambda: nn.RNN(64, 64, batch_first=True), _rnn_flops),
+    Config("layer-norm lstm vs nn.LSTM B64 T100 H256", 64, 100, 256, lambda: LayerNormBasicLSTMCell(256),
+           lambda: nn.LSTM(256, 256, batch_first=True), _lstm_flops),
+    Config("layer-norm lstm vs nn.LSTM B16 T200 H128", 16, 200, 128, lambda: LayerNormBasicLSTMCell(128),
+           lambda: nn.LSTM(128, 128, batch_first=True), _lstm_flops),
+    Config("layer-norm lstm peep vs nn.LSTM B64 T100 H256", 64, 100, 256,
+           lambda: LayerNormLSTMCell(256, use_peepholes=True, layer_norm=True),
+           lambda: nn.LSTM(256, 256, batch_first=True), _lstm_flops),
     Config("2x lstm B32 T100 H256 lengths[10,100]", 32, 100, 256,
            lambda: rk.MultiRNNCell([rk.BasicLSTMCell(256), rk.BasicLSTMCell(256)]),
            lambda: nn.LSTM(256, 256, num_layers=2, batch_first=True),

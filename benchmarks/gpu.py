@@ -37,9 +37,9 @@ from torch import nn
 
 import rnnkit as rk
 from rnnkit.fused import select_plan
-from rnnkit.fused.persistent_setup import TUNING
 from rnnkit.fused.torch_rnn import is_torch_lstm_math
-from rnnkit.fused.triton_support import persistent_fits, persistent_preferred, persistent_rnn_fits
+from rnnkit.fused.triton.persistent_setup import TUNING
+from rnnkit.fused.triton.triton_support import persistent_fits, persistent_preferred, persistent_rnn_fits
 
 SHAPES = [(1, 256, 1000), (16, 256, 1000), (16, 1024, 100), (64, 256, 100), (64, 1024, 100), (256, 256, 100),
           (256, 1024, 100)]

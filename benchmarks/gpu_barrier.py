@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from rnnkit.fused.triton_math import grid_barrier
+from rnnkit.fused.triton.triton_math import grid_barrier
 
 
 @triton.jit

@@ -10,12 +10,15 @@ Cells do one step; runners loop over time::
     out2, state = rk.dynamic_rnn(cell, x2, initial_state=rk.detach_state(state))
 """
 
-from . import seq2seq
+from . import contrib, seq2seq
 from .activations import resolve_activation
 from .cell_base import RNNCell
 from .cells import BasicLSTMCell, BasicRNNCell, GRUCell, LSTMCell
+from .contrib import *  # noqa: F403  (tf.contrib.rnn.X is rk.X)
+from .contrib import __all__ as _contrib_names
 from .interop.tf_load import load_tf_checkpoint
 from .layers import RNN, BidirectionalRNN
+from .raw_rnn import InMemoryStateSaver, raw_rnn, static_state_saving_rnn
 from .rnn import bidirectional_dynamic_rnn, dynamic_rnn, reverse_sequence, static_bidirectional_rnn, static_rnn
 from .state import LSTMStateTuple, detach_state, flatten_state, map_state, pack_state
 from .tfvars import LoadResult, load_tf_variables, tf_variables
@@ -24,11 +27,13 @@ from .wrappers import DropoutWrapper, MultiRNNCell, ResidualWrapper
 __version__ = "0.1.0"
 
 __all__ = [
+    *_contrib_names,
     "BasicLSTMCell",
     "BasicRNNCell",
     "BidirectionalRNN",
     "DropoutWrapper",
     "GRUCell",
+    "InMemoryStateSaver",
     "LSTMCell",
     "LSTMStateTuple",
     "LoadResult",
@@ -37,6 +42,7 @@ __all__ = [
     "RNNCell",
     "ResidualWrapper",
     "bidirectional_dynamic_rnn",
+    "contrib",
     "detach_state",
     "dynamic_rnn",
     "flatten_state",
@@ -44,10 +50,12 @@ __all__ = [
     "load_tf_variables",
     "map_state",
     "pack_state",
+    "raw_rnn",
     "resolve_activation",
     "reverse_sequence",
     "seq2seq",
     "static_bidirectional_rnn",
     "static_rnn",
+    "static_state_saving_rnn",
     "tf_variables",
 ]

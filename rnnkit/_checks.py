@@ -39,9 +39,7 @@ def check_is_cell(cell: Any, argname: str = "cell") -> None:
 def check_floating(dtype: torch.dtype, argname: str) -> None:
     """``ValueError`` for a non-floating dtype (complex is allowed, as in TF)."""
     if not (dtype.is_floating_point or dtype.is_complex):
-        raise ValueError(
-            f"{argname}: RNN cell only supports floating point inputs, but received dtype: {dtype}"
-        )
+        raise ValueError(f"{argname}: RNN cell only supports floating point inputs, but received dtype: {dtype}")
 
 
 def as_dtype(value: Any, argname: str = "dtype") -> torch.dtype:
@@ -80,8 +78,17 @@ def check_batch_size(batch_size: Any, argname: str = "batch_size") -> int:
     return batch_size
 
 
-def check_state(state: Any, state_size: Any, batch_size: int, dtype: torch.dtype, argname: str) -> None:
-    """Check that ``state`` has the structure of ``state_size`` and leaves ``[batch_size, size]``.
+def check_state(
+    state: Any,
+    state_size: Any,
+    batch_size: int,
+    dtype: torch.dtype,
+    argname: str,
+    *,
+    dtype_source: str = "the inputs have dtype",
+) -> None:
+    """Check that ``state`` has the structure of ``state_size`` and leaves ``[batch_size, size]``
+    of ``dtype``; ``dtype_source`` says where ``dtype`` came from, for the error message.
 
     Tuples, lists and namedtuples of the right length are interchangeable (a plain ``(c, h)``
     tuple is a valid LSTM state, as in TF).
@@ -95,7 +102,7 @@ def check_state(state: Any, state_size: Any, batch_size: int, dtype: torch.dtype
         fields = getattr(state_size, "_fields", None)
         for i, (sub_state, sub_size) in enumerate(zip(state, state_size)):
             sub_name = f"{argname}.{fields[i]}" if fields else f"{argname}[{i}]"
-            check_state(sub_state, sub_size, batch_size, dtype, sub_name)
+            check_state(sub_state, sub_size, batch_size, dtype, sub_name, dtype_source=dtype_source)
         return
     leaf_shape = [state_size] if isinstance(state_size, int) else list(state_size)
     expected = [batch_size, *leaf_shape]
@@ -103,11 +110,10 @@ def check_state(state: Any, state_size: Any, batch_size: int, dtype: torch.dtype
         raise TypeError(f"{argname} must be a tensor of shape {expected}, but received: {_describe(state)}")
     if list(state.shape) != expected:
         raise ValueError(
-            f"{argname} must have shape {expected} ([batch_size, state size]), "
-            f"but has shape {list(state.shape)}"
+            f"{argname} must have shape {expected} ([batch_size, state size]), but has shape {list(state.shape)}"
         )
     if state.dtype != dtype:
-        raise TypeError(f"{argname} has dtype {state.dtype}, but the inputs have dtype {dtype}")
+        raise TypeError(f"{argname} has dtype {state.dtype}, but {dtype_source} {dtype}")
 
 
 def check_keep_prob(value: Any, argname: str) -> float:

@@ -6,8 +6,14 @@ the final state is the state after step ``length[b] - 1`` (length 0: the initial
 Steps after the longest sequence are not computed (their outputs are zeros, as in TF).
 
 TF-only knobs (``parallel_iterations``, ``swap_memory``, ``scope``) are accepted and have no
-effect. With neither ``initial_state`` nor ``dtype`` the state starts at zeros of the inputs'
-dtype (TF required ``dtype``).
+effect.
+
+The state's dtype (which the outputs share): floating (or complex) inputs give it, and
+``dtype``/``initial_state`` must agree with them; with neither, the state starts at zeros of the
+inputs' dtype (TF required ``dtype``). Other inputs (integer ids for an ``EmbeddingWrapper``,
+bools) say nothing of it, as in TF: it comes from ``dtype``, else from ``initial_state``, and
+with neither it is TF's ``ValueError``. The runners pass such inputs through (masking, time-major
+transposes and reversal work on any dtype); the cell checks what it is given.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._checks import as_dtype, check_floating, check_is_cell, check_state, check_tensor
+from ._checks import as_dtype, check_is_cell, check_state, check_tensor
 from .fused import select_plan
 from .fused.packing import graph_zero
 from .state import _describe, flatten_state, map_state, pack_state, zeros_for_size
@@ -49,12 +55,15 @@ def dynamic_rnn(
     Args:
         cell: an RNNCell (one step: ``cell(x_t, state) -> (out_t, new_state)``).
         inputs: ``[B, T, D]`` (``[T, B, D]`` when ``time_major``), or a nested tuple of such
-            tensors with the same ``B`` and ``T``.
+            tensors with the same ``B`` and ``T``; integer ids for an ``EmbeddingWrapper`` are
+            ``[B, T, 1]`` (rank 3, as TF requires), and need ``dtype`` or ``initial_state``.
         sequence_length: optional ``[B]`` integer lengths (tensor, list or array), each >= 0;
             a length above ``T`` means all ``T`` steps.
         initial_state: a state of structure ``cell.state_size`` with leaves ``[B, size]``;
             default zeros.
-        dtype: dtype of the zero initial state; default the inputs' dtype.
+        dtype: dtype of the zero initial state and of the outputs; default the inputs' dtype
+            when they are floating (then it must be theirs), required for other inputs
+            unless ``initial_state`` is given.
         time_major: layout of both inputs and outputs.
         backend: ``"reference"`` steps the cell in a Python loop (the specification);
             ``"fused"`` runs whole layers with hand-written backward passes (LSTM, GRU and
@@ -83,7 +92,8 @@ def static_rnn(
     """Run ``cell`` over a Python list of ``T`` step inputs, each ``[B, D]`` (or nested).
 
     Same semantics and ``backend`` as :func:`dynamic_rnn` (note TF's argument order:
-    ``initial_state``, ``dtype``, then ``sequence_length``). Returns ``(list of T outputs
+    ``initial_state``, ``dtype``, then ``sequence_length``); integer ids for an
+    ``EmbeddingWrapper`` are steps ``[B]`` or ``[B, 1]``. Returns ``(list of T outputs
     [B, output_size], final_state)``.
     """
     check_is_cell(cell, "cell")
@@ -152,9 +162,7 @@ def static_bidirectional_rnn(
     lengths = _check_sequence_length(sequence_length, batch_size, first.device, max_length=len(inputs))
     out_fw, state_fw = _static(cell_fw, inputs, lengths, initial_state_fw, dtype, "initial_state_fw", backend)
     reversed_steps = _reverse_steps(inputs, lengths)
-    out_bw, state_bw = _static(
-        cell_bw, reversed_steps, lengths, initial_state_bw, dtype, "initial_state_bw", backend
-    )
+    out_bw, state_bw = _static(cell_bw, reversed_steps, lengths, initial_state_bw, dtype, "initial_state_bw", backend)
     out_bw = _reverse_steps(out_bw, lengths)
     outputs = [map_state(lambda f, b: torch.cat([f, b], 1), f, b) for f, b in zip(out_fw, out_bw)]
     return outputs, state_fw, state_bw
@@ -193,14 +201,14 @@ def _dynamic(
     leaves = flatten_state(inputs)
     like, time_axis = leaves[0], (0 if time_major else 1)
     batch_size, num_steps = like.shape[1 - time_axis], like.shape[time_axis]
-    state = _initial_state(cell, initial_state, dtype, batch_size, like, state_argname)
+    state, state_dtype = _initial_state(cell, initial_state, dtype, batch_size, leaves, state_argname, _NO_DTYPE)
     plan = select_plan(cell, inputs, backend)
     if plan is not None:
         return plan.run(inputs, lengths, state, time_major)
     steps = [pack_state(inputs, [leaf.select(time_axis, t) for leaf in leaves]) for t in range(num_steps)]
-    outputs, state = _run(cell, steps, lengths, state, batch_size, like)
+    outputs, state = _run(cell, steps, lengths, state, batch_size, state_dtype, like.device)
     if not outputs:
-        empty = zeros_for_size(cell.output_size, batch_size, like.dtype, like.device)
+        empty = zeros_for_size(cell.output_size, batch_size, state_dtype, like.device)
         return map_state(lambda z: z.unsqueeze(time_axis).narrow(time_axis, 0, 0), empty), state
     return map_state(lambda *per_step: torch.stack(per_step, time_axis), *outputs), state
 
@@ -215,20 +223,32 @@ def _static(
     backend: str,
 ) -> tuple[list[Any], Any]:
     """static_rnn on a checked list of steps (fused: stacked along a time axis)."""
-    like = flatten_state(steps[0])[0]
-    state = _initial_state(cell, initial_state, dtype, like.shape[0], like, state_argname)
+    leaves = flatten_state(steps[0])
+    like = leaves[0]
+    state, state_dtype = _initial_state(
+        cell, initial_state, dtype, like.shape[0], leaves, state_argname, _NO_DTYPE_STATIC
+    )
     single_tensors = all(isinstance(step, Tensor) and step.shape == like.shape for step in steps)
     plan = select_plan(cell, like if single_tensors else tuple(steps), backend)
     if plan is not None:
         outputs, state = plan.run(torch.stack(list(steps)), lengths, state, time_major=True)
         return list(outputs.unbind(0)), state
-    return _run(cell, list(steps), lengths, state, like.shape[0], like)
+    return _run(cell, list(steps), lengths, state, like.shape[0], state_dtype, like.device)
 
 
 def _run(
-    cell: Any, steps: list[Any], lengths: Tensor | None, state: Any, batch_size: int, like: Tensor
+    cell: Any,
+    steps: list[Any],
+    lengths: Tensor | None,
+    state: Any,
+    batch_size: int,
+    output_dtype: torch.dtype,
+    device: torch.device,
 ) -> tuple[list[Any], Any]:
     """Step ``cell`` over ``steps``; zero the outputs and carry the state past each length.
+
+    ``output_dtype`` (the state's) is the dtype of the zero outputs when no step runs (every
+    length 0): TF's ``_infer_state_dtype``, not the inputs' dtype, which ids do not share.
 
     Rows past their length take the step on zero inputs, whose results are then dropped: the
     cell never sees what the padding holds, so NaN or inf there cannot reach the gradients
@@ -258,7 +278,7 @@ def _run(
         if outputs:
             padding = map_state(torch.zeros_like, outputs[0])
         else:  # every length is 0: zeros, connected to the graph (as the fused path's)
-            padding = zeros_for_size(cell.output_size, batch_size, like.dtype, like.device)
+            padding = zeros_for_size(cell.output_size, batch_size, output_dtype, device)
             weights = cell.parameters() if callable(getattr(cell, "parameters", None)) else ()
             zero = graph_zero([*flatten_state(steps), *weights, *flatten_state(state)])
             padding = padding if zero is None else map_state(lambda z: z + zero, padding)
@@ -291,11 +311,12 @@ def _check_sequence_inputs(inputs: Any, time_major: bool) -> tuple[list[Tensor],
     batch_axis, time_axis = (1, 0) if time_major else (0, 1)
     for leaf in leaves:
         check_tensor(leaf, "inputs")
-        check_floating(leaf.dtype, "inputs")
         if leaf.dim() < 3:
+            ids = leaf.dim() == 2 and not _is_floating(leaf.dtype)
+            hint = " (for ids add a depth axis of 1: ids.unsqueeze(-1), as TF requires)" if ids else ""
             raise ValueError(
                 f"inputs must have rank >= 3 {layout} (time_major={time_major}), "
-                f"got rank {leaf.dim()} with shape {list(leaf.shape)}"
+                f"got rank {leaf.dim()} with shape {list(leaf.shape)} and dtype {leaf.dtype}{hint}"
             )
     first = leaves[0]
     for leaf in leaves[1:]:
@@ -407,20 +428,58 @@ def _lengths_from_values(values: list | tuple | np.ndarray, expected: str) -> Te
     return torch.as_tensor(np.asarray(items))
 
 
+_NO_DTYPE = "If there is no initial_state, you must give a dtype."  # TF's dynamic_rnn
+_NO_DTYPE_STATIC = "If no initial_state is provided, dtype must be specified."  # TF's static_rnn
+
+
+def _is_floating(dtype: torch.dtype) -> bool:
+    """Floating or complex: the inputs whose dtype is the state's (as ``check_floating``)."""
+    return dtype.is_floating_point or dtype.is_complex
+
+
 def _initial_state(
-    cell: Any, initial_state: Any, dtype: torch.dtype | None, batch_size: int, like: Tensor, argname: str
-) -> Any:
-    """The checked initial state, or zeros of ``dtype`` (default: the inputs' dtype)."""
-    check_floating(like.dtype, "inputs")
+    cell: Any,
+    initial_state: Any,
+    dtype: Any,
+    batch_size: int,
+    leaves: list[Tensor],
+    argname: str,
+    no_dtype_message: str,
+) -> tuple[Any, torch.dtype]:
+    """The checked initial state (or zeros) and its dtype, which the outputs share.
+
+    Floating inputs (every leaf of ``leaves``, one step's) fix it: ``dtype`` and the state must
+    be the first leaf's dtype. Other inputs (integer ids, bools) leave it to ``dtype``, else to
+    ``initial_state`` (one dtype for all its tensors, TF's ``_infer_state_dtype``); with neither,
+    ``ValueError`` with TF's ``no_dtype_message``."""
     if dtype is not None:
         dtype = as_dtype(dtype)
-        if dtype != like.dtype:
-            raise TypeError(f"dtype={dtype} differs from the inputs' dtype {like.dtype}; cast the inputs")
+    other = next((leaf.dtype for leaf in leaves if not _is_floating(leaf.dtype)), None)
+    if other is None:
+        if dtype is not None and dtype != leaves[0].dtype:
+            raise TypeError(f"dtype={dtype} differs from the inputs' dtype {leaves[0].dtype}; cast the inputs")
+        dtype, source = leaves[0].dtype, "the inputs have dtype"
+    elif dtype is not None:
+        source = "dtype= is"
+    elif initial_state is not None:
+        dtype = next((x.dtype for x in flatten_state(initial_state) if isinstance(x, Tensor)), None)
+        source = f"the first tensor of {argname} has dtype"
+    else:
+        raise ValueError(
+            f"inputs have dtype {other}, which does not say the state's dtype. {no_dtype_message} "
+            f"(give {argname} or dtype=, e.g. dtype=torch.float32). Such inputs suit cells that take them "
+            "(EmbeddingWrapper takes integer ids); any other RNN cell only supports floating point inputs."
+        )
     if initial_state is not None:
-        check_state(initial_state, cell.state_size, batch_size, like.dtype, argname)
-        return initial_state
-    dtype = like.dtype
+        check_state(initial_state, cell.state_size, batch_size, dtype, argname, dtype_source=source)
+        return initial_state, dtype
+    return _zero_state(cell, batch_size, dtype, leaves[0].device), dtype
+
+
+def _zero_state(cell: Any, batch_size: int, dtype: torch.dtype, device: torch.device) -> Any:
+    """``cell.zero_state`` on ``device`` (also for a user's cell whose ``zero_state`` takes
+    ``(batch_size, dtype)`` only, as in TF)."""
     try:
-        return cell.zero_state(batch_size, dtype, device=like.device)
-    except TypeError:  # a user's cell whose zero_state takes (batch_size, dtype) only, as in TF
-        return map_state(lambda z: z.to(like.device), cell.zero_state(batch_size, dtype))
+        return cell.zero_state(batch_size, dtype, device=device)
+    except TypeError:
+        return map_state(lambda z: z.to(device), cell.zero_state(batch_size, dtype))

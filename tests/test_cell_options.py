@@ -18,7 +18,7 @@ from rnnkit.fused import gru as fused_gru
 from rnnkit.fused import lstm as fused_lstm
 from rnnkit.fused import select_plan
 from rnnkit.fused.activation_kinds import gate_backward_into
-from rnnkit.fused.native import kernels
+from rnnkit.fused.cpu.native import kernels
 from rnnkit.fused.plan import make_plan
 
 from .test_native import STEPS_ULPS, assert_rounding_close

@@ -18,7 +18,7 @@ F64 = torch.float64
 def _unverified_persistent_layouts_on(monkeypatch) -> None:
     """Every GPU test also runs the persistent kernels with projections, on wide tiles and for
     BasicRNNCell (off by default until a GPU run verifies them; see ``triton_support``)."""
-    from rnnkit.fused import triton_support
+    from rnnkit.fused.triton import triton_support
 
     monkeypatch.setattr(triton_support, "PERSISTENT_PROJECTION", True)
     monkeypatch.setattr(triton_support, "PERSISTENT_WIDE", True)
@@ -142,7 +142,7 @@ def test_every_cuda_path_is_as_accurate_as_the_float32_reference(name: str, leng
 def test_persistent_kernels_with_3xtf32_products_keep_float32_accuracy(name: str, monkeypatch) -> None:
     """The ``tf32x3`` tuning (three TF32 tensor-core products of split operands, streamed
     weights only) is as accurate."""
-    from rnnkit.fused import persistent_setup
+    from rnnkit.fused.triton import persistent_setup
 
     monkeypatch.setattr(persistent_setup.TUNING, "strict_float32_dot", "tf32x3")
     monkeypatch.setattr(persistent_setup.TUNING, "resident_max_depth", 0)
@@ -187,7 +187,8 @@ EXPECTED_PATH = {
 
 @pytest.mark.parametrize("name", sorted(CUDA_PATHS))
 def test_dispatch_takes_the_documented_cuda_path(name: str, monkeypatch) -> None:
-    from rnnkit.fused import persistent_gru, persistent_lstm, persistent_rnn, plan, triton_pointwise
+    from rnnkit.fused import plan
+    from rnnkit.fused.triton import persistent_gru, persistent_lstm, persistent_rnn, triton_pointwise
 
     taken = []
 

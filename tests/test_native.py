@@ -14,9 +14,9 @@ from rnnkit.fused import basic_rnn as fused_basic_rnn
 from rnnkit.fused import gru as fused_gru
 from rnnkit.fused import lstm as fused_lstm
 from rnnkit.fused.activation_kinds import ACTIVATION_CODES, GATE_CODES
+from rnnkit.fused.cpu.native import kernels
 from rnnkit.fused.gru import gates_forward_torch, output_backward_torch, output_forward_torch, reset_backward_torch
 from rnnkit.fused.lstm import backward_pointwise_torch, forward_pointwise_torch
-from rnnkit.fused.native import kernels
 
 EMPTY = torch.empty(0)
 EPS32 = torch.finfo(torch.float32).eps

@@ -17,7 +17,7 @@ from rnnkit.fused.activation_kinds import ACTIVATION_CODES
 
 pytest.importorskip("triton")
 
-from rnnkit.fused import (  # noqa: E402
+from rnnkit.fused.triton import (  # noqa: E402
     persistent_gru,
     persistent_lstm,
     persistent_rnn,
@@ -25,7 +25,7 @@ from rnnkit.fused import (  # noqa: E402
     triton_pointwise,
     triton_support,
 )
-from rnnkit.fused.triton_support import persistent_fits  # noqa: E402
+from rnnkit.fused.triton.triton_support import persistent_fits  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 F32 = torch.float32

@@ -29,7 +29,7 @@ import json, sys
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from rnnkit.fused import persistent_gru, persistent_lstm, persistent_rnn
+from rnnkit.fused.triton import persistent_gru, persistent_lstm, persistent_rnn
 
 spec = json.loads(sys.argv[1])
 modules = {"lstm": persistent_lstm, "gru": persistent_gru, "rnn": persistent_rnn}

@@ -29,10 +29,10 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .activation_kinds import activate_, activation_backward
-from .native import compiled_loops, kernels
+from .cpu.native import compiled_loops, kernels
 from .packing import Packing, last_rows, previous_states, step_starts
 from .precision import HALF_DTYPES, add_product_, product_into, state_dtype
-from .triton_support import persistent_rnn_fits, triton_runs_on
+from .triton.triton_support import persistent_rnn_fits, triton_runs_on
 
 
 def forward_pointwise_torch(z: Tensor, h: Tensor, activation: str = "tanh") -> None:
@@ -97,11 +97,11 @@ def _steps(device: torch.device, dtype: torch.dtype, batch: int, units: int, act
     if not on_triton or dtype == torch.float64:
         return _loops(forward_pointwise_torch, backward_pointwise_torch, activation)
     if persistent_rnn_fits(device, batch, units):
-        from .persistent_rnn import backward_steps_persistent, forward_steps_persistent
+        from .triton.persistent_rnn import backward_steps_persistent, forward_steps_persistent
 
         return (partial(forward_steps_persistent, activation=activation),
                 partial(backward_steps_persistent, activation=activation))
-    from .triton_pointwise import rnn_backward_triton, rnn_forward_triton
+    from .triton.triton_pointwise import rnn_backward_triton, rnn_forward_triton
 
     return _loops(rnn_forward_triton, rnn_backward_triton, activation)
 

@@ -25,10 +25,10 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .activation_kinds import activate_, activation_backward, gate_, gate_backward_into
-from .native import compiled_loops, kernels
+from .cpu.native import compiled_loops, kernels
 from .packing import Packing, last_rows, previous_states, step_starts
 from .precision import HALF_DTYPES, add_product_, product_into, state_dtype
-from .triton_support import persistent_fits, triton_runs_on
+from .triton.triton_support import persistent_fits, triton_runs_on
 
 
 def gates_forward_torch(g: Tensor, h_prev: Tensor, rh: Tensor, gate: str = "sigmoid") -> None:
@@ -143,11 +143,11 @@ def _steps(
         raise ValueError(f"the fused GRU runs {gate} gates only on the CPU, in float32 and float64")
     if triton_runs_on(device) and dtype != torch.float64:
         if persistent_fits(device, batch, units):
-            from .persistent_gru import backward_steps_persistent, forward_steps_persistent
+            from .triton.persistent_gru import backward_steps_persistent, forward_steps_persistent
 
             return (partial(forward_steps_persistent, activation=activation, save=save),
                     partial(backward_steps_persistent, activation=activation))
-        from . import triton_pointwise as kernels_
+        from .triton import triton_pointwise as kernels_
 
         on_triton = GRUPointwise(kernels_.gates_forward_triton, kernels_.output_forward_triton,
                                  kernels_.output_backward_triton, kernels_.reset_backward_triton)

@@ -27,17 +27,18 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .activation_kinds import activate_, activation_backward, gate_, gate_backward_into
-from .native import compiled_loops, kernels
+from .cpu.native import compiled_loops, kernels
 from .packing import Packing, last_rows, previous_states, step_starts
 from .precision import HALF_DTYPES, add_product_, product_into, state_dtype
-from .triton_support import persistent_fits, triton_runs_on
+from .triton.triton_support import persistent_fits, triton_runs_on
 
 
 @dataclass(frozen=True)
 class LSTMConfig:
     """The cell's numbers; peepholes and projection are on when their weights are given.
     ``activation`` is the kind (``activation_kinds.py``) applied to ``j`` and to ``c``, ``gate``
-    the gate kind of i, f and o."""
+    the gate kind of i, f and o. ``clip_gradient=False``: the cell clipping's gradient is the
+    identity (TF's block LSTM ops), not ``clip_by_value``'s (zero where it clipped)."""
 
     units: int
     forget_bias: float
@@ -45,6 +46,7 @@ class LSTMConfig:
     proj_clip: float | None
     activation: str = "tanh"
     gate: str = "sigmoid"
+    clip_gradient: bool = True
 
 
 def _reorder_gates(kernel: Tensor, bias: Tensor, units: int, forget_bias: float) -> tuple[Tensor, Tensor]:
@@ -193,11 +195,11 @@ def _steps(
         raise ValueError(f"the fused LSTM runs {gate} gates only on the CPU, in float32 and float64")
     if triton_runs_on(device) and dtype != torch.float64:
         if persistent_fits(device, batch, units, num_proj):
-            from .persistent_lstm import backward_steps_persistent, forward_steps_persistent
+            from .triton.persistent_lstm import backward_steps_persistent, forward_steps_persistent
 
             return (partial(forward_steps_persistent, activation=activation, save=save),
                     partial(backward_steps_persistent, activation=activation))
-        from .triton_pointwise import backward_pointwise_triton, forward_pointwise_triton
+        from .triton.triton_pointwise import backward_pointwise_triton, forward_pointwise_triton
 
         return _loops(forward_pointwise_triton, backward_pointwise_triton, activation)
     if dtype in HALF_DTYPES:
@@ -291,7 +293,8 @@ class LSTMSequence(torch.autograd.Function):
         projection_t = projection.t().contiguous() if projection is not None else None
         backward_steps(
             gates, candidates, cells, act_cells, c0, d_out, d_h, d_c, d_gates, _given(d_m), w_h_t,
-            _given(projection_t), _given(w_if), _given(w_o), _given(clip_mask), _given(proj_mask),
+            _given(projection_t), _given(w_if), _given(w_o), _given(clip_mask if config.clip_gradient else None),
+            _given(proj_mask),
             list(packing.batch_sizes),
         )
 

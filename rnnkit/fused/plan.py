@@ -27,17 +27,20 @@ import torch
 from torch import Tensor
 
 from ..cells import BasicLSTMCell, BasicRNNCell, GRUCell, LSTMCell
+from ..contrib.block_cells import GRUBlockCell, GRUBlockCellV2, LSTMBlockCell
+from ..contrib.layer_norm_cells import GATE_SCOPES, STATE_SCOPE, LayerNormBasicLSTMCell, LayerNormLSTMCell
 from ..state import LSTMStateTuple, flatten_state, map_state
 from ..wrappers import DropoutWrapper, MultiRNNCell, ResidualWrapper, _add_residual
 from .activation_kinds import ACTIVATION_KINDS, GATE_KINDS, activation_kind, gate_kind, gate_options
 from .basic_rnn import RNNSequence
+from .cpu.native import kernels
 from .gru import GRUSequence
+from .layer_norm_lstm import LayerNormLSTMConfig, LayerNormLSTMSequence
 from .lstm import LSTMConfig, LSTMSequence
-from .native import kernels
 from .packing import Packing, graph_zero, make_packing, pack, sort_rows, unpack, unsort_rows
 from .precision import HALF_DTYPES, half_supported
 from .torch_rnn import TORCH_RNN_FUNCTIONS, is_torch_lstm_math, torch_gru_layer, torch_lstm_layer, torch_rnn_layer
-from .triton_support import persistent_preferred, persistent_rnn_fits
+from .triton.triton_support import persistent_preferred, persistent_rnn_fits
 
 
 def _cudnn_on(device: torch.device) -> bool:
@@ -136,6 +139,13 @@ class _LSTMLayer(_Layer):
         h, c = tensors
         return LSTMStateTuple(c, h) if self.cell.state_is_tuple else torch.cat([c, h], 1)
 
+    def options_reason(self, device: torch.device, dtype: torch.dtype) -> str | None:
+        if device.type == "cuda" and isinstance(self.cell, LSTMBlockCell) and self.cell.cell_clip is not None:
+            # the Triton kernels' backward without the clip mask has not run on a GPU yet
+            return (f"{self.cell.name}: LSTMBlockCell's cell clipping (its gradient passes through the clip) runs "
+                    "fused on the CPU only for now")
+        return super().options_reason(device, dtype)
+
     def half_reason(self, device: torch.device) -> str | None:
         cell = self.cell
         if _cudnn_on(device) and is_torch_lstm_math(cell, projection=True):
@@ -150,7 +160,7 @@ class _LSTMLayer(_Layer):
             out, h, c = torch_lstm_layer(data, packing, state[0], state[1], cell)
             return out, [h, c]
         config = LSTMConfig(cell.num_units, cell.forget_bias, cell.cell_clip, cell.proj_clip, self.activation,
-                            self.gate)
+                            self.gate, clip_gradient=not isinstance(cell, LSTMBlockCell))
         peepholes = (cell.w_i_diag, cell.w_f_diag, cell.w_o_diag) if cell.use_peepholes else (None, None, None)
         projection = cell.projection["kernel"] if cell.num_proj is not None else None
         bias = cell.bias if cell.use_bias else _zero_bias(cell.kernel)
@@ -234,17 +244,66 @@ class _RNNLayer(_Layer):
         return not (preferred and persistent_rnn_fits(data.device, batch, units))
 
 
+class _LayerNormLSTMLayer(_LSTMLayer):
+    """``LayerNormBasicLSTMCell`` and ``LayerNormLSTMCell`` with layer norm: the CPU step loops
+    of ``layer_norm_lstm.py`` in float32 and float64 (no CUDA kernel: elsewhere the reference
+    loop), with the cell's candidate dropout drawn for all steps before the loop."""
+
+    def activation_reason(self) -> str | None:
+        if activation_kind(self.cell.activation) is None:
+            return (f"{self.cell.name} uses activation {self.cell.activation!r}; the fused path implements "
+                    f"{', '.join(sorted(set(ACTIVATION_KINDS.values())))}")
+        return None
+
+    def options_reason(self, device: torch.device, dtype: torch.dtype) -> str | None:
+        if device.type == "cpu" and dtype in (torch.float32, torch.float64):
+            return None
+        return (f"{self.cell.name} (layer norm) runs fused on the CPU in float32 and float64 only, got {dtype} on "
+                f"{device.type} (it runs on the reference loop there)")
+
+    def half_reason(self, device: torch.device) -> str | None:
+        return f"{self.cell.name} (layer norm) in half precision (fused: CPU float32 and float64)"
+
+    def run(self, data: Tensor, packing: Packing, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        cell = self.cell
+        config = LayerNormLSTMConfig(cell.num_units, cell.forget_bias, cell.cell_clip, cell.proj_clip, self.activation)
+        norms = [cell.norm_weights(scope) for scope in (*GATE_SCOPES, STATE_SCOPE)]
+        gains, shifts = torch.stack([g for g, _ in norms]), torch.stack([b for _, b in norms])
+        peepholes = (cell.w_i_diag, cell.w_f_diag, cell.w_o_diag) if cell.use_peepholes else (None, None, None)
+        projection = cell.projection["kernel"] if cell.num_proj is not None else None
+        drop = cell.dropout_mask(data.new_empty(data.shape[0], cell.num_units)) if cell.dropping() else None
+        h0, c0 = state
+        out, h, c = LayerNormLSTMSequence.apply(data, h0, c0, cell.kernel, gains, shifts, *peepholes, projection, drop,
+                                                config, packing)
+        return out, [h, c]
+
+
+def _layer_norm_layer(cell: Any, wrappers: tuple[Any, ...]) -> _Layer | str:
+    """The layer of a layer-norm cell: without layer norm (and without dropout) it is
+    ``LSTMCell``'s math, and runs as one."""
+    if cell.layer_norm:
+        return _LayerNormLSTMLayer(cell, wrappers)
+    if cell.dropping():
+        return f"{cell.name} with dropout_keep_prob < 1 and layer_norm=False"
+    return _LSTMLayer(cell, wrappers)
+
+
 def _zero_bias(kernel: Tensor) -> Tensor:
     """The bias of a ``use_bias=False`` cell for the fused layers: zeros, no parameter (the
     gradient the layer computes for it is dropped)."""
     return kernel.new_zeros(kernel.shape[1])
 
 
-_LAYERS: dict[type, type[_Layer]] = {
+_LAYERS: dict[type, Callable[[Any, tuple[Any, ...]], _Layer | str]] = {
     BasicLSTMCell: _LSTMLayer,
     LSTMCell: _LSTMLayer,
     GRUCell: _GRULayer,
     BasicRNNCell: _RNNLayer,
+    LayerNormBasicLSTMCell: _layer_norm_layer,
+    LayerNormLSTMCell: _layer_norm_layer,
+    LSTMBlockCell: _LSTMLayer,
+    GRUBlockCellV2: _GRULayer,
+    GRUBlockCell: _GRULayer,
 }
 
 
@@ -359,6 +418,8 @@ def _layer_for(cell: Any, wrappers: tuple[Any, ...] = ()) -> _Layer | str:
     if layer_type is None:
         return f"{type(cell).__name__} has no fused implementation"
     layer = layer_type(cell, wrappers)
+    if isinstance(layer, str):
+        return layer
     reason = layer.activation_reason()
     return layer if reason is None else reason
 

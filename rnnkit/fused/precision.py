@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .triton_support import triton_runs_on
+from .triton.triton_support import triton_runs_on
 
 HALF_DTYPES = (torch.bfloat16, torch.float16)
 

@@ -1,7 +1,10 @@
-"""The compiled pointwise kernels (``rnn_cpu.cpp``), built at first use and cached.
+"""The compiled step loops (``rnn_cpu.cpp`` with ``layer_norm_lstm.cpp``, sharing
+``rnn_math.h``), built at first use and cached.
 
-``torch.utils.cpp_extension`` compiles the source once per machine and torch version (about a
-minute) into torch's extension cache; later imports load the cached library. Where no
+``torch.utils.cpp_extension`` compiles the sources (about a minute) into torch's per-user
+extension cache under a name keyed on a hash of the sources, the torch version and the
+compiler flags: each source tree gets its own build and never loads another's; later imports
+load the cached library. Where no
 compiler is found, or the build fails, ``kernels()`` returns ``None`` and the fused path runs
 its pure-torch steps instead (same math, slower); the reason is logged once. Set
 ``RNNKIT_NATIVE=0`` to skip the build.
@@ -9,6 +12,7 @@ its pure-torch steps instead (same math, slower); the reason is logged once. Set
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -18,10 +22,12 @@ from typing import Any
 
 import torch
 
-from .activation_kinds import ACTIVATION_CODES, GATE_CODES
+from ..activation_kinds import ACTIVATION_CODES, GATE_CODES
 
 _LOG = logging.getLogger(__name__)
-_SOURCE = Path(__file__).with_name("rnn_cpu.cpp")
+_HERE = Path(__file__).parent
+_SOURCES = [_HERE / "rnn_cpu.cpp", _HERE / "layer_norm_lstm.cpp"]
+_HEADERS = [_HERE / "rnn_math.h", _HERE / "layer_norm_lstm.h"]
 _CAPABILITY_FLAGS = {
     "AVX2": ["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"],
     "AVX512": [
@@ -50,11 +56,21 @@ def _build() -> ModuleType | None:
 
         capability = torch.backends.cpu.get_cpu_capability()
         flags = ["-O3", "-fopenmp", *_CAPABILITY_FLAGS.get(capability, ["-DCPU_CAPABILITY=DEFAULT"])]
-        name = f"rnnkit_rnn_cpu_{capability.lower()}"
-        return load(name, [str(_SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"], verbose=False)
+        name = f"rnnkit_rnn_cpu_{capability.lower()}_{_build_key(flags)}"
+        sources = [str(path) for path in _SOURCES]
+        return load(name, sources, extra_cflags=flags, extra_ldflags=["-fopenmp"], verbose=False)
     except Exception as error:  # no compiler, no headers, a failed build: the torch path works
         _LOG.warning("rnnkit: compiled RNN kernels unavailable (%s); using the pure-torch path", error)
         return None
+
+
+def _build_key(flags: list[str]) -> str:
+    """A short hash of the sources and headers, the torch version and the compiler flags."""
+    digest = hashlib.sha256(torch.__version__.encode())
+    for path in (*_SOURCES, *_HEADERS):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    digest.update("\0".join(flags).encode())
+    return digest.hexdigest()[:12]
 
 
 def compiled_loops(
