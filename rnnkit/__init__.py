@@ -18,9 +18,10 @@ from .contrib import *  # noqa: F403  (tf.contrib.rnn.X is rk.X)
 from .contrib import __all__ as _contrib_names
 from .interop.tf_load import load_tf_checkpoint
 from .layers import RNN, BidirectionalRNN
-from .raw_rnn import InMemoryStateSaver, raw_rnn, static_state_saving_rnn
+from .raw_rnn import raw_rnn
 from .rnn import bidirectional_dynamic_rnn, dynamic_rnn, reverse_sequence, static_bidirectional_rnn, static_rnn
 from .state import LSTMStateTuple, detach_state, flatten_state, map_state, pack_state
+from .state_saving_rnn import InMemoryStateSaver, static_state_saving_rnn
 from .tfvars import LoadResult, load_tf_variables, tf_variables
 from .wrappers import DropoutWrapper, MultiRNNCell, ResidualWrapper
 

@@ -404,7 +404,8 @@ def test_integer_ids_with_initial_states_run_through_embedding_wrappers() -> Non
     make = lambda: EmbeddingWrapper(rk.GRUCell(3), embedding_classes=4, embedding_size=2)  # noqa: E731
     cells_fw, cells_bw = [make()], [make()]
     states = [torch.zeros(2, 3, dtype=torch.float64)]
-    out, fw, bw = rk.stack_bidirectional_dynamic_rnn(cells_fw, cells_bw, ids, initial_states_fw=states,
-                                                     initial_states_bw=states)
+    out, fw, bw = rk.stack_bidirectional_dynamic_rnn(
+        cells_fw, cells_bw, ids, initial_states_fw=states, initial_states_bw=states
+    )
     assert out.shape == (2, 3, 6) and out.dtype == torch.float64
     assert fw[0].dtype == bw[0].dtype == torch.float64

@@ -322,3 +322,44 @@ def test_where_the_fused_path_declines_it_says_why() -> None:
     with pytest.raises(ValueError, match="CPU in float32 and float64"):
         select_plan(normed, torch.zeros(1, 1, DEPTH, dtype=torch.bfloat16), "fused")
     assert select_plan(normed, torch.zeros(1, 1, DEPTH, dtype=torch.bfloat16), "auto") is None
+
+
+@pytest.mark.parametrize(("kind", "options"), FUSED_CASES, ids=FUSED_IDS)
+def test_inference_saves_nothing_and_equals_training(kind: str, options: dict, loops: str) -> None:
+    """Without grad mode the compiled loops keep only c, m and o (no normalised values for
+    backward): the same outputs and final state as with grad mode."""
+    cell = _make(kind, options)
+    x, c0, h0 = _inputs(torch.float64, cell.output_size)
+    state = rk.LSTMStateTuple(c0, h0)
+    lengths = torch.tensor([4, 1, 3])
+    trained = rk.dynamic_rnn(cell, x, sequence_length=lengths, initial_state=state, backend="fused")
+    with torch.no_grad():
+        inferred = rk.dynamic_rnn(cell, x, sequence_length=lengths, initial_state=state, backend="fused")
+    assert not inferred[0].requires_grad
+    for want, got in zip((trained[0], *trained[1]), (inferred[0], *inferred[1]), strict=True):
+        torch.testing.assert_close(got, want.detach(), rtol=0, atol=0)
+
+
+def test_packed_gemm_switch_gives_the_same_float32_results() -> None:
+    """``RNNKIT_PACKED_GEMM=0`` (read once per process) turns MKL's packed recurrent product off:
+    the same outputs to float32 rounding."""
+    if fused_layer_norm.kernels() is None:
+        pytest.skip("the compiled kernels do not build here (no compiler)")
+    script = (
+        "import torch, rnnkit as rk\n"
+        "cell = rk.LayerNormBasicLSTMCell(32, input_size=8)\n"
+        "torch.manual_seed(0); [p.data.normal_() for p in cell.parameters()]\n"
+        "x = torch.randn(16, 5, 8, generator=torch.Generator().manual_seed(1))\n"
+        "print(rk.dynamic_rnn(cell, x, dtype=torch.float32, backend='fused')[0].double().sum().item())\n"
+    )
+    import os
+    import subprocess
+    import sys
+
+    sums = []
+    for flag in ("1", "0"):
+        env = {**os.environ, "RNNKIT_PACKED_GEMM": flag}
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        sums.append(float(done.stdout.split()[-1]))
+    assert abs(sums[0] - sums[1]) <= 1e-4 * 16 * 5 * 32, sums

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import rnnkit as rk
-from rnnkit.raw_rnn import InMemoryStateSaver, raw_rnn, static_state_saving_rnn
+from rnnkit.raw_rnn import raw_rnn
+from rnnkit.state_saving_rnn import InMemoryStateSaver, static_state_saving_rnn
 from tests.contrib_reference import runners as ref
 from tests.contrib_reference.numeric import numeric_gradients, weighted_sum
 

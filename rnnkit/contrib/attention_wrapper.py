@@ -5,18 +5,28 @@ TF layer of its own (see :mod:`rnnkit.contrib.wrappers` for the scopes these wra
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..cell_base import RNNCell
-from ..cells import _check_units
+from ..cell_base import RNNCell, VariableSpec
+from ..cells import _check_units, zeros_
 from ..initializers import glorot_uniform_
 from ..state import flatten_state, is_nested
-from .wrappers import _DepthWideSpec, _int_size, _ScopedWrapper, zeros_
+from .wrappers import _int_size, _ScopedWrapper
 
 __all__ = ["AttentionCellWrapper"]
+
+
+@dataclass(frozen=True)
+class _DepthWideSpec(VariableSpec):
+    """A weight whose LAST dim is the input depth too: ``AttentionCellWrapper`` without
+    ``input_size`` projects ``[x, attns]`` back to the depth of ``x`` (``[D+A, D]``, ``[D]``)."""
+
+    def shape_for(self, input_depth: int) -> tuple[int, ...]:
+        return (*super().shape_for(input_depth)[:-1], input_depth)
 
 
 class AttentionCellWrapper(_ScopedWrapper):

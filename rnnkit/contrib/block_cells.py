@@ -33,14 +33,12 @@ import torch
 from torch import Tensor, nn
 
 from ..activations import resolve_activation
-from ..cell_base import RNNCell, _snake_case
-from ..cells import GRUCell, LSTMCell, _check_units
+from ..cell_base import _snake_case
+from ..cells import GRUCell, LSTMCell, _check_units, _OneTensorStateCell, zeros_
 from ..initializers import constant, glorot_uniform_
 from ..state import LSTMStateTuple
 
 __all__ = ["GRUBlockCell", "GRUBlockCellV2", "LSTMBlockCell", "LSTMBlockFusedCell"]
-
-zeros_ = constant(0.0)
 
 
 def _block_clip(value: Any) -> float | None:
@@ -307,7 +305,7 @@ class GRUBlockCellV2(GRUCell):
         return new_h, new_h
 
 
-class GRUBlockCell(RNNCell):
+class GRUBlockCell(_OneTensorStateCell):
     """TF's ``GRUBlockCell`` (v1, deprecated for :class:`GRUBlockCellV2`): the same step under
     the op's own names: ``w_ru`` [D+U, 2U] (gates r, u), ``b_ru`` [2U] (1.0), ``w_c`` [D+U, U]
     (candidate), ``b_c`` [U] (0.0), in that creation order, under ``gru_cell/`` by default.
@@ -346,14 +344,6 @@ class GRUBlockCell(RNNCell):
         self._add_variable("b_c", (units,), zeros_)
         if input_size is not None:
             self.build(input_size)
-
-    @property
-    def state_size(self) -> int:
-        return self.num_units
-
-    @property
-    def output_size(self) -> int:
-        return self.num_units
 
     @property
     def gates(self) -> dict[str, Tensor]:

@@ -22,34 +22,18 @@ from torch import Tensor, nn
 
 from ..activations import Activation, resolve_activation
 from ..cell_base import RNNCell
-from ..cells import _check_number, _check_units
+from ..cells import _check_number, _check_units, _OneTensorStateCell, zeros_
 from ..initializers import Initializer, constant, glorot_uniform_, resolve_initializer
 from ..state import LSTMStateTuple
+from ._common import random_uniform
 
 __all__ = ["IndRNNCell", "IndyGRUCell", "IndyLSTMCell"]
 
-zeros_ = constant(0.0)
-
-
-class _Uniform:
-    """TF's ``random_uniform_initializer(minval, maxval)``, in place (picklable, unlike a closure)."""
-
-    def __init__(self, minval: float, maxval: float) -> None:
-        self.minval, self.maxval = float(minval), float(maxval)
-
-    def __call__(self, tensor: Tensor) -> None:
-        with torch.no_grad():
-            tensor.uniform_(self.minval, self.maxval)
-
-    def __repr__(self) -> str:
-        return f"random_uniform({self.minval}, {self.maxval})"
-
-
-recurrent_uniform_ = _Uniform(-1.0, 1.0)  # TF's initializer of every kernel_u
+recurrent_uniform_ = random_uniform(-1.0, 1.0)  # TF's initializer of every kernel_u
 
 
 class _IndependentCell(RNNCell):
-    """Shared constructor checks; ``num_units`` and the ``[B, num_units]`` one-tensor state."""
+    """The constructor checks they share: ``num_units`` and ``activation``."""
 
     def __init__(
         self,
@@ -63,16 +47,8 @@ class _IndependentCell(RNNCell):
         self.num_units = _check_units(num_units, "num_units")
         self.activation = resolve_activation(activation)
 
-    @property
-    def state_size(self) -> Any:
-        return self.num_units
 
-    @property
-    def output_size(self) -> int:
-        return self.num_units
-
-
-class IndRNNCell(_IndependentCell):
+class IndRNNCell(_IndependentCell, _OneTensorStateCell):
     """TF's IndRNN step ``h' = act(x @ kernel_w + h * kernel_u + bias)``; output and state are
     ``h'`` ``[B, U]``.
 
@@ -109,7 +85,7 @@ class IndRNNCell(_IndependentCell):
         return output, output
 
 
-class IndyGRUCell(_IndependentCell):
+class IndyGRUCell(_IndependentCell, _OneTensorStateCell):
     """TF's IndyGRU step: a GRU whose recurrent matrices are vectors::
 
         r, u = split(sigmoid(x @ gates/kernel_w + [h, h] * gates/kernel_u + gates/bias), 2)
@@ -211,6 +187,10 @@ class IndyLSTMCell(_IndependentCell):
     @property
     def state_size(self) -> LSTMStateTuple:
         return LSTMStateTuple(self.num_units, self.num_units)
+
+    @property
+    def output_size(self) -> int:
+        return self.num_units
 
     def step(self, inputs: Tensor, state: Any) -> tuple[Tensor, LSTMStateTuple]:
         c, h = state

@@ -23,13 +23,12 @@ from torch import Tensor, nn
 
 from ..activations import Activation, resolve_activation
 from ..cell_base import RNNCell
-from ..cells import _check_number, _check_units
-from ..initializers import Initializer, constant, glorot_uniform_, resolve_initializer
+from ..cells import _check_number, _check_units, _OneTensorStateCell, zeros_
+from ..initializers import Initializer, glorot_uniform_, resolve_initializer
 from ..state import LSTMStateTuple
 
 __all__ = ["IntersectionRNNCell", "NASCell", "UGRNNCell"]
 
-zeros_ = constant(0.0)
 _NAS_BASE = 8  # the NAS cell's eight branches
 
 
@@ -125,7 +124,7 @@ def _use_bias(use_bias: Any, use_biases: Any) -> bool:
     return bool(use_biases)
 
 
-class UGRNNCell(RNNCell):
+class UGRNNCell(_OneTensorStateCell):
     """TF's Update Gate RNN (Collins et al., ICLR 2017): one gate between keeping and replacing::
 
         g_act, c_act = split([x, h] @ kernel + bias, 2)     # kernel [D+U, 2U]: g first, then c
@@ -163,14 +162,6 @@ class UGRNNCell(RNNCell):
         if input_size is not None:
             self.build(input_size)
 
-    @property
-    def state_size(self) -> int:
-        return self.num_units
-
-    @property
-    def output_size(self) -> int:
-        return self.num_units
-
     def step(self, inputs: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         g_act, c_act = (torch.cat([inputs, state], 1) @ self.kernel + self.bias).chunk(2, dim=1)
         c = self.activation(c_act)
@@ -179,7 +170,7 @@ class UGRNNCell(RNNCell):
         return new_h, new_h
 
 
-class IntersectionRNNCell(RNNCell):
+class IntersectionRNNCell(_OneTensorStateCell):
     """TF's Intersection RNN (+RNN, Collins et al., ICLR 2017): a gate through time and a gate
     through depth, for deep stacks::
 
@@ -236,14 +227,6 @@ class IntersectionRNNCell(RNNCell):
         self._add_variable("bias", (4 * units,), zeros_)
         if input_size is not None:
             self.build(input_size)
-
-    @property
-    def state_size(self) -> int:
-        return self.num_units
-
-    @property
-    def output_size(self) -> int:
-        return self.num_units
 
     def build(self, input_size: int, dtype: torch.dtype | None = None) -> None:
         """Create the weights for inputs of depth ``input_size``: with the input projection

@@ -38,6 +38,7 @@ from ..rnn import (
 from ..state import _describe, flatten_state, is_nested
 from ..tfvars import LoadResult, load_tf_variables, tf_variables
 from ..wrappers import _tf_scopes_of
+from ._common import join_scope
 
 __all__ = [
     "StackBidirectionalRNN",
@@ -219,7 +220,7 @@ class StackBidirectionalRNN(nn.Module):
 
     def _tf_scopes(self, prefix: str) -> Iterator[tuple[nn.Module, str]]:
         for i, (cell_fw, cell_bw) in enumerate(zip(self.cells_fw, self.cells_bw)):
-            layer = f"{prefix}/cell_{i}" if prefix else f"cell_{i}"
+            layer = join_scope(prefix, f"cell_{i}")
             if not self.static:
                 layer += "/bidirectional_rnn"
             yield from _tf_scopes_of(cell_fw, f"{layer}/fw")

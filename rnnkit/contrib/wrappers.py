@@ -22,7 +22,6 @@ None of these has a fused implementation: ``dynamic_rnn`` runs them on the refer
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
@@ -31,11 +30,12 @@ from torch import Tensor, nn
 
 from .._checks import check_floating, check_is_cell, check_tensor
 from ..activations import Activation, resolve_activation
-from ..cell_base import RNNCell, VariableSpec
-from ..cells import _check_units
+from ..cell_base import RNNCell
+from ..cells import _check_units, zeros_
 from ..initializers import Initializer, constant, glorot_uniform_, resolve_initializer
 from ..state import _describe, flatten_state
 from ..wrappers import _tf_scopes_of
+from ._common import join_scope, random_uniform
 
 __all__ = [
     "EmbeddingWrapper",
@@ -44,35 +44,16 @@ __all__ = [
     "OutputProjectionWrapper",
 ]
 
-zeros_ = constant(0.0)
-
-
-class uniform:  # noqa: N801 - used like TF's random_uniform_initializer
-    """An initializer drawing uniformly from ``[-limit, limit]`` (picklable)."""
-
-    def __init__(self, limit: float) -> None:
-        self.limit = float(limit)
-
-    def __call__(self, tensor: Tensor) -> None:
-        with torch.no_grad():
-            tensor.uniform_(-self.limit, self.limit)
-
-    def __repr__(self) -> str:
-        return f"uniform({self.limit})"
-
-
-@dataclass(frozen=True)
-class _DepthWideSpec(VariableSpec):
-    """A weight whose LAST dim is the input depth too: ``AttentionCellWrapper`` without
-    ``input_size`` projects ``[x, attns]`` back to the depth of ``x`` (``[D+A, D]``, ``[D]``)."""
-
-    def shape_for(self, input_depth: int) -> tuple[int, ...]:
-        return (*super().shape_for(input_depth)[:-1], input_depth)
-
 
 def _optional_activation(activation: Activation) -> Callable[[Tensor], Tensor] | None:
     """TF's ``if self._activation: projected = self._activation(projected)``: None is none."""
     return None if activation is None else resolve_activation(activation)
+
+
+def _project(x: Tensor, kernel: Tensor, bias: Tensor, activation: Callable[[Tensor], Tensor] | None) -> Tensor:
+    """The projection wrappers' ``act(x @ kernel + bias)`` (TF's ``_Linear``; None: no activation)."""
+    projected = x @ kernel + bias
+    return projected if activation is None else activation(projected)
 
 
 def _int_size(size: Any, what: str) -> int:
@@ -82,27 +63,16 @@ def _int_size(size: Any, what: str) -> int:
     return size
 
 
-def _scope(prefix: str, name: str) -> str:
-    return f"{prefix}/{name}" if prefix else name
+class _CellWrapper(RNNCell):
+    """A wrapper that owns weights: sizes and zero state are the wrapped cell's (as for
+    ``rnnkit.wrappers._Wrapper``, which takes no ``name``/``dtype``/``device``).
 
-
-class _KnownShapes:
-    """For weights whose shapes do not depend on the inputs (they still are created at the first
-    call, in its dtype, as in TF): the "input depth" they are built for is ``_fixed_depth``,
-    and any of them among saved arrays tells it (``load_tf_variables``, ``load_state_dict``)."""
+    Where the wrapper's weights do not depend on the inputs (they still are created at the
+    first call, in its dtype, as in TF), the "input depth" they are built for is
+    ``_fixed_depth``, and any of them among saved arrays tells it (``load_tf_variables``,
+    ``load_state_dict``)."""
 
     _fixed_depth: int | None = None
-    _variable_specs: list[VariableSpec]
-
-    def infer_input_size(self, shapes: Mapping[str, Sequence[int]]) -> int | None:
-        if self._fixed_depth is None:
-            return super().infer_input_size(shapes)  # type: ignore[misc]
-        return self._fixed_depth if any(spec.name in shapes for spec in self._variable_specs) else None
-
-
-class _ScopedWrapper(_KnownShapes, RNNCell):
-    """A wrapper that owns weights and is a TF layer with its own scope: its weights and the
-    wrapped cell's are named ``<prefix>/<wrapper name>/...``."""
 
     def __init__(
         self, cell: Any, name: str | None, dtype: torch.dtype | None, device: torch.device | str | None
@@ -123,16 +93,26 @@ class _ScopedWrapper(_KnownShapes, RNNCell):
     def output_size(self) -> Any:
         return self.cell.output_size
 
+    def infer_input_size(self, shapes: Mapping[str, Sequence[int]]) -> int | None:
+        if self._fixed_depth is None:
+            return super().infer_input_size(shapes)
+        return self._fixed_depth if any(spec.name in shapes for spec in self._variable_specs) else None
+
     def zero_state(
         self, batch_size: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None
     ) -> Any:
         """The wrapped cell's zero state (TF's wrappers delegate it)."""
         return self.cell.zero_state(batch_size, dtype, device)
 
+
+class _ScopedWrapper(_CellWrapper):
+    """A wrapper that is a TF layer with its own scope: its weights and the wrapped cell's are
+    named ``<prefix>/<wrapper name>/...``."""
+
     def _tf_scopes(self, prefix: str) -> Iterator[tuple[nn.Module, str]]:
         # The wrapped cell first: its parameters are then taken, and this wrapper's own
         # named_parameters() (which recurse into it) yield only the wrapper's weights.
-        scope = _scope(prefix, self.name)
+        scope = join_scope(prefix, self.name)
         yield from _tf_scopes_of(self.cell, scope)
         yield self, scope
 
@@ -175,7 +155,8 @@ class EmbeddingWrapper(_ScopedWrapper):
         super().__init__(cell, name, dtype, device)
         self.embedding_classes = _check_units(embedding_classes, "embedding_classes")
         self.embedding_size = _check_units(embedding_size, "embedding_size")
-        init = resolve_initializer(initializer, uniform(math.sqrt(3.0)), "initializer")
+        limit = math.sqrt(3.0)
+        init = resolve_initializer(initializer, random_uniform(-limit, limit), "initializer")
         self._add_variable("embedding", (self.embedding_classes, self.embedding_size), init)
         self._fixed_depth = 1  # one id per row
 
@@ -249,10 +230,7 @@ class InputProjectionWrapper(_ScopedWrapper):
         self.ensure_built(inputs.shape[1], inputs.dtype)
 
     def step(self, inputs: Tensor, state: Any) -> tuple[Any, Any]:
-        projected = inputs @ self.kernel + self.bias
-        if self.activation is not None:
-            projected = self.activation(projected)
-        return self.cell(projected, state)
+        return self.cell(_project(inputs, self.kernel, self.bias, self.activation), state)
 
     def extra_repr(self) -> str:
         return f"num_proj={self.num_proj}"
@@ -303,10 +281,7 @@ class OutputProjectionWrapper(_ScopedWrapper):
                 f"{self.name}: the cell's output must be one [batch, depth] tensor, got {_describe(output)}"
             )
         self.ensure_built(output.shape[1], output.dtype)
-        projected = output @ self.kernel + self.bias
-        if self.activation is not None:
-            projected = self.activation(projected)
-        return projected, new_state
+        return _project(output, self.kernel, self.bias, self.activation), new_state
 
     def extra_repr(self) -> str:
         return f"output_size={self._output_size}"
@@ -316,7 +291,7 @@ class OutputProjectionWrapper(_ScopedWrapper):
 # rnn_cell.py
 
 
-class HighwayWrapper(_KnownShapes, RNNCell):
+class HighwayWrapper(_CellWrapper):
     """A highway connection around the cell (Srivastava et al., arXiv:1505.00387)::
 
         out, new_state = cell(x, state)
@@ -351,9 +326,7 @@ class HighwayWrapper(_KnownShapes, RNNCell):
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> None:
-        check_is_cell(cell, "cell")
-        super().__init__(name=name, dtype=dtype, device=device)
-        self.cell = cell
+        super().__init__(cell, name, dtype, device)
         if isinstance(carry_bias_init, bool) or not isinstance(carry_bias_init, (int, float)):
             raise TypeError(f"carry_bias_init must be a number, got {type(carry_bias_init).__name__}")
         self.couple_carry_transform_gates = bool(couple_carry_transform_gates)
@@ -365,24 +338,6 @@ class HighwayWrapper(_KnownShapes, RNNCell):
             self._add_variable("transform_w", (units, units), glorot_uniform_)
             self._add_variable("transform_b", (units,), constant(-self.carry_bias_init))
         self._fixed_depth = units
-
-    @property
-    def wrapped_cell(self) -> Any:
-        return self.cell
-
-    @property
-    def state_size(self) -> Any:
-        return self.cell.state_size
-
-    @property
-    def output_size(self) -> Any:
-        return self.cell.output_size
-
-    def zero_state(
-        self, batch_size: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None
-    ) -> Any:
-        """The wrapped cell's zero state."""
-        return self.cell.zero_state(batch_size, dtype, device)
 
     def _check_call(self, inputs: Any, state: Any) -> None:
         inputs = check_tensor(inputs, "inputs")

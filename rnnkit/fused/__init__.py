@@ -9,12 +9,13 @@ and inputs are recognised, ``reference`` otherwise. Inside ``fused``, per layer:
   cuDNN on CUDA (``torch_rnn.py``), except plain LSTMs of at most 256 units at small batches,
   where the persistent kernel is faster;
 * every other LSTM, TF's GRU and ``BasicRNNCell`` with other activations, on CUDA run a
-  persistent Triton kernel when its programs fit on the GPU at once (``persistent_lstm.py``,
+  persistent Triton kernel when its programs fit on the GPU at once (``triton/persistent_lstm.py``,
   ``persistent_gru.py``, ``persistent_rnn.py``; the last one while
   ``triton_support.PERSISTENT_RNN``), else a step loop of cuBLAS GEMMs and Triton pointwise
-  kernels (``triton_pointwise.py``);
-* on the CPU the compiled step loops of ``rnn_cpu.cpp`` (LSTM, GRU, BasicRNNCell), or their
-  torch twins.
+  kernels (``triton/triton_pointwise.py``);
+* on the CPU the compiled step loops of ``cpu/`` (LSTM, GRU, BasicRNNCell in ``rnn_cpu.cpp``, the
+  layer-norm LSTMs in ``layer_norm_lstm.cpp``, the recurrent products on MKL's packed GEMM where
+  torch has it), or their torch twins; the layer-norm LSTMs run fused there only.
 
 bfloat16/float16 inputs run on CUDA (cuDNN, the persistent kernels or the Triton step loops),
 with float32 accumulation and float32 gates and cell states; elsewhere ``auto`` takes the

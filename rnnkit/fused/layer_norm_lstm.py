@@ -294,16 +294,18 @@ def backward_steps_torch(
         product_into(d_h[:n], d_gates[rows], w_h_t)
 
 
-def _steps(activation: str) -> tuple[Any, Any]:
-    """The (forward, backward) step loops: compiled when they build, else the torch twins."""
+def _steps(activation: str) -> tuple[Any, Any, bool]:
+    """The (forward, backward) step loops, and whether they are the compiled ones (which, given
+    empty ``x_hat``, ``inv_std`` and ``act_cells``, save nothing for backward) or the torch twins."""
     module = kernels()
     if module is not None:
         forward, backward = module.ln_lstm_forward_steps, module.ln_lstm_backward_steps
         code = ACTIVATION_CODES[activation]
-        return (lambda *loop: forward(*loop, code)), (lambda *loop: backward(*loop, code))
+        return (lambda *loop: forward(*loop, code)), (lambda *loop: backward(*loop, code)), True
     return (
         partial(forward_steps_torch, pointwise=partial(forward_pointwise_torch, activation=activation)),
         partial(backward_steps_torch, pointwise=partial(backward_pointwise_torch, activation=activation)),
+        False,
     )
 
 
@@ -329,23 +331,27 @@ class LayerNormLSTMSequence(torch.autograd.Function):
         drop: Tensor | None,
         config: LayerNormLSTMConfig,
         packing: Packing,
+        grad_enabled: bool = True,
     ) -> tuple[Tensor, Tensor, Tensor]:
         U, depth = config.units, data.shape[1]
+        c0 = c0.contiguous()  # the compiled loops read its rows by pointer
         kernel_p = _reorder(kernel, U)
         w_x, w_h = kernel_p[:depth], kernel_p[depth:]
         gains_p, shifts_p = gains[[0, 2, 3, 1, 4]].contiguous(), shifts[[0, 2, 3, 1, 4]].contiguous()
         gates = data @ w_x  # [N, 4U]: (i, f, o, j), normalised and activated in place
         N = data.shape[0]
-        x_hat = data.new_empty(N, NORMS * U)
-        inv_std = data.new_empty(N, NORMS)
-        cells, act_cells = data.new_empty(N, U), data.new_empty(N, U)
+        forward_steps, ctx.backward_steps, compiled = _steps(config.activation)
+        save = grad_enabled and any(ctx.needs_input_grad)  # a backward can follow
+        kept = save or not compiled  # the torch twins always write what backward reads
+        x_hat = data.new_empty(N, NORMS * U) if kept else _ABSENT
+        inv_std = data.new_empty(N, NORMS) if kept else _ABSENT
+        cells, act_cells = data.new_empty(N, U), data.new_empty(N, U) if kept else _ABSENT
         hidden = None if projection is None else data.new_empty(N, U)
         out = data.new_empty(N, w_h.shape[0])
         clip_mask = None if config.cell_clip is None else cells.new_empty(cells.shape, dtype=torch.bool)
         clips_projection = projection is not None and config.proj_clip is not None
         proj_mask = out.new_empty(out.shape, dtype=torch.bool) if clips_projection else None
         w_if = torch.stack([w_i, w_f]) if w_i is not None and w_f is not None else None
-        forward_steps, ctx.backward_steps = _steps(config.activation)
         forward_steps(
             gates,
             h0,
@@ -371,6 +377,8 @@ class LayerNormLSTMSequence(torch.autograd.Function):
             _given(proj_mask),
         )
         last = last_rows(packing, data.device)
+        if not save:
+            return out, out.index_select(0, last), cells.index_select(0, last)
         ctx.save_for_backward(
             data,
             h0,
@@ -427,7 +435,7 @@ class LayerNormLSTMSequence(torch.autograd.Function):
         d_post, d_gates = torch.empty_like(gates), torch.empty_like(gates)
         d_state = torch.empty_like(cells)
         d_m = torch.empty_like(out) if projection is not None else None
-        d_h, d_c = torch.zeros_like(h0), d_c_final.clone()
+        d_h, d_c = torch.zeros_like(h0), d_c_final.clone(memory_format=torch.contiguous_format)
         ctx.backward_steps(
             gates,
             cells,
@@ -477,6 +485,7 @@ class LayerNormLSTMSequence(torch.autograd.Function):
             d_w_f,
             d_w_o,
             d_projection,
+            None,
             None,
             None,
             None,

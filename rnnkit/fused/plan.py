@@ -1,7 +1,9 @@
 """Which cells the fused path runs, and how a whole stack runs on packed steps.
 
-``make_plan(cell)`` recognises a cell tree: ``BasicLSTMCell``/``LSTMCell`` (every option),
-``GRUCell`` (both forms; ``reset_after`` with tanh only) and ``BasicRNNCell``, each with an
+``make_plan(cell)`` recognises a cell tree: ``BasicLSTMCell``/``LSTMCell`` (every option) and
+``LSTMBlockCell`` (its clipping's gradient the identity), the layer-norm LSTMs (CPU, float32 and
+float64; without layer norm they are ``LSTMCell``s), ``GRUCell`` (both forms; ``reset_after`` with
+tanh only), ``GRUBlockCell(V2)`` and ``BasicRNNCell``, each with an
 activation of ``activation_kinds.py`` (tanh, sigmoid, relu, relu6, elu, selu, softsign,
 linear) and, for the LSTM and GRU cells, sigmoid gates and biases (the defaults; on the CPU in
 float32 and float64 also ``gate_activation="hard_sigmoid"`` and ``use_bias=False``, except for
@@ -274,7 +276,7 @@ class _LayerNormLSTMLayer(_LSTMLayer):
         drop = cell.dropout_mask(data.new_empty(data.shape[0], cell.num_units)) if cell.dropping() else None
         h0, c0 = state
         out, h, c = LayerNormLSTMSequence.apply(data, h0, c0, cell.kernel, gains, shifts, *peepholes, projection, drop,
-                                                config, packing)
+                                                config, packing, torch.is_grad_enabled())
         return out, [h, c]
 
 

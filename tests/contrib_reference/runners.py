@@ -1,5 +1,6 @@
-"""numpy float64 transcriptions of TensorFlow 1.15's runners ported in ``rnnkit.raw_rnn`` and
-``rnnkit.contrib.rnn_runners``, with the cell steps they are tested on:
+"""numpy float64 transcriptions of TensorFlow 1.15's runners ported in ``rnnkit.raw_rnn``,
+``rnnkit.state_saving_rnn`` and ``rnnkit.contrib.rnn_runners``, with the cell steps they are
+tested on:
 
 * ``tensorflow/python/ops/rnn_cell_impl.py``: ``BasicLSTMCell.call`` (gates ``i, j, f, o``,
   ``forget_bias`` added to ``f``), ``GRUCell.call`` (reset gate before the candidate matmul);

@@ -12,6 +12,7 @@
 // the cell state's gradient in d_c.
 
 #include "layer_norm_lstm.h"
+#include "packed_gemm.h"
 #include "rnn_math.h"
 
 #include <vector>
@@ -21,67 +22,91 @@ namespace {
 constexpr double kLayerNormEpsilon = 1e-12;  // tf.contrib.layers.layer_norm's variance_epsilon
 
 template <typename scalar_t>
-scalar_t lanes_sum(const at::vec::Vectorized<scalar_t>& v) {
+scalar_t lanes_sum(const at::vec::Vectorized<scalar_t>& v) {  // a tree over the lanes: log2(lanes) adds deep
   using Vec = at::vec::Vectorized<scalar_t>;
   scalar_t lanes[Vec::size()];
   v.store(lanes);
-  scalar_t total = 0;
-  for (int64_t k = 0; k < Vec::size(); ++k) total += lanes[k];
-  return total;
+  for (int64_t width = Vec::size() / 2; width >= 1; width /= 2) {
+    for (int64_t k = 0; k < width; ++k) lanes[k] += lanes[k + width];
+  }
+  return lanes[0];
 }
 
 template <typename scalar_t>
-scalar_t row_sum(const scalar_t* x, int64_t U) {  // loadu with a count fills the other lanes with 0
-  using Vec = at::vec::Vectorized<scalar_t>;
-  Vec acc(scalar_t(0));
-  for (int64_t u = 0; u < U; u += Vec::size()) acc = acc + Vec::loadu(x + u, std::min<int64_t>(Vec::size(), U - u));
-  return lanes_sum(acc);
+at::vec::Vectorized<scalar_t> load_part(const scalar_t* x, int64_t count) {  // lanes past count are 0
+  return at::vec::Vectorized<scalar_t>::loadu(x, count);
 }
 
-// Layer norm of x[0, U) in place: writes x_hat, sets x = gain * x_hat + shift, returns 1 / std.
-template <typename scalar_t>
-scalar_t normalize(scalar_t* x, scalar_t* x_hat, const scalar_t* gain, const scalar_t* shift, int64_t U) {
+// The means and 1 / std (biased variance, tf.nn.moments' two passes) of K blocks of U values, block
+// b at x + b * U; the K reductions are interleaved so that their additions overlap.
+template <typename scalar_t, int K>
+void block_moments(const scalar_t* x, int64_t U, scalar_t* mean, scalar_t* inv) {
   using Vec = at::vec::Vectorized<scalar_t>;
-  const Vec mean(row_sum(x, U) / static_cast<scalar_t>(U));
-  Vec squares(scalar_t(0));
+  Vec sums[K], squares[K];
+  for (int b = 0; b < K; ++b) sums[b] = squares[b] = Vec(scalar_t(0));
   for (int64_t u = 0; u < U; u += Vec::size()) {
     const int64_t count = std::min<int64_t>(Vec::size(), U - u);
-    (Vec::loadu(x + u, count) - mean).store(x_hat + u, count);
-    const Vec centred = Vec::loadu(x_hat + u, count);  // 0 past the row's end
-    squares = squares + centred * centred;
+    for (int b = 0; b < K; ++b) sums[b] = sums[b] + load_part(x + b * U + u, count);
   }
-  const scalar_t variance = lanes_sum(squares) / static_cast<scalar_t>(U);
-  const scalar_t inv = scalar_t(1) / std::sqrt(variance + static_cast<scalar_t>(kLayerNormEpsilon));
-  const Vec inv_v(inv);
+  Vec means[K];
+  for (int b = 0; b < K; ++b) {
+    mean[b] = lanes_sum(sums[b]) / static_cast<scalar_t>(U);
+    means[b] = Vec(mean[b]);
+  }
   for (int64_t u = 0; u < U; u += Vec::size()) {
     const int64_t count = std::min<int64_t>(Vec::size(), U - u);
-    const Vec normed = Vec::loadu(x_hat + u, count) * inv_v;
-    normed.store(x_hat + u, count);
-    (normed * Vec::loadu(gain + u, count) + Vec::loadu(shift + u, count)).store(x + u, count);
+    for (int b = 0; b < K; ++b) {
+      Vec d = load_part(x + b * U + u, count) - means[b];
+      if (count < Vec::size()) d = Vec::set(Vec(scalar_t(0)), d, count);
+      squares[b] = at::vec::fmadd(d, d, squares[b]);
+    }
   }
-  return inv;
+  for (int b = 0; b < K; ++b) {
+    const scalar_t variance = lanes_sum(squares[b]) / static_cast<scalar_t>(U);
+    inv[b] = scalar_t(1) / std::sqrt(variance + static_cast<scalar_t>(kLayerNormEpsilon));
+  }
 }
 
-// The gradient of layer norm's input from d_y (of its output): inv * (g - mean(g) - x_hat *
-// mean(g * x_hat)) with g = d_y * gain, written to d_x.
-template <typename scalar_t>
-void normalize_backward(const scalar_t* d_y, const scalar_t* x_hat, scalar_t inv, const scalar_t* gain,
-                        scalar_t* d_x, int64_t U) {
+// The sums, over K blocks of U values, of g = d_y * gain and of g * x_hat (layer norm's backward).
+template <typename scalar_t, int K>
+void gradient_sums(const scalar_t* d_y, const scalar_t* x_hat, const scalar_t* gains, int64_t U, scalar_t* mean_g,
+                   scalar_t* mean_gx) {
   using Vec = at::vec::Vectorized<scalar_t>;
-  Vec sum_g(scalar_t(0)), sum_gx(scalar_t(0));
+  Vec sum_g[K], sum_gx[K];
+  for (int b = 0; b < K; ++b) sum_g[b] = sum_gx[b] = Vec(scalar_t(0));
   for (int64_t u = 0; u < U; u += Vec::size()) {
     const int64_t count = std::min<int64_t>(Vec::size(), U - u);
-    const Vec g = Vec::loadu(d_y + u, count) * Vec::loadu(gain + u, count);
-    sum_g = sum_g + g;
-    sum_gx = sum_gx + g * Vec::loadu(x_hat + u, count);
+    for (int b = 0; b < K; ++b) {
+      const Vec g = load_part(d_y + b * U + u, count) * load_part(gains + b * U + u, count);
+      sum_g[b] = sum_g[b] + g;
+      sum_gx[b] = at::vec::fmadd(g, load_part(x_hat + b * U + u, count), sum_gx[b]);
+    }
   }
-  const Vec mean_g(lanes_sum(sum_g) / static_cast<scalar_t>(U)), mean_gx(lanes_sum(sum_gx) / static_cast<scalar_t>(U));
-  const Vec inv_v(inv);
-  for (int64_t u = 0; u < U; u += Vec::size()) {
-    const int64_t count = std::min<int64_t>(Vec::size(), U - u);
-    const Vec g = Vec::loadu(d_y + u, count) * Vec::loadu(gain + u, count);
-    (inv_v * (g - mean_g - Vec::loadu(x_hat + u, count) * mean_gx)).store(d_x + u, count);
+  for (int b = 0; b < K; ++b) {
+    mean_g[b] = lanes_sum(sum_g[b]) / static_cast<scalar_t>(U);
+    mean_gx[b] = lanes_sum(sum_gx[b]) / static_cast<scalar_t>(U);
   }
+}
+
+// d act / dx from the activation's output y, lane by lane (vectorized for tanh).
+template <typename scalar_t, bool TANH>
+at::vec::Vectorized<scalar_t> slope(int64_t act, const at::vec::Vectorized<scalar_t>& y) {
+  using Vec = at::vec::Vectorized<scalar_t>;
+  if constexpr (TANH) {
+    return Vec(scalar_t(1)) - y * y;
+  } else {
+    scalar_t lanes[Vec::size()];
+    y.store(lanes);
+    for (int64_t k = 0; k < Vec::size(); ++k) lanes[k] = activation_slope<scalar_t>(act, lanes[k]);
+    return Vec::loadu(lanes);
+  }
+}
+
+template <typename scalar_t>
+at::vec::Vectorized<scalar_t> mask_lanes(const bool* kept, int64_t count) {  // 1 where kept, else 0
+  scalar_t lanes[at::vec::Vectorized<scalar_t>::size()] = {};
+  for (int64_t k = 0; k < count; ++k) lanes[k] = kept[k] ? scalar_t(1) : scalar_t(0);
+  return at::vec::Vectorized<scalar_t>::loadu(lanes);
 }
 
 template <typename scalar_t>
@@ -98,138 +123,171 @@ struct Weights {  // a step's per-unit weights; absent ones are nullptr
         forget_bias(static_cast<scalar_t>(forget_bias_value)) {}
 };
 
+// The layer's buffers: [N, width] rows, contiguous, the packed steps one after the other.
 template <typename scalar_t>
-const scalar_t* optional_row(const torch::Tensor& t, int64_t r) {
-  return t.numel() ? t.data_ptr<scalar_t>() + r * t.stride(0) : nullptr;
+struct Buffers {
+  int64_t U;
+  scalar_t* gates;      // [N, 4U] (i, f, o, j): raw sums in, activated gates out
+  scalar_t* x_hat;      // [N, 5U] the five norms' normalised values, or nullptr: inference, save nothing
+  scalar_t* inv_std;    // [N, 5]
+  scalar_t* cells;      // [N, U] the new c (normalised, clipped)
+  scalar_t* act_cells;  // [N, U] act(c) (saved with x_hat)
+  const scalar_t* drop; // [N, U] the candidate dropout's mask, or nullptr
+  bool* kept;           // [N, U] where |c| <= cell_clip, or nullptr
+};
+
+template <typename scalar_t>
+scalar_t* data_of(const torch::Tensor& t, const char* name) {
+  if (!t.defined() || t.numel() == 0) return nullptr;
+  TORCH_CHECK(t.is_contiguous(), "ln_lstm: ", name, " must be contiguous");
+  return t.data_ptr<scalar_t>();
 }
 
-inline bool* optional_mask_row(const torch::Tensor& t, int64_t r) {
-  return t.numel() ? t.data_ptr<bool>() + r * t.stride(0) : nullptr;
+template <typename scalar_t>
+Buffers<scalar_t> buffers(const torch::Tensor& gates, const torch::Tensor& x_hat, const torch::Tensor& inv_std,
+                          const torch::Tensor& cells, const torch::Tensor& act_cells, const torch::Tensor& drop,
+                          const torch::Tensor& kept) {
+  TORCH_CHECK(kept.numel() == 0 || kept.is_contiguous(), "ln_lstm: clip_mask must be contiguous");
+  return {cells.size(1), data_of<scalar_t>(gates, "gates"), data_of<scalar_t>(x_hat, "x_hat"),
+          data_of<scalar_t>(inv_std, "inv_std"), data_of<scalar_t>(cells, "cells"),
+          data_of<scalar_t>(act_cells, "act_cells"), data_of<scalar_t>(drop, "drop"),
+          kept.numel() ? kept.data_ptr<bool>() : nullptr};
 }
 
+// One row r (of all N) forward: c_prev and m are this row's.
 template <typename scalar_t, bool TANH>
-void forward_row(scalar_t* z, const scalar_t* c_prev, scalar_t* x_hat, scalar_t* inv, const Weights<scalar_t>& w,
-                 const scalar_t* drop, double clip, bool* kept, scalar_t* c, scalar_t* act_c, scalar_t* m, int64_t U,
-                 int64_t act) {
+void forward_row(const Buffers<scalar_t>& buf, const Weights<scalar_t>& w, int64_t r, const scalar_t* c_prev,
+                 scalar_t* m, double clip, int64_t act) {
   using Vec = at::vec::Vectorized<scalar_t>;
+  const int64_t U = buf.U;
+  scalar_t* z = buf.gates + r * 4 * U;
+  const bool save = buf.x_hat != nullptr;  // what backward reads; inference keeps only c, m and o
+  scalar_t* x_hat = save ? buf.x_hat + r * 5 * U : nullptr;
+  scalar_t inv_row[5];
+  scalar_t* inv = save ? buf.inv_std + r * 5 : inv_row;
+  scalar_t* c = buf.cells + r * U;
+  const scalar_t* drop = buf.drop ? buf.drop + r * U : nullptr;
   auto sigmoid = [](const Vec& x) { return gate_activation<scalar_t, false>(x); };
-  for (int64_t b = 0; b < 4; ++b) inv[b] = normalize(z + b * U, x_hat + b * U, w.gains + b * U, w.shifts + b * U, U);
+  scalar_t mean[5];
+  block_moments<scalar_t, 4>(z, U, mean, inv);
   for (int64_t u = 0; u < U; u += Vec::size()) {
     const int64_t count = std::min<int64_t>(Vec::size(), U - u);
+    Vec y[4];
+    for (int b = 0; b < 4; ++b) {  // normalised, then scaled and shifted: gains * x_hat + shifts
+      const Vec normed = (Vec::loadu(z + b * U + u, count) - Vec(mean[b])) * Vec(inv[b]);
+      if (save) normed.store(x_hat + b * U + u, count);
+      y[b] = at::vec::fmadd(normed, Vec::loadu(w.gains + b * U + u, count), Vec::loadu(w.shifts + b * U + u, count));
+    }
     const Vec cp = Vec::loadu(c_prev + u, count);
-    Vec i = Vec::loadu(z + u, count), f = Vec::loadu(z + U + u, count) + Vec(w.forget_bias);
+    Vec i = y[0], f = y[1] + Vec(w.forget_bias);
     if (w.w_i) {
-      i = i + Vec::loadu(w.w_i + u, count) * cp;
-      f = f + Vec::loadu(w.w_f + u, count) * cp;
+      i = at::vec::fmadd(Vec::loadu(w.w_i + u, count), cp, i);
+      f = at::vec::fmadd(Vec::loadu(w.w_f + u, count), cp, f);
     }
     i = sigmoid(i);
     f = sigmoid(f);
-    const Vec j = cell_activation<scalar_t, TANH>(act, Vec::loadu(z + 3 * U + u, count));
+    const Vec j = cell_activation<scalar_t, TANH>(act, y[3]);
     const Vec g = drop ? j * Vec::loadu(drop + u, count) : j;
-    i.store(z + u, count);
-    f.store(z + U + u, count);
-    j.store(z + 3 * U + u, count);
+    if (save) {
+      i.store(z + u, count);
+      f.store(z + U + u, count);
+      j.store(z + 3 * U + u, count);
+    }
+    (w.w_o ? y[2] : sigmoid(y[2])).store(z + 2 * U + u, count);  // with peepholes o waits for the new c
     (f * cp + i * g).store(c + u, count);
-    if (!w.w_o) sigmoid(Vec::loadu(z + 2 * U + u, count)).store(z + 2 * U + u, count);
   }
-  inv[4] = normalize(c, x_hat + 4 * U, w.gains + 4 * U, w.shifts + 4 * U, U);
+  block_moments<scalar_t, 1>(c, U, mean + 4, inv + 4);
   const Vec limit(static_cast<scalar_t>(clip));
+  bool* kept = buf.kept ? buf.kept + r * U : nullptr;
   scalar_t unclipped[Vec::size()];
   for (int64_t u = 0; u < U; u += Vec::size()) {
     const int64_t count = std::min<int64_t>(Vec::size(), U - u);
-    Vec cv = Vec::loadu(c + u, count);
+    const Vec normed = (Vec::loadu(c + u, count) - Vec(mean[4])) * Vec(inv[4]);
+    if (save) normed.store(x_hat + 4 * U + u, count);
+    Vec cv = at::vec::fmadd(normed, Vec::loadu(w.gains + 4 * U + u, count), Vec::loadu(w.shifts + 4 * U + u, count));
     if (kept) {
       cv.store(unclipped, count);
       for (int64_t k = 0; k < count; ++k) kept[u + k] = std::abs(unclipped[k]) <= clip;
       cv = at::vec::clamp(cv, limit.neg(), limit);
-      cv.store(c + u, count);
     }
+    cv.store(c + u, count);
     Vec o = Vec::loadu(z + 2 * U + u, count);
     if (w.w_o) {
-      o = sigmoid(o + Vec::loadu(w.w_o + u, count) * cv);
+      o = sigmoid(at::vec::fmadd(Vec::loadu(w.w_o + u, count), cv, o));
       o.store(z + 2 * U + u, count);
     }
     const Vec tc = cell_activation<scalar_t, TANH>(act, cv);
-    tc.store(act_c + u, count);
+    if (save) tc.store(buf.act_cells + r * U + u, count);
     (o * tc).store(m + u, count);
   }
 }
 
+// One row r backward: dm is this row's gradient of m, d_c its carried gradient of c (replaced by
+// that of c_prev); writes the row's d_post [4U], d_state [U] and dz [4U].
 template <typename scalar_t, bool TANH>
-void backward_row(const scalar_t* z, const scalar_t* c_prev, const scalar_t* act_c, const scalar_t* x_hat,
-                  const scalar_t* inv, const Weights<scalar_t>& w, const scalar_t* drop, const bool* kept,
-                  const scalar_t* dm, scalar_t* d_c, scalar_t* d_post, scalar_t* d_state, scalar_t* dz,
-                  scalar_t* d_raw, int64_t U, int64_t act) {
-  for (int64_t u = 0; u < U; ++u) {  // the output gate, and the gradient of the normalised, clipped c
-    const scalar_t o = z[2 * U + u], t = act_c[u];
-    const scalar_t d_o = dm[u] * t * o * (1 - o);
-    d_post[2 * U + u] = d_o;
-    scalar_t dc = dm[u] * o * cell_activation_slope<scalar_t, TANH>(act, t) + d_c[u];
-    if (w.w_o) dc += d_o * w.w_o[u];
-    d_state[u] = kept && !kept[u] ? scalar_t(0) : dc;
+void backward_row(const Buffers<scalar_t>& buf, const Weights<scalar_t>& w, int64_t r, const scalar_t* c_prev,
+                  const scalar_t* dm, scalar_t* d_c, scalar_t* d_post, scalar_t* d_state, scalar_t* dz, int64_t act) {
+  using Vec = at::vec::Vectorized<scalar_t>;
+  const int64_t U = buf.U;
+  const scalar_t* z = buf.gates + r * 4 * U;
+  const scalar_t* x_hat = buf.x_hat + r * 5 * U;
+  const scalar_t* inv = buf.inv_std + r * 5;
+  const scalar_t* act_c = buf.act_cells + r * U;
+  const scalar_t* drop = buf.drop ? buf.drop + r * U : nullptr;
+  const bool* kept = buf.kept ? buf.kept + r * U : nullptr;
+  const Vec one(scalar_t(1));
+  for (int64_t u = 0; u < U; u += Vec::size()) {  // the output gate, and the gradient of the normalised, clipped c
+    const int64_t count = std::min<int64_t>(Vec::size(), U - u);
+    const Vec o = Vec::loadu(z + 2 * U + u, count), t = Vec::loadu(act_c + u, count), d_m = Vec::loadu(dm + u, count);
+    const Vec d_o = d_m * t * o * (one - o);
+    d_o.store(d_post + 2 * U + u, count);
+    Vec dc = at::vec::fmadd(d_m * o, slope<scalar_t, TANH>(act, t), Vec::loadu(d_c + u, count));
+    if (w.w_o) dc = at::vec::fmadd(d_o, Vec::loadu(w.w_o + u, count), dc);
+    if (kept) dc = dc * mask_lanes<scalar_t>(kept + u, count);
+    dc.store(d_state + u, count);
   }
-  normalize_backward(d_state, x_hat + 4 * U, inv[4], w.gains + 4 * U, d_raw, U);  // of c before its norm
-  for (int64_t u = 0; u < U; ++u) {
-    const scalar_t i = z[u], f = z[U + u], j = z[3 * U + u], keep = drop ? drop[u] : scalar_t(1), dc = d_raw[u];
-    const scalar_t d_i = dc * j * keep * i * (1 - i), d_f = dc * c_prev[u] * f * (1 - f);
-    d_post[u] = d_i;
-    d_post[U + u] = d_f;
-    d_post[3 * U + u] = dc * i * keep * cell_activation_slope<scalar_t, TANH>(act, j);
-    scalar_t d_c_prev = dc * f;
-    if (w.w_i) d_c_prev += d_i * w.w_i[u] + d_f * w.w_f[u];
-    d_c[u] = d_c_prev;
+  scalar_t mean_g[4], mean_gx[4];
+  gradient_sums<scalar_t, 1>(d_state, x_hat + 4 * U, w.gains + 4 * U, U, mean_g, mean_gx);
+  const Vec inv_c(inv[4]), mean_g_c(mean_g[0]), mean_gx_c(mean_gx[0]);
+  for (int64_t u = 0; u < U; u += Vec::size()) {
+    const int64_t count = std::min<int64_t>(Vec::size(), U - u);
+    const Vec g = Vec::loadu(d_state + u, count) * Vec::loadu(w.gains + 4 * U + u, count);
+    const Vec dc = inv_c * (g - mean_g_c - Vec::loadu(x_hat + 4 * U + u, count) * mean_gx_c);  // of c before its norm
+    const Vec i = Vec::loadu(z + u, count), f = Vec::loadu(z + U + u, count), j = Vec::loadu(z + 3 * U + u, count);
+    const Vec keep = drop ? Vec::loadu(drop + u, count) : one;
+    const Vec cp = Vec::loadu(c_prev + u, count);
+    const Vec d_i = dc * j * keep * i * (one - i), d_f = dc * cp * f * (one - f);
+    d_i.store(d_post + u, count);
+    d_f.store(d_post + U + u, count);
+    (dc * i * keep * slope<scalar_t, TANH>(act, j)).store(d_post + 3 * U + u, count);
+    Vec d_c_prev = dc * f;
+    if (w.w_i) {
+      d_c_prev = at::vec::fmadd(d_i, Vec::loadu(w.w_i + u, count), d_c_prev);
+      d_c_prev = at::vec::fmadd(d_f, Vec::loadu(w.w_f + u, count), d_c_prev);
+    }
+    d_c_prev.store(d_c + u, count);
   }
-  for (int64_t b = 0; b < 4; ++b) normalize_backward(d_post + b * U, x_hat + b * U, inv[b], w.gains + b * U, dz + b * U, U);
+  gradient_sums<scalar_t, 4>(d_post, x_hat, w.gains, U, mean_g, mean_gx);
+  for (int64_t u = 0; u < U; u += Vec::size()) {
+    const int64_t count = std::min<int64_t>(Vec::size(), U - u);
+    for (int b = 0; b < 4; ++b) {
+      const Vec g = Vec::loadu(d_post + b * U + u, count) * Vec::loadu(w.gains + b * U + u, count);
+      const Vec x = Vec::loadu(x_hat + b * U + u, count);
+      (Vec(inv[b]) * (g - Vec(mean_g[b]) - x * Vec(mean_gx[b]))).store(dz + b * U + u, count);
+    }
+  }
 }
 
-void forward_pointwise(const torch::Tensor& z, const torch::Tensor& c_prev, const torch::Tensor& gains,
-                       const torch::Tensor& shifts, const torch::Tensor& w_if, const torch::Tensor& w_o,
-                       const torch::Tensor& drop, double forget_bias, double clip, const torch::Tensor& x_hat,
-                       const torch::Tensor& inv_std, const torch::Tensor& c, const torch::Tensor& act_c,
-                       const torch::Tensor& m, const torch::Tensor& kept, int64_t activation) {
-  const int64_t n = z.size(0), U = c.size(1);
-  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "ln_lstm_forward", [&] {
-    const Weights<scalar_t> w(gains, shifts, w_if, w_o, forget_bias, U);
-    Rows<scalar_t> z_r(z), cp_r(c_prev), xh_r(x_hat), inv_r(inv_std), c_r(c), tc_r(act_c), m_r(m);
-    with_tanh_flag(activation, [&](auto tanh) {
-      at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
-        for (int64_t r = begin; r < end; ++r) {
-          forward_row<scalar_t, decltype(tanh)::value>(z_r.row(r), cp_r.row(r), xh_r.row(r), inv_r.row(r), w,
-                                                       optional_row<scalar_t>(drop, r), clip,
-                                                       optional_mask_row(kept, r), c_r.row(r), tc_r.row(r), m_r.row(r),
-                                                       U, activation);
-        }
-      });
-    });
+// The n rows of a step, in parallel chunks of about kChunkValues values each (one chunk: no threads).
+constexpr int64_t kChunkValues = 2048;
+
+template <typename F>
+void for_rows(int64_t n, int64_t U, const F& row) {
+  const int64_t grain = std::max<int64_t>(1, kChunkValues / (5 * U));
+  at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) row(k);
   });
 }
-
-void backward_pointwise(const torch::Tensor& z, const torch::Tensor& c_prev, const torch::Tensor& act_c,
-                        const torch::Tensor& x_hat, const torch::Tensor& inv_std, const torch::Tensor& gains,
-                        const torch::Tensor& w_if, const torch::Tensor& w_o, const torch::Tensor& drop,
-                        const torch::Tensor& kept, const torch::Tensor& dm, const torch::Tensor& d_c,
-                        const torch::Tensor& d_post, const torch::Tensor& d_state, const torch::Tensor& dz,
-                        int64_t activation) {
-  const int64_t n = z.size(0), U = act_c.size(1);
-  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "ln_lstm_backward", [&] {
-    const Weights<scalar_t> w(gains, gains, w_if, w_o, 0.0, U);
-    Rows<scalar_t> z_r(z), cp_r(c_prev), tc_r(act_c), xh_r(x_hat), inv_r(inv_std), dm_r(dm), dc_r(d_c),
-        post_r(d_post), state_r(d_state), dz_r(dz);
-    with_tanh_flag(activation, [&](auto tanh) {
-      at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
-        std::vector<scalar_t> d_raw(U);
-        for (int64_t r = begin; r < end; ++r) {
-          backward_row<scalar_t, decltype(tanh)::value>(
-              z_r.row(r), cp_r.row(r), tc_r.row(r), xh_r.row(r), inv_r.row(r), w, optional_row<scalar_t>(drop, r),
-              optional_mask_row(kept, r), dm_r.row(r), dc_r.row(r), post_r.row(r), state_r.row(r), dz_r.row(r),
-              d_raw.data(), U, activation);
-        }
-      });
-    });
-  });
-}
-
-torch::Tensor rows_of(const torch::Tensor& t, int64_t start, int64_t n) { return t.numel() ? t.narrow(0, start, n) : t; }
 
 }  // namespace
 
@@ -242,28 +300,38 @@ void ln_lstm_forward_steps(torch::Tensor gates, torch::Tensor h0, torch::Tensor 
                            torch::Tensor inv_std, torch::Tensor cells, torch::Tensor act_cells, torch::Tensor hidden,
                            torch::Tensor out, torch::Tensor clip_mask, torch::Tensor proj_mask, int64_t activation) {
   const bool projected = projection.numel() > 0;
-  torch::Tensor h_prev = h0, c_prev = c0;
-  int64_t start = 0;
-  for (const int64_t n : batch_sizes) {
-    torch::Tensor z = gates.narrow(0, start, n);
-    z.addmm_(h_prev.narrow(0, 0, n), w_h);
-    torch::Tensor m = projected ? hidden.narrow(0, start, n) : out.narrow(0, start, n);
-    forward_pointwise(z, c_prev.narrow(0, 0, n), gains, shifts, w_if, w_o, rows_of(drop, start, n), forget_bias, clip,
-                      x_hat.narrow(0, start, n), inv_std.narrow(0, start, n), cells.narrow(0, start, n),
-                      act_cells.narrow(0, start, n), m, rows_of(clip_mask, start, n), activation);
-    if (projected) {
-      torch::Tensor projected_m = out.narrow(0, start, n);
-      at::mm_out(projected_m, m, projection);
-      if (proj_clip >= 0) {
-        torch::Tensor kept = proj_mask.narrow(0, start, n);
-        at::le_out(kept, projected_m.abs(), proj_clip);
-        projected_m.clamp_(-proj_clip, proj_clip);
+  const torch::Tensor& m_all = projected ? hidden : out;  // m before the projection
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "ln_lstm_forward_steps", [&] {
+    const int64_t U = cells.size(1), m_width = m_all.size(1);
+    const Buffers<scalar_t> buf = buffers<scalar_t>(gates, x_hat, inv_std, cells, act_cells, drop, clip_mask);
+    const Weights<scalar_t> w(gains, shifts, w_if, w_o, forget_bias, U);
+    scalar_t* m_rows = data_of<scalar_t>(m_all, "m");
+    with_tanh_flag(activation, [&](auto tanh) {
+      torch::Tensor h_prev = h0;
+      const scalar_t* c_prev = data_of<scalar_t>(c0, "c0");
+      const RecurrentProduct recurrent(w_h, batch_sizes.empty() ? 0 : batch_sizes[0]);
+      int64_t start = 0;
+      for (const int64_t n : batch_sizes) {
+        recurrent.add_into(gates.narrow(0, start, n), h_prev.narrow(0, 0, n));
+        for_rows(n, U, [&](int64_t k) {
+          forward_row<scalar_t, decltype(tanh)::value>(buf, w, start + k, c_prev + k * U,
+                                                       m_rows + (start + k) * m_width, clip, activation);
+        });
+        if (projected) {
+          torch::Tensor projected_m = out.narrow(0, start, n);
+          at::mm_out(projected_m, hidden.narrow(0, start, n), projection);
+          if (proj_clip >= 0) {
+            torch::Tensor kept = proj_mask.narrow(0, start, n);
+            at::le_out(kept, projected_m.abs(), proj_clip);
+            projected_m.clamp_(-proj_clip, proj_clip);
+          }
+        }
+        h_prev = out.narrow(0, start, n);
+        c_prev = buf.cells + start * U;
+        start += n;
       }
-    }
-    h_prev = out.narrow(0, start, n);
-    c_prev = cells.narrow(0, start, n);
-    start += n;
-  }
+    });
+  });
 }
 
 void ln_lstm_backward_steps(torch::Tensor gates, torch::Tensor cells, torch::Tensor act_cells, torch::Tensor x_hat,
@@ -275,23 +343,34 @@ void ln_lstm_backward_steps(torch::Tensor gates, torch::Tensor cells, torch::Ten
   const bool projected = projection_t.numel() > 0;
   std::vector<int64_t> starts(batch_sizes.size(), 0);
   for (size_t t = 1; t < batch_sizes.size(); ++t) starts[t] = starts[t - 1] + batch_sizes[t - 1];
-  for (int64_t t = static_cast<int64_t>(batch_sizes.size()) - 1; t >= 0; --t) {
-    const int64_t n = batch_sizes[t], start = starts[t];
-    torch::Tensor c_prev = t == 0 ? c0.narrow(0, 0, n) : cells.narrow(0, starts[t - 1], n);
-    torch::Tensor dm = d_out.narrow(0, start, n) + d_h.narrow(0, 0, n);
-    if (projected) {
-      if (proj_mask.numel()) dm.mul_(proj_mask.narrow(0, start, n));
-      d_m.narrow(0, start, n).copy_(dm);
-      dm = at::mm(dm, projection_t);
-    }
-    torch::Tensor dz = d_gates.narrow(0, start, n);
-    backward_pointwise(gates.narrow(0, start, n), c_prev, act_cells.narrow(0, start, n), x_hat.narrow(0, start, n),
-                       inv_std.narrow(0, start, n), gains, w_if, w_o, rows_of(drop, start, n),
-                       rows_of(clip_mask, start, n), dm, d_c.narrow(0, 0, n), d_post.narrow(0, start, n),
-                       d_state.narrow(0, start, n), dz, activation);
-    torch::Tensor d_h_rows = d_h.narrow(0, 0, n);
-    at::mm_out(d_h_rows, dz, w_h_t);
-  }
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "ln_lstm_backward_steps", [&] {
+    const int64_t U = cells.size(1);
+    const Buffers<scalar_t> buf = buffers<scalar_t>(gates, x_hat, inv_std, cells, act_cells, drop, clip_mask);
+    const Weights<scalar_t> w(gains, gains, w_if, w_o, 0.0, U);  // backward reads no shifts
+    scalar_t *post = data_of<scalar_t>(d_post, "d_post"), *state = data_of<scalar_t>(d_state, "d_state");
+    scalar_t *dz = data_of<scalar_t>(d_gates, "d_gates"), *carry = data_of<scalar_t>(d_c, "d_c");
+    const scalar_t* c_first = data_of<scalar_t>(c0, "c0");
+    with_tanh_flag(activation, [&](auto tanh) {
+      const RecurrentProduct recurrent(w_h_t, batch_sizes.empty() ? 0 : batch_sizes[0]);
+      for (int64_t t = static_cast<int64_t>(batch_sizes.size()) - 1; t >= 0; --t) {
+        const int64_t n = batch_sizes[t], start = starts[t];
+        const scalar_t* c_prev = t == 0 ? c_first : buf.cells + starts[t - 1] * U;
+        torch::Tensor dm = d_out.narrow(0, start, n) + d_h.narrow(0, 0, n);  // a new, contiguous [n, H]
+        if (projected) {
+          if (proj_mask.numel()) dm.mul_(proj_mask.narrow(0, start, n));
+          d_m.narrow(0, start, n).copy_(dm);
+          dm = at::mm(dm, projection_t);
+        }
+        const scalar_t* dm_rows = dm.data_ptr<scalar_t>();
+        for_rows(n, U, [&](int64_t k) {
+          const int64_t r = start + k;
+          backward_row<scalar_t, decltype(tanh)::value>(buf, w, r, c_prev + k * U, dm_rows + k * U, carry + k * U,
+                                                        post + r * 4 * U, state + r * U, dz + r * 4 * U, activation);
+        });
+        recurrent.into(d_h.narrow(0, 0, n), d_gates.narrow(0, start, n));
+      }
+    });
+  });
 }
 
 }  // namespace rnnkit

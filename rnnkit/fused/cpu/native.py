@@ -27,7 +27,7 @@ from ..activation_kinds import ACTIVATION_CODES, GATE_CODES
 _LOG = logging.getLogger(__name__)
 _HERE = Path(__file__).parent
 _SOURCES = [_HERE / "rnn_cpu.cpp", _HERE / "layer_norm_lstm.cpp"]
-_HEADERS = [_HERE / "rnn_math.h", _HERE / "layer_norm_lstm.h"]
+_HEADERS = [_HERE / "rnn_math.h", _HERE / "layer_norm_lstm.h", _HERE / "packed_gemm.h"]
 _CAPABILITY_FLAGS = {
     "AVX2": ["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"],
     "AVX512": [
@@ -58,7 +58,7 @@ def _build() -> ModuleType | None:
         flags = ["-O3", "-fopenmp", *_CAPABILITY_FLAGS.get(capability, ["-DCPU_CAPABILITY=DEFAULT"])]
         name = f"rnnkit_rnn_cpu_{capability.lower()}_{_build_key(flags)}"
         sources = [str(path) for path in _SOURCES]
-        return load(name, sources, extra_cflags=flags, extra_ldflags=["-fopenmp"], verbose=False)
+        return load(name, sources, extra_cflags=flags, extra_ldflags=["-fopenmp", "-ldl"], verbose=False)
     except Exception as error:  # no compiler, no headers, a failed build: the torch path works
         _LOG.warning("rnnkit: compiled RNN kernels unavailable (%s); using the pure-torch path", error)
         return None
