@@ -20,6 +20,7 @@
 
 #include "rnn_math.h"
 #include "layer_norm_lstm.h"
+#include "packed_gemm.h"
 
 namespace {
 
@@ -141,11 +142,12 @@ void lstm_forward_steps(torch::Tensor gates, torch::Tensor h0, torch::Tensor c0,
                         torch::Tensor clip_mask, torch::Tensor proj_mask, int64_t activation, int64_t gate) {
   const bool projected = projection.numel() > 0;
   torch::Tensor h_prev = h0, c_prev = c0;
+  const rnnkit::RecurrentProduct recurrent(w_h, batch_sizes.empty() ? 0 : batch_sizes[0]);
   int64_t start = 0;
   for (const int64_t n : batch_sizes) {
     auto rows = [&](const torch::Tensor& t) { return t.numel() ? t.narrow(0, start, n) : t; };
     torch::Tensor z = gates.narrow(0, start, n);
-    z.addmm_(h_prev.narrow(0, 0, n), w_h);
+    recurrent.add_into(z, h_prev.narrow(0, 0, n));
     torch::Tensor m = projected ? hidden.narrow(0, start, n) : out.narrow(0, start, n);
     lstm_forward_pointwise(z, c_prev.narrow(0, 0, n), w_if, w_o, clip, rows(candidates), rows(cells),
                            rows(act_cells), m, rows(clip_mask), activation, gate);
@@ -173,6 +175,7 @@ void lstm_backward_steps(torch::Tensor gates, torch::Tensor candidates, torch::T
   const bool projected = projection_t.numel() > 0;
   std::vector<int64_t> starts(batch_sizes.size(), 0);
   for (size_t t = 1; t < batch_sizes.size(); ++t) starts[t] = starts[t - 1] + batch_sizes[t - 1];
+  const rnnkit::RecurrentProduct recurrent(w_h_t, batch_sizes.empty() ? 0 : batch_sizes[0]);
   for (int64_t t = static_cast<int64_t>(batch_sizes.size()) - 1; t >= 0; --t) {
     const int64_t n = batch_sizes[t], start = starts[t];
     torch::Tensor c_prev = t == 0 ? c0.narrow(0, 0, n) : cells.narrow(0, starts[t - 1], n);
@@ -187,8 +190,7 @@ void lstm_backward_steps(torch::Tensor gates, torch::Tensor candidates, torch::T
     lstm_backward_pointwise(gates.narrow(0, start, n), candidates.narrow(0, start, n), c_prev,
                             act_cells.narrow(0, start, n), dm, d_c.narrow(0, 0, n), w_if, w_o, kept, dz, activation,
                             gate);
-    torch::Tensor d_h_rows = d_h.narrow(0, 0, n);
-    at::mm_out(d_h_rows, dz, w_h_t);
+    recurrent.into(d_h.narrow(0, 0, n), dz);
   }
 }
 
@@ -308,14 +310,16 @@ void gru_forward_steps(torch::Tensor gates, torch::Tensor candidates, torch::Ten
                        torch::Tensor h0, torch::Tensor w_gh, torch::Tensor w_ch, std::vector<int64_t> batch_sizes,
                        int64_t activation, int64_t gate) {
   torch::Tensor h_prev = h0;
+  const int64_t rows = batch_sizes.empty() ? 0 : batch_sizes[0];
+  const rnnkit::RecurrentProduct gate_product(w_gh, rows), candidate_product(w_ch, rows);
   int64_t start = 0;
   for (const int64_t n : batch_sizes) {
     torch::Tensor g = gates.narrow(0, start, n), rh = reset_h.narrow(0, start, n);
     torch::Tensor c = candidates.narrow(0, start, n), h = out.narrow(0, start, n);
     torch::Tensor previous = h_prev.narrow(0, 0, n);
-    g.addmm_(previous, w_gh);
+    gate_product.add_into(g, previous);
     gru_gates_forward(g, previous, rh, gate);
-    c.addmm_(rh, w_ch);
+    candidate_product.add_into(c, rh);
     gru_output_forward(c, g, previous, h, activation);
     h_prev = h;
     start += n;
@@ -328,6 +332,8 @@ void gru_backward_steps(torch::Tensor gates, torch::Tensor candidates, torch::Te
                         int64_t activation, int64_t gate) {
   std::vector<int64_t> starts(batch_sizes.size(), 0);
   for (size_t t = 1; t < batch_sizes.size(); ++t) starts[t] = starts[t - 1] + batch_sizes[t - 1];
+  const int64_t rows = batch_sizes.empty() ? 0 : batch_sizes[0];
+  const rnnkit::RecurrentProduct gate_product(w_gh_t, rows), candidate_product(w_ch_t, rows);
   for (int64_t t = static_cast<int64_t>(batch_sizes.size()) - 1; t >= 0; --t) {
     const int64_t n = batch_sizes[t], start = starts[t];
     torch::Tensor h_prev = t == 0 ? h0.narrow(0, 0, n) : out.narrow(0, starts[t - 1], n);
@@ -335,8 +341,10 @@ void gru_backward_steps(torch::Tensor gates, torch::Tensor candidates, torch::Te
     torch::Tensor dc = d_candidates.narrow(0, start, n), d_h_rows = d_h.narrow(0, 0, n);
     torch::Tensor dh = d_out.narrow(0, start, n) + d_h_rows;
     gru_output_backward(dh, g, candidates.narrow(0, start, n), h_prev, dg, dc, d_h_rows, activation, gate);
-    gru_reset_backward(at::mm(dc, w_ch_t), g, h_prev, dg, d_h_rows, gate);
-    d_h_rows.addmm_(dg, w_gh_t);
+    torch::Tensor d_rh = at::empty({n, w_ch_t.size(1)}, dc.options());
+    candidate_product.into(d_rh, dc);
+    gru_reset_backward(d_rh, g, h_prev, dg, d_h_rows, gate);
+    gate_product.add_into(d_h_rows, dg);
   }
 }
 
@@ -393,10 +401,11 @@ void rnn_backward_pointwise(torch::Tensor d_out, torch::Tensor d_h, torch::Tenso
 void rnn_forward_steps(torch::Tensor pre, torch::Tensor out, torch::Tensor h0, torch::Tensor w_h,
                        std::vector<int64_t> batch_sizes, int64_t activation) {
   torch::Tensor h_prev = h0;
+  const rnnkit::RecurrentProduct recurrent(w_h, batch_sizes.empty() ? 0 : batch_sizes[0]);
   int64_t start = 0;
   for (const int64_t n : batch_sizes) {
     torch::Tensor z = pre.narrow(0, start, n), h = out.narrow(0, start, n);
-    z.addmm_(h_prev.narrow(0, 0, n), w_h);
+    recurrent.add_into(z, h_prev.narrow(0, 0, n));
     rnn_forward_pointwise(z, h, activation);
     h_prev = h;
     start += n;
@@ -407,12 +416,13 @@ void rnn_backward_steps(torch::Tensor out, torch::Tensor d_out, torch::Tensor d_
                         torch::Tensor w_h_t, std::vector<int64_t> batch_sizes, int64_t activation) {
   int64_t start = 0;
   for (const int64_t n : batch_sizes) start += n;
+  const rnnkit::RecurrentProduct recurrent(w_h_t, batch_sizes.empty() ? 0 : batch_sizes[0]);
   for (int64_t t = static_cast<int64_t>(batch_sizes.size()) - 1; t >= 0; --t) {
     const int64_t n = batch_sizes[t];
     start -= n;
     torch::Tensor d_h_rows = d_h.narrow(0, 0, n), d_pre_rows = d_pre.narrow(0, start, n);
     rnn_backward_pointwise(d_out.narrow(0, start, n), d_h_rows, out.narrow(0, start, n), d_pre_rows, activation);
-    at::mm_out(d_h_rows, d_pre_rows, w_h_t);
+    recurrent.into(d_h_rows, d_pre_rows);
   }
 }
 
