@@ -36,6 +36,7 @@ from .packing import Packing, last_rows, previous_states, step_starts
 from .precision import add_product_, product_into
 
 NORMS = 5  # i, f, o, j and the cell state
+PARAM_ROWS = 13  # the backward's row sums: gains and shifts of the NORMS norms, then w_i, w_f, w_o
 
 
 @dataclass(frozen=True)
@@ -250,18 +251,21 @@ def backward_steps_torch(
     d_out: Tensor,
     d_h: Tensor,
     d_c: Tensor,
-    d_post: Tensor,
-    d_state: Tensor,
     d_gates: Tensor,
     d_m: Tensor,
+    d_params: Tensor,
     w_h_t: Tensor,
     projection_t: Tensor,
     batch_sizes: list[int],
     pointwise: Callable[..., None] = backward_pointwise_torch,
 ) -> None:
-    """The backward step loop (``ln_lstm_backward_steps`` in C++): fills ``d_post``, ``d_state``,
-    ``d_gates`` (and ``d_m``), leaves the initial state's gradients in ``d_h`` and ``d_c``."""
+    """The backward step loop (``ln_lstm_backward_steps`` in C++): fills ``d_gates`` (and ``d_m``),
+    leaves the initial state's gradients in ``d_h`` and ``d_c``, and writes the parameters' gradients
+    summed over the rows into ``d_params`` [PARAM_ROWS, U]: the gains' and shifts' of the five
+    norms (i, f, o, j, state), then the peepholes' w_i, w_f, w_o (zero without peepholes)."""
+    U = cells.shape[1]
     starts = step_starts(batch_sizes)
+    d_post, d_state = torch.empty_like(gates), torch.empty_like(cells)
     for t in reversed(range(len(batch_sizes))):
         n, start = batch_sizes[t], starts[t]
         rows = slice(start, start + n)
@@ -292,6 +296,14 @@ def backward_steps_torch(
             d_gates[rows],
         )
         product_into(d_h[:n], d_gates[rows], w_h_t)
+        if w_if.numel():
+            d_params[10] += (d_post[rows, :U] * c_prev).sum(0)
+            d_params[11] += (d_post[rows, U : 2 * U] * c_prev).sum(0)
+            d_params[12] += (d_post[rows, 2 * U : 3 * U] * cells[rows]).sum(0)
+    d_params[:4] = (d_post * x_hat[:, : 4 * U]).sum(0).view(4, U)
+    d_params[4] = (d_state * x_hat[:, 4 * U :]).sum(0)
+    d_params[5:9] = d_post.sum(0).view(4, U)
+    d_params[9] = d_state.sum(0)
 
 
 def _steps(activation: str) -> tuple[Any, Any, bool]:
@@ -430,12 +442,13 @@ class LayerNormLSTMSequence(torch.autograd.Function):
         U, depth = config.units, data.shape[1]
         w_x, w_h = kernel_p[:depth], kernel_p[depth:]
         last = last_rows(packing, data.device)
-        d_out = d_out.clone()
+        d_out = d_out.clone(memory_format=torch.contiguous_format)
         d_out.index_add_(0, last, d_h_final)
-        d_post, d_gates = torch.empty_like(gates), torch.empty_like(gates)
-        d_state = torch.empty_like(cells)
+        d_gates = torch.empty_like(gates)
         d_m = torch.empty_like(out) if projection is not None else None
-        d_h, d_c = torch.zeros_like(h0), d_c_final.clone(memory_format=torch.contiguous_format)
+        d_h = torch.zeros_like(h0, memory_format=torch.contiguous_format)
+        d_c = d_c_final.clone(memory_format=torch.contiguous_format)
+        d_params = gates.new_zeros(PARAM_ROWS, U)
         ctx.backward_steps(
             gates,
             cells,
@@ -452,10 +465,9 @@ class LayerNormLSTMSequence(torch.autograd.Function):
             d_out,
             d_h,
             d_c,
-            d_post,
-            d_state,
             d_gates,
             _given(d_m),
+            d_params,
             w_h.t().contiguous(),
             _given(None if projection is None else projection.t().contiguous()),
             list(packing.batch_sizes),
@@ -463,15 +475,11 @@ class LayerNormLSTMSequence(torch.autograd.Function):
         d_data = d_gates @ w_x.t()
         h_prev_all = previous_states(h0, out, packing)
         d_kernel = _restore_order(torch.cat([data.t() @ d_gates, h_prev_all.t() @ d_gates]), U)
-        d_gains = torch.cat([(d_post * x_hat[:, : 4 * U]).sum(0), (d_state * x_hat[:, 4 * U :]).sum(0)]).view(NORMS, U)
-        d_shifts = torch.cat([d_post.sum(0), d_state.sum(0)]).view(NORMS, U)
+        d_gains, d_shifts = d_params[:NORMS], d_params[NORMS : 2 * NORMS]
         tf_order = [0, 3, 1, 2, 4]  # (i, f, o, j, state) -> (i, j, f, o, state)
         d_w_i = d_w_f = d_w_o = d_projection = None
         if w_if is not None:
-            c_prev_all = previous_states(c0, cells, packing)
-            d_w_i = (d_post[:, :U] * c_prev_all).sum(0)
-            d_w_f = (d_post[:, U : 2 * U] * c_prev_all).sum(0)
-            d_w_o = (d_post[:, 2 * U : 3 * U] * cells).sum(0)
+            d_w_i, d_w_f, d_w_o = d_params[2 * NORMS :].unbind(0)
         if projection is not None:
             d_projection = hidden.t() @ d_m
         return (

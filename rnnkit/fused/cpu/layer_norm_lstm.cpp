@@ -7,11 +7,12 @@
 // variance, 1 / sqrt(var + 1e-12), as tf.contrib.layers.layer_norm), activates the gates in
 // place (j becomes act(j), before the candidate dropout `drop`), forms c, normalises it, clips
 // it, and writes act(c) and m. It keeps x_hat [n, 5U] and 1 / std [n, 5] of the five norms.
-// Backward writes the gradients of the normalised gate blocks (d_post, for the gains and
-// shifts), of the normalised state (d_state), of the raw sums (dz, for the GEMMs), and carries
-// the cell state's gradient in d_c.
+// Backward writes the gradients of the raw sums (dz, for the GEMMs), carries the cell state's
+// gradient in d_c, and sums the gains', shifts' and peepholes' gradients over the rows as it goes
+// (from those of the normalised gate blocks, d_post, and state, d_state, a row's scratch).
 
 #include "layer_norm_lstm.h"
+#include "batch_slices.h"
 #include "packed_gemm.h"
 #include "rnn_math.h"
 
@@ -222,27 +223,42 @@ void forward_row(const Buffers<scalar_t>& buf, const Weights<scalar_t>& w, int64
   }
 }
 
-// One row r backward: dm is this row's gradient of m, d_c its carried gradient of c (replaced by
-// that of c_prev); writes the row's d_post [4U], d_state [U] and dz [4U].
+// The gradients a backward pass sums over all rows, [kParamRows, U]: the gains' and shifts' of
+// the five norms (i, f, o, j, state), then the peepholes' w_i, w_f, w_o (zero without them).
+constexpr int64_t kParamRows = 13;
+
+// One row r backward. dm = dm_a + dm_b (dm_b nullptr: dm_a alone) is this row's gradient of m,
+// d_c its carried gradient of c (replaced by that of c_prev); writes the row's dz [4U] and adds
+// its share of the parameters' gradients to sums [kParamRows * U]; scratch holds 5U values.
 template <typename scalar_t, bool TANH>
 void backward_row(const Buffers<scalar_t>& buf, const Weights<scalar_t>& w, int64_t r, const scalar_t* c_prev,
-                  const scalar_t* dm, scalar_t* d_c, scalar_t* d_post, scalar_t* d_state, scalar_t* dz, int64_t act) {
+                  const scalar_t* dm_a, const scalar_t* dm_b, scalar_t* d_c, scalar_t* dz, scalar_t* sums,
+                  scalar_t* scratch, int64_t act) {
   using Vec = at::vec::Vectorized<scalar_t>;
   const int64_t U = buf.U;
   const scalar_t* z = buf.gates + r * 4 * U;
   const scalar_t* x_hat = buf.x_hat + r * 5 * U;
   const scalar_t* inv = buf.inv_std + r * 5;
   const scalar_t* act_c = buf.act_cells + r * U;
+  const scalar_t* c_new = buf.cells + r * U;
   const scalar_t* drop = buf.drop ? buf.drop + r * U : nullptr;
   const bool* kept = buf.kept ? buf.kept + r * U : nullptr;
+  scalar_t *d_post = scratch, *d_state = scratch + 4 * U;  // of the normalised gate blocks and state
+  scalar_t *d_gains = sums, *d_shifts = sums + 5 * U, *d_peep = sums + 10 * U;
   const Vec one(scalar_t(1));
   for (int64_t u = 0; u < U; u += Vec::size()) {  // the output gate, and the gradient of the normalised, clipped c
     const int64_t count = std::min<int64_t>(Vec::size(), U - u);
-    const Vec o = Vec::loadu(z + 2 * U + u, count), t = Vec::loadu(act_c + u, count), d_m = Vec::loadu(dm + u, count);
+    const Vec o = Vec::loadu(z + 2 * U + u, count), t = Vec::loadu(act_c + u, count);
+    Vec d_m = Vec::loadu(dm_a + u, count);
+    if (dm_b) d_m = d_m + Vec::loadu(dm_b + u, count);
     const Vec d_o = d_m * t * o * (one - o);
     d_o.store(d_post + 2 * U + u, count);
     Vec dc = at::vec::fmadd(d_m * o, slope<scalar_t, TANH>(act, t), Vec::loadu(d_c + u, count));
-    if (w.w_o) dc = at::vec::fmadd(d_o, Vec::loadu(w.w_o + u, count), dc);
+    if (w.w_o) {
+      dc = at::vec::fmadd(d_o, Vec::loadu(w.w_o + u, count), dc);
+      const Vec sum = at::vec::fmadd(d_o, Vec::loadu(c_new + u, count), Vec::loadu(d_peep + 2 * U + u, count));
+      sum.store(d_peep + 2 * U + u, count);
+    }
     if (kept) dc = dc * mask_lanes<scalar_t>(kept + u, count);
     dc.store(d_state + u, count);
   }
@@ -251,8 +267,11 @@ void backward_row(const Buffers<scalar_t>& buf, const Weights<scalar_t>& w, int6
   const Vec inv_c(inv[4]), mean_g_c(mean_g[0]), mean_gx_c(mean_gx[0]);
   for (int64_t u = 0; u < U; u += Vec::size()) {
     const int64_t count = std::min<int64_t>(Vec::size(), U - u);
-    const Vec g = Vec::loadu(d_state + u, count) * Vec::loadu(w.gains + 4 * U + u, count);
-    const Vec dc = inv_c * (g - mean_g_c - Vec::loadu(x_hat + 4 * U + u, count) * mean_gx_c);  // of c before its norm
+    const Vec d_s = Vec::loadu(d_state + u, count), x_s = Vec::loadu(x_hat + 4 * U + u, count);
+    at::vec::fmadd(d_s, x_s, Vec::loadu(d_gains + 4 * U + u, count)).store(d_gains + 4 * U + u, count);
+    (d_s + Vec::loadu(d_shifts + 4 * U + u, count)).store(d_shifts + 4 * U + u, count);
+    const Vec g = d_s * Vec::loadu(w.gains + 4 * U + u, count);
+    const Vec dc = inv_c * (g - mean_g_c - x_s * mean_gx_c);  // of c before its norm
     const Vec i = Vec::loadu(z + u, count), f = Vec::loadu(z + U + u, count), j = Vec::loadu(z + 3 * U + u, count);
     const Vec keep = drop ? Vec::loadu(drop + u, count) : one;
     const Vec cp = Vec::loadu(c_prev + u, count);
@@ -264,6 +283,8 @@ void backward_row(const Buffers<scalar_t>& buf, const Weights<scalar_t>& w, int6
     if (w.w_i) {
       d_c_prev = at::vec::fmadd(d_i, Vec::loadu(w.w_i + u, count), d_c_prev);
       d_c_prev = at::vec::fmadd(d_f, Vec::loadu(w.w_f + u, count), d_c_prev);
+      at::vec::fmadd(d_i, cp, Vec::loadu(d_peep + u, count)).store(d_peep + u, count);
+      at::vec::fmadd(d_f, cp, Vec::loadu(d_peep + U + u, count)).store(d_peep + U + u, count);
     }
     d_c_prev.store(d_c + u, count);
   }
@@ -271,21 +292,31 @@ void backward_row(const Buffers<scalar_t>& buf, const Weights<scalar_t>& w, int6
   for (int64_t u = 0; u < U; u += Vec::size()) {
     const int64_t count = std::min<int64_t>(Vec::size(), U - u);
     for (int b = 0; b < 4; ++b) {
-      const Vec g = Vec::loadu(d_post + b * U + u, count) * Vec::loadu(w.gains + b * U + u, count);
-      const Vec x = Vec::loadu(x_hat + b * U + u, count);
+      const Vec d_y = Vec::loadu(d_post + b * U + u, count), x = Vec::loadu(x_hat + b * U + u, count);
+      at::vec::fmadd(d_y, x, Vec::loadu(d_gains + b * U + u, count)).store(d_gains + b * U + u, count);
+      (d_y + Vec::loadu(d_shifts + b * U + u, count)).store(d_shifts + b * U + u, count);
+      const Vec g = d_y * Vec::loadu(w.gains + b * U + u, count);
       (Vec(inv[b]) * (g - Vec(mean_g[b]) - x * Vec(mean_gx[b]))).store(dz + b * U + u, count);
     }
   }
 }
 
-// The n rows of a step, in parallel chunks of about kChunkValues values each (one chunk: no threads).
+// row(k, worker) for the rows k < count of a step of the batch slice, each on a worker 0 <= worker
+// < at::get_num_threads() that no other thread uses meanwhile: a split batch's slice is one thread
+// already (its own index); one slice of all rows goes to the threads in chunks of about
+// kChunkValues values each (one chunk: no threads).
 constexpr int64_t kChunkValues = 2048;
 
 template <typename F>
-void for_rows(int64_t n, int64_t U, const F& row) {
+void for_rows(const rnnkit::BatchSlice& slice, int64_t count, int64_t U, const F& row) {
+  if (slice.stride > 1) {
+    for (int64_t k = 0; k < count; ++k) row(k, slice.first);
+    return;
+  }
   const int64_t grain = std::max<int64_t>(1, kChunkValues / (5 * U));
-  at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t k = begin; k < end; ++k) row(k);
+  at::parallel_for(0, count, grain, [&](int64_t begin, int64_t end) {
+    const int64_t worker = at::get_thread_num();  // set inside parallel_for (0 where it runs inline)
+    for (int64_t k = begin; k < end; ++k) row(k, worker);
   });
 }
 
@@ -301,35 +332,42 @@ void ln_lstm_forward_steps(torch::Tensor gates, torch::Tensor h0, torch::Tensor 
                            torch::Tensor out, torch::Tensor clip_mask, torch::Tensor proj_mask, int64_t activation) {
   const bool projected = projection.numel() > 0;
   const torch::Tensor& m_all = projected ? hidden : out;  // m before the projection
+  const int64_t batch = batch_sizes.empty() ? 0 : batch_sizes[0];
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "ln_lstm_forward_steps", [&] {
     const int64_t U = cells.size(1), m_width = m_all.size(1);
     const Buffers<scalar_t> buf = buffers<scalar_t>(gates, x_hat, inv_std, cells, act_cells, drop, clip_mask);
     const Weights<scalar_t> w(gains, shifts, w_if, w_o, forget_bias, U);
     scalar_t* m_rows = data_of<scalar_t>(m_all, "m");
+    const scalar_t* c_first = data_of<scalar_t>(c0, "c0");
     with_tanh_flag(activation, [&](auto tanh) {
-      torch::Tensor h_prev = h0;
-      const scalar_t* c_prev = data_of<scalar_t>(c0, "c0");
-      const RecurrentProduct recurrent(w_h, batch_sizes.empty() ? 0 : batch_sizes[0]);
-      int64_t start = 0;
-      for (const int64_t n : batch_sizes) {
-        recurrent.add_into(gates.narrow(0, start, n), h_prev.narrow(0, 0, n));
-        for_rows(n, U, [&](int64_t k) {
-          forward_row<scalar_t, decltype(tanh)::value>(buf, w, start + k, c_prev + k * U,
-                                                       m_rows + (start + k) * m_width, clip, activation);
-        });
-        if (projected) {
-          torch::Tensor projected_m = out.narrow(0, start, n);
-          at::mm_out(projected_m, hidden.narrow(0, start, n), projection);
-          if (proj_clip >= 0) {
-            torch::Tensor kept = proj_mask.narrow(0, start, n);
-            at::le_out(kept, projected_m.abs(), proj_clip);
-            projected_m.clamp_(-proj_clip, proj_clip);
+      for_batch_slices(batch, bytes_of(w_h) + bytes_of(projection), [&](BatchSlice slice) {
+        const RecurrentProduct recurrent(w_h, slice.rows(batch));
+        torch::Tensor h_prev = h0;
+        const scalar_t* c_prev = c_first;  // the previous step's c, its rows by batch row
+        int64_t start = 0, previous_start = 0;
+        for (const int64_t n : batch_sizes) {
+          if (slice.rows(n) == 0) break;
+          recurrent.add_into(slice.of(gates, start, n), slice.of(h_prev, previous_start, n));
+          for_rows(slice, slice.rows(n), U, [&](int64_t k, int64_t) {
+            const int64_t b = slice.batch_row(k);
+            forward_row<scalar_t, decltype(tanh)::value>(buf, w, start + b, c_prev + b * U,
+                                                         m_rows + (start + b) * m_width, clip, activation);
+          });
+          if (projected) {
+            torch::Tensor projected_m = slice.of(out, start, n);
+            at::mm_out(projected_m, slice.of(hidden, start, n), projection);
+            if (proj_clip >= 0) {
+              torch::Tensor kept = slice.of(proj_mask, start, n);
+              at::le_out(kept, projected_m.abs(), proj_clip);
+              projected_m.clamp_(-proj_clip, proj_clip);
+            }
           }
+          h_prev = out;
+          c_prev = buf.cells + start * U;
+          previous_start = start;
+          start += n;
         }
-        h_prev = out.narrow(0, start, n);
-        c_prev = buf.cells + start * U;
-        start += n;
-      }
+      });
     });
   });
 }
@@ -337,40 +375,55 @@ void ln_lstm_forward_steps(torch::Tensor gates, torch::Tensor h0, torch::Tensor 
 void ln_lstm_backward_steps(torch::Tensor gates, torch::Tensor cells, torch::Tensor act_cells, torch::Tensor x_hat,
                             torch::Tensor inv_std, torch::Tensor c0, torch::Tensor gains, torch::Tensor w_if,
                             torch::Tensor w_o, torch::Tensor drop, torch::Tensor clip_mask, torch::Tensor proj_mask,
-                            torch::Tensor d_out, torch::Tensor d_h, torch::Tensor d_c, torch::Tensor d_post,
-                            torch::Tensor d_state, torch::Tensor d_gates, torch::Tensor d_m, torch::Tensor w_h_t,
-                            torch::Tensor projection_t, std::vector<int64_t> batch_sizes, int64_t activation) {
+                            torch::Tensor d_out, torch::Tensor d_h, torch::Tensor d_c, torch::Tensor d_gates,
+                            torch::Tensor d_m, torch::Tensor d_params, torch::Tensor w_h_t, torch::Tensor projection_t,
+                            std::vector<int64_t> batch_sizes, int64_t activation) {
   const bool projected = projection_t.numel() > 0;
-  std::vector<int64_t> starts(batch_sizes.size(), 0);
-  for (size_t t = 1; t < batch_sizes.size(); ++t) starts[t] = starts[t - 1] + batch_sizes[t - 1];
+  const std::vector<int64_t> starts = step_starts(batch_sizes);
+  const int64_t batch = batch_sizes.empty() ? 0 : batch_sizes[0], U = cells.size(1);
+  TORCH_CHECK(d_params.is_contiguous() && d_params.numel() == kParamRows * U, "ln_lstm: d_params must be [13, U]");
+  TORCH_CHECK(d_out.is_contiguous() && d_h.is_contiguous(), "ln_lstm: d_out and d_h must be contiguous");
+  // each worker (for_rows) sums its rows' parameter gradients apart (added up in worker order at
+  // the end) and keeps a row's intermediate gradients in its own scratch
+  const int64_t threads = at::get_num_threads();
+  torch::Tensor sums = at::zeros({threads, kParamRows * U}, d_params.options());
+  torch::Tensor scratch = at::empty({threads, 5 * U}, d_params.options());
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "ln_lstm_backward_steps", [&] {
-    const int64_t U = cells.size(1);
     const Buffers<scalar_t> buf = buffers<scalar_t>(gates, x_hat, inv_std, cells, act_cells, drop, clip_mask);
     const Weights<scalar_t> w(gains, gains, w_if, w_o, 0.0, U);  // backward reads no shifts
-    scalar_t *post = data_of<scalar_t>(d_post, "d_post"), *state = data_of<scalar_t>(d_state, "d_state");
     scalar_t *dz = data_of<scalar_t>(d_gates, "d_gates"), *carry = data_of<scalar_t>(d_c, "d_c");
-    const scalar_t* c_first = data_of<scalar_t>(c0, "c0");
+    const scalar_t *c_first = data_of<scalar_t>(c0, "c0"), *d_out_rows = data_of<scalar_t>(d_out, "d_out");
+    const scalar_t* d_h_rows = data_of<scalar_t>(d_h, "d_h");
+    scalar_t *sum_rows = sums.data_ptr<scalar_t>(), *scratch_rows = scratch.data_ptr<scalar_t>();
     with_tanh_flag(activation, [&](auto tanh) {
-      const RecurrentProduct recurrent(w_h_t, batch_sizes.empty() ? 0 : batch_sizes[0]);
-      for (int64_t t = static_cast<int64_t>(batch_sizes.size()) - 1; t >= 0; --t) {
-        const int64_t n = batch_sizes[t], start = starts[t];
-        const scalar_t* c_prev = t == 0 ? c_first : buf.cells + starts[t - 1] * U;
-        torch::Tensor dm = d_out.narrow(0, start, n) + d_h.narrow(0, 0, n);  // a new, contiguous [n, H]
-        if (projected) {
-          if (proj_mask.numel()) dm.mul_(proj_mask.narrow(0, start, n));
-          d_m.narrow(0, start, n).copy_(dm);
-          dm = at::mm(dm, projection_t);
+      for_batch_slices(batch, bytes_of(w_h_t) + bytes_of(projection_t), [&](BatchSlice slice) {
+        const RecurrentProduct recurrent(w_h_t, slice.rows(batch));
+        for (int64_t t = static_cast<int64_t>(batch_sizes.size()) - 1; t >= 0; --t) {
+          const int64_t n = batch_sizes[t], start = starts[t];
+          if (slice.rows(n) == 0) continue;
+          const scalar_t* c_prev = t == 0 ? c_first : buf.cells + starts[t - 1] * U;
+          torch::Tensor dm;  // with a projection: the gradient of m, [rows, U], this slice's rows in order
+          if (projected) {
+            dm = slice.of(d_out, start, n) + slice.of(d_h, 0, n);
+            if (proj_mask.numel()) dm.mul_(slice.of(proj_mask, start, n));
+            slice.of(d_m, start, n).copy_(dm);
+            dm = at::mm(dm, projection_t);
+          }
+          const scalar_t* dm_rows = projected ? dm.data_ptr<scalar_t>() : nullptr;
+          for_rows(slice, slice.rows(n), U, [&](int64_t k, int64_t worker) {
+            const int64_t b = slice.batch_row(k), r = start + b;
+            const scalar_t* dm_a = projected ? dm_rows + k * U : d_out_rows + r * U;
+            const scalar_t* dm_b = projected ? nullptr : d_h_rows + b * U;
+            backward_row<scalar_t, decltype(tanh)::value>(buf, w, r, c_prev + b * U, dm_a, dm_b, carry + b * U,
+                                                          dz + r * 4 * U, sum_rows + worker * kParamRows * U,
+                                                          scratch_rows + worker * 5 * U, activation);
+          });
+          recurrent.into(slice.of(d_h, 0, n), slice.of(d_gates, start, n));
         }
-        const scalar_t* dm_rows = dm.data_ptr<scalar_t>();
-        for_rows(n, U, [&](int64_t k) {
-          const int64_t r = start + k;
-          backward_row<scalar_t, decltype(tanh)::value>(buf, w, r, c_prev + k * U, dm_rows + k * U, carry + k * U,
-                                                        post + r * 4 * U, state + r * U, dz + r * 4 * U, activation);
-        });
-        recurrent.into(d_h.narrow(0, 0, n), d_gates.narrow(0, start, n));
-      }
+      });
     });
   });
+  d_params.view({-1}).copy_(sums.sum(0));
 }
 
 }  // namespace rnnkit

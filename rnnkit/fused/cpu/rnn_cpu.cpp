@@ -21,6 +21,7 @@
 #include "rnn_math.h"
 #include "layer_norm_lstm.h"
 #include "packed_gemm.h"
+#include "batch_slices.h"
 
 namespace {
 
@@ -141,29 +142,34 @@ void lstm_forward_steps(torch::Tensor gates, torch::Tensor h0, torch::Tensor c0,
                         torch::Tensor cells, torch::Tensor act_cells, torch::Tensor hidden, torch::Tensor out,
                         torch::Tensor clip_mask, torch::Tensor proj_mask, int64_t activation, int64_t gate) {
   const bool projected = projection.numel() > 0;
-  torch::Tensor h_prev = h0, c_prev = c0;
-  const rnnkit::RecurrentProduct recurrent(w_h, batch_sizes.empty() ? 0 : batch_sizes[0]);
-  int64_t start = 0;
-  for (const int64_t n : batch_sizes) {
-    auto rows = [&](const torch::Tensor& t) { return t.numel() ? t.narrow(0, start, n) : t; };
-    torch::Tensor z = gates.narrow(0, start, n);
-    recurrent.add_into(z, h_prev.narrow(0, 0, n));
-    torch::Tensor m = projected ? hidden.narrow(0, start, n) : out.narrow(0, start, n);
-    lstm_forward_pointwise(z, c_prev.narrow(0, 0, n), w_if, w_o, clip, rows(candidates), rows(cells),
-                           rows(act_cells), m, rows(clip_mask), activation, gate);
-    if (projected) {
-      torch::Tensor projected_m = out.narrow(0, start, n);
-      at::mm_out(projected_m, m, projection);
-      if (proj_clip >= 0) {
-        torch::Tensor kept = proj_mask.narrow(0, start, n);
-        at::le_out(kept, projected_m.abs(), proj_clip);
-        projected_m.clamp_(-proj_clip, proj_clip);
+  const int64_t batch = batch_sizes.empty() ? 0 : batch_sizes[0];
+  rnnkit::for_batch_slices(batch, rnnkit::bytes_of(w_h) + rnnkit::bytes_of(projection), [&](rnnkit::BatchSlice slice) {
+    torch::Tensor h_prev = h0, c_prev = c0;
+    int64_t start = 0, previous_start = 0;
+    const rnnkit::RecurrentProduct recurrent(w_h, slice.rows(batch));
+    for (const int64_t n : batch_sizes) {
+      if (slice.rows(n) == 0) break;
+      auto rows = [&](const torch::Tensor& t) { return slice.of(t, start, n); };
+      torch::Tensor z = rows(gates);
+      recurrent.add_into(z, slice.of(h_prev, previous_start, n));
+      torch::Tensor m = projected ? rows(hidden) : rows(out);
+      lstm_forward_pointwise(z, slice.of(c_prev, previous_start, n), w_if, w_o, clip, rows(candidates),
+                             rows(cells), rows(act_cells), m, rows(clip_mask), activation, gate);
+      if (projected) {
+        torch::Tensor projected_m = rows(out);
+        at::mm_out(projected_m, m, projection);
+        if (proj_clip >= 0) {
+          torch::Tensor kept = rows(proj_mask);
+          at::le_out(kept, projected_m.abs(), proj_clip);
+          projected_m.clamp_(-proj_clip, proj_clip);
+        }
       }
+      h_prev = out;
+      c_prev = cells;
+      previous_start = start;
+      start += n;
     }
-    h_prev = out.narrow(0, start, n);
-    c_prev = cells.narrow(0, start, n);
-    start += n;
-  }
+  });
 }
 
 void lstm_backward_steps(torch::Tensor gates, torch::Tensor candidates, torch::Tensor cells,
@@ -173,25 +179,28 @@ void lstm_backward_steps(torch::Tensor gates, torch::Tensor candidates, torch::T
                          torch::Tensor proj_mask, std::vector<int64_t> batch_sizes, int64_t activation,
                          int64_t gate) {
   const bool projected = projection_t.numel() > 0;
-  std::vector<int64_t> starts(batch_sizes.size(), 0);
-  for (size_t t = 1; t < batch_sizes.size(); ++t) starts[t] = starts[t - 1] + batch_sizes[t - 1];
-  const rnnkit::RecurrentProduct recurrent(w_h_t, batch_sizes.empty() ? 0 : batch_sizes[0]);
-  for (int64_t t = static_cast<int64_t>(batch_sizes.size()) - 1; t >= 0; --t) {
-    const int64_t n = batch_sizes[t], start = starts[t];
-    torch::Tensor c_prev = t == 0 ? c0.narrow(0, 0, n) : cells.narrow(0, starts[t - 1], n);
-    torch::Tensor dm = d_out.narrow(0, start, n) + d_h.narrow(0, 0, n);
-    if (projected) {
-      if (proj_mask.numel()) dm.mul_(proj_mask.narrow(0, start, n));
-      d_m.narrow(0, start, n).copy_(dm);
-      dm = at::mm(dm, projection_t);
+  const std::vector<int64_t> starts = rnnkit::step_starts(batch_sizes);
+  const int64_t batch = batch_sizes.empty() ? 0 : batch_sizes[0];
+  rnnkit::for_batch_slices(batch, rnnkit::bytes_of(w_h_t) + rnnkit::bytes_of(projection_t), [&](rnnkit::BatchSlice slice) {
+    const rnnkit::RecurrentProduct recurrent(w_h_t, slice.rows(batch));
+    for (int64_t t = static_cast<int64_t>(batch_sizes.size()) - 1; t >= 0; --t) {
+      const int64_t n = batch_sizes[t], start = starts[t];
+      if (slice.rows(n) == 0) continue;
+      auto rows = [&](const torch::Tensor& tensor) { return slice.of(tensor, start, n); };
+      torch::Tensor c_prev = t == 0 ? slice.of(c0, 0, n) : slice.of(cells, starts[t - 1], n);
+      torch::Tensor d_h_rows = slice.of(d_h, 0, n);
+      torch::Tensor dm = rows(d_out) + d_h_rows;
+      if (projected) {
+        if (proj_mask.numel()) dm.mul_(rows(proj_mask));
+        rows(d_m).copy_(dm);
+        dm = at::mm(dm, projection_t);
+      }
+      torch::Tensor dz = rows(d_gates);
+      lstm_backward_pointwise(rows(gates), rows(candidates), c_prev, rows(act_cells), dm, slice.of(d_c, 0, n), w_if,
+                              w_o, rows(clip_mask), dz, activation, gate);
+      recurrent.into(d_h_rows, dz);
     }
-    torch::Tensor kept = clip_mask.numel() ? clip_mask.narrow(0, start, n) : clip_mask;
-    torch::Tensor dz = d_gates.narrow(0, start, n);
-    lstm_backward_pointwise(gates.narrow(0, start, n), candidates.narrow(0, start, n), c_prev,
-                            act_cells.narrow(0, start, n), dm, d_c.narrow(0, 0, n), w_if, w_o, kept, dz, activation,
-                            gate);
-    recurrent.into(d_h.narrow(0, 0, n), dz);
-  }
+  });
 }
 
 // ---- GRU (gru.py): g = [r, u] pre-activations [n, 2U]; c the candidate pre-activation [n, U]
@@ -309,43 +318,50 @@ void gru_reset_backward(torch::Tensor d_rh, torch::Tensor g, torch::Tensor h_pre
 void gru_forward_steps(torch::Tensor gates, torch::Tensor candidates, torch::Tensor reset_h, torch::Tensor out,
                        torch::Tensor h0, torch::Tensor w_gh, torch::Tensor w_ch, std::vector<int64_t> batch_sizes,
                        int64_t activation, int64_t gate) {
-  torch::Tensor h_prev = h0;
-  const int64_t rows = batch_sizes.empty() ? 0 : batch_sizes[0];
-  const rnnkit::RecurrentProduct gate_product(w_gh, rows), candidate_product(w_ch, rows);
-  int64_t start = 0;
-  for (const int64_t n : batch_sizes) {
-    torch::Tensor g = gates.narrow(0, start, n), rh = reset_h.narrow(0, start, n);
-    torch::Tensor c = candidates.narrow(0, start, n), h = out.narrow(0, start, n);
-    torch::Tensor previous = h_prev.narrow(0, 0, n);
-    gate_product.add_into(g, previous);
-    gru_gates_forward(g, previous, rh, gate);
-    candidate_product.add_into(c, rh);
-    gru_output_forward(c, g, previous, h, activation);
-    h_prev = h;
-    start += n;
-  }
+  const int64_t batch = batch_sizes.empty() ? 0 : batch_sizes[0];
+  rnnkit::for_batch_slices(batch, rnnkit::bytes_of(w_gh) + rnnkit::bytes_of(w_ch), [&](rnnkit::BatchSlice slice) {
+    const rnnkit::RecurrentProduct gate_product(w_gh, slice.rows(batch)), candidate_product(w_ch, slice.rows(batch));
+    torch::Tensor h_prev = h0;
+    int64_t start = 0, previous_start = 0;
+    for (const int64_t n : batch_sizes) {
+      if (slice.rows(n) == 0) break;
+      torch::Tensor g = slice.of(gates, start, n), rh = slice.of(reset_h, start, n);
+      torch::Tensor c = slice.of(candidates, start, n), h = slice.of(out, start, n);
+      torch::Tensor previous = slice.of(h_prev, previous_start, n);
+      gate_product.add_into(g, previous);
+      gru_gates_forward(g, previous, rh, gate);
+      candidate_product.add_into(c, rh);
+      gru_output_forward(c, g, previous, h, activation);
+      h_prev = out;
+      previous_start = start;
+      start += n;
+    }
+  });
 }
 
 void gru_backward_steps(torch::Tensor gates, torch::Tensor candidates, torch::Tensor out, torch::Tensor h0,
                         torch::Tensor d_out, torch::Tensor d_h, torch::Tensor d_gates, torch::Tensor d_candidates,
                         torch::Tensor w_gh_t, torch::Tensor w_ch_t, std::vector<int64_t> batch_sizes,
                         int64_t activation, int64_t gate) {
-  std::vector<int64_t> starts(batch_sizes.size(), 0);
-  for (size_t t = 1; t < batch_sizes.size(); ++t) starts[t] = starts[t - 1] + batch_sizes[t - 1];
-  const int64_t rows = batch_sizes.empty() ? 0 : batch_sizes[0];
-  const rnnkit::RecurrentProduct gate_product(w_gh_t, rows), candidate_product(w_ch_t, rows);
-  for (int64_t t = static_cast<int64_t>(batch_sizes.size()) - 1; t >= 0; --t) {
-    const int64_t n = batch_sizes[t], start = starts[t];
-    torch::Tensor h_prev = t == 0 ? h0.narrow(0, 0, n) : out.narrow(0, starts[t - 1], n);
-    torch::Tensor g = gates.narrow(0, start, n), dg = d_gates.narrow(0, start, n);
-    torch::Tensor dc = d_candidates.narrow(0, start, n), d_h_rows = d_h.narrow(0, 0, n);
-    torch::Tensor dh = d_out.narrow(0, start, n) + d_h_rows;
-    gru_output_backward(dh, g, candidates.narrow(0, start, n), h_prev, dg, dc, d_h_rows, activation, gate);
-    torch::Tensor d_rh = at::empty({n, w_ch_t.size(1)}, dc.options());
-    candidate_product.into(d_rh, dc);
-    gru_reset_backward(d_rh, g, h_prev, dg, d_h_rows, gate);
-    gate_product.add_into(d_h_rows, dg);
-  }
+  const std::vector<int64_t> starts = rnnkit::step_starts(batch_sizes);
+  const int64_t batch = batch_sizes.empty() ? 0 : batch_sizes[0];
+  rnnkit::for_batch_slices(batch, rnnkit::bytes_of(w_gh_t) + rnnkit::bytes_of(w_ch_t), [&](rnnkit::BatchSlice slice) {
+    const rnnkit::RecurrentProduct gate_product(w_gh_t, slice.rows(batch));
+    const rnnkit::RecurrentProduct candidate_product(w_ch_t, slice.rows(batch));
+    for (int64_t t = static_cast<int64_t>(batch_sizes.size()) - 1; t >= 0; --t) {
+      const int64_t n = batch_sizes[t], start = starts[t];
+      if (slice.rows(n) == 0) continue;
+      torch::Tensor h_prev = t == 0 ? slice.of(h0, 0, n) : slice.of(out, starts[t - 1], n);
+      torch::Tensor g = slice.of(gates, start, n), dg = slice.of(d_gates, start, n);
+      torch::Tensor dc = slice.of(d_candidates, start, n), d_h_rows = slice.of(d_h, 0, n);
+      torch::Tensor dh = slice.of(d_out, start, n) + d_h_rows;
+      gru_output_backward(dh, g, slice.of(candidates, start, n), h_prev, dg, dc, d_h_rows, activation, gate);
+      torch::Tensor d_rh = at::empty({slice.rows(n), w_ch_t.size(1)}, dc.options());
+      candidate_product.into(d_rh, dc);
+      gru_reset_backward(d_rh, g, h_prev, dg, d_h_rows, gate);
+      gate_product.add_into(d_h_rows, dg);
+    }
+  });
 }
 
 // ---- BasicRNNCell (basic_rnn.py): h = act(z), z the pre-activation [n, U]
@@ -400,30 +416,37 @@ void rnn_backward_pointwise(torch::Tensor d_out, torch::Tensor d_h, torch::Tenso
 
 void rnn_forward_steps(torch::Tensor pre, torch::Tensor out, torch::Tensor h0, torch::Tensor w_h,
                        std::vector<int64_t> batch_sizes, int64_t activation) {
-  torch::Tensor h_prev = h0;
-  const rnnkit::RecurrentProduct recurrent(w_h, batch_sizes.empty() ? 0 : batch_sizes[0]);
-  int64_t start = 0;
-  for (const int64_t n : batch_sizes) {
-    torch::Tensor z = pre.narrow(0, start, n), h = out.narrow(0, start, n);
-    recurrent.add_into(z, h_prev.narrow(0, 0, n));
-    rnn_forward_pointwise(z, h, activation);
-    h_prev = h;
-    start += n;
-  }
+  const int64_t batch = batch_sizes.empty() ? 0 : batch_sizes[0];
+  rnnkit::for_batch_slices(batch, rnnkit::bytes_of(w_h), [&](rnnkit::BatchSlice slice) {
+    const rnnkit::RecurrentProduct recurrent(w_h, slice.rows(batch));
+    torch::Tensor h_prev = h0;
+    int64_t start = 0, previous_start = 0;
+    for (const int64_t n : batch_sizes) {
+      if (slice.rows(n) == 0) break;
+      torch::Tensor z = slice.of(pre, start, n), h = slice.of(out, start, n);
+      recurrent.add_into(z, slice.of(h_prev, previous_start, n));
+      rnn_forward_pointwise(z, h, activation);
+      h_prev = out;
+      previous_start = start;
+      start += n;
+    }
+  });
 }
 
 void rnn_backward_steps(torch::Tensor out, torch::Tensor d_out, torch::Tensor d_h, torch::Tensor d_pre,
                         torch::Tensor w_h_t, std::vector<int64_t> batch_sizes, int64_t activation) {
-  int64_t start = 0;
-  for (const int64_t n : batch_sizes) start += n;
-  const rnnkit::RecurrentProduct recurrent(w_h_t, batch_sizes.empty() ? 0 : batch_sizes[0]);
-  for (int64_t t = static_cast<int64_t>(batch_sizes.size()) - 1; t >= 0; --t) {
-    const int64_t n = batch_sizes[t];
-    start -= n;
-    torch::Tensor d_h_rows = d_h.narrow(0, 0, n), d_pre_rows = d_pre.narrow(0, start, n);
-    rnn_backward_pointwise(d_out.narrow(0, start, n), d_h_rows, out.narrow(0, start, n), d_pre_rows, activation);
-    recurrent.into(d_h_rows, d_pre_rows);
-  }
+  const std::vector<int64_t> starts = rnnkit::step_starts(batch_sizes);
+  const int64_t batch = batch_sizes.empty() ? 0 : batch_sizes[0];
+  rnnkit::for_batch_slices(batch, rnnkit::bytes_of(w_h_t), [&](rnnkit::BatchSlice slice) {
+    const rnnkit::RecurrentProduct recurrent(w_h_t, slice.rows(batch));
+    for (int64_t t = static_cast<int64_t>(batch_sizes.size()) - 1; t >= 0; --t) {
+      const int64_t n = batch_sizes[t], start = starts[t];
+      if (slice.rows(n) == 0) continue;
+      torch::Tensor d_h_rows = slice.of(d_h, 0, n), d_pre_rows = slice.of(d_pre, start, n);
+      rnn_backward_pointwise(slice.of(d_out, start, n), d_h_rows, slice.of(out, start, n), d_pre_rows, activation);
+      recurrent.into(d_h_rows, d_pre_rows);
+    }
+  });
 }
 
 }  // namespace
@@ -443,6 +466,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("rnn_backward_steps", &rnn_backward_steps, "a BasicRNNCell layer's backward step loop");
   module.def("rnn_forward_pointwise", &rnn_forward_pointwise, "BasicRNNCell: h = act(z)");
   module.def("rnn_backward_pointwise", &rnn_backward_pointwise, "BasicRNNCell: d_pre = (d_out + d_h) * act'");
+  module.def("batch_slice_count", &rnnkit::batch_slice_count,
+             "how many slices (threads) a step loop over `batch` rows reading `weight_bytes` of weights splits into");
   module.def("ln_lstm_forward_steps", &rnnkit::ln_lstm_forward_steps, "a layer-norm LSTM layer's forward step loop");
   module.def("ln_lstm_backward_steps", &rnnkit::ln_lstm_backward_steps, "a layer-norm LSTM layer's backward step loop");
 }
