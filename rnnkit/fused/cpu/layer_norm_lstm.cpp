@@ -15,6 +15,7 @@
 #include "batch_slices.h"
 #include "packed_gemm.h"
 #include "rnn_math.h"
+#include "step_rows.h"
 
 #include <vector>
 
@@ -337,34 +338,36 @@ void ln_lstm_forward_steps(torch::Tensor gates, torch::Tensor h0, torch::Tensor 
     const int64_t U = cells.size(1), m_width = m_all.size(1);
     const Buffers<scalar_t> buf = buffers<scalar_t>(gates, x_hat, inv_std, cells, act_cells, drop, clip_mask);
     const Weights<scalar_t> w(gains, shifts, w_if, w_o, forget_bias, U);
-    scalar_t* m_rows = data_of<scalar_t>(m_all, "m");
+    scalar_t *m_rows = data_of<scalar_t>(m_all, "m"), *o = data_of<scalar_t>(out, "out");
     const scalar_t* c_first = data_of<scalar_t>(c0, "c0");
+    bool* proj_kept = mask_of(proj_mask, "proj_mask");
+    const int64_t H = out.size(1);
     with_tanh_flag(activation, [&](auto tanh) {
       for_batch_slices(batch, bytes_of(w_h) + bytes_of(projection), [&](BatchSlice slice) {
         const RecurrentProduct recurrent(w_h, slice.rows(batch));
-        torch::Tensor h_prev = h0;
+        const auto projector = optional_product(projection, slice.rows(batch));
+        Rows<scalar_t> h_prev = initial_rows<scalar_t>(h0, slice);
         const scalar_t* c_prev = c_first;  // the previous step's c, its rows by batch row
-        int64_t start = 0, previous_start = 0;
+        int64_t start = 0;
         for (const int64_t n : batch_sizes) {
-          if (slice.rows(n) == 0) break;
-          recurrent.add_into(slice.of(gates, start, n), slice.of(h_prev, previous_start, n));
-          for_rows(slice, slice.rows(n), U, [&](int64_t k, int64_t) {
+          const int64_t rows = slice.rows(n);
+          if (rows == 0) break;
+          const Rows<scalar_t> z = slice_rows(buf.gates, 4 * U, start, slice), h = slice_rows(o, H, start, slice);
+          recurrent.apply(h_prev.data, h_prev.stride, rows, z.data, z.stride, true);
+          for_rows(slice, rows, U, [&](int64_t k, int64_t) {
             const int64_t b = slice.batch_row(k);
             forward_row<scalar_t, decltype(tanh)::value>(buf, w, start + b, c_prev + b * U,
                                                          m_rows + (start + b) * m_width, clip, activation);
           });
           if (projected) {
-            torch::Tensor projected_m = slice.of(out, start, n);
-            at::mm_out(projected_m, slice.of(hidden, start, n), projection);
+            const Rows<scalar_t> m = slice_rows(m_rows, U, start, slice);
+            projector->apply(m.data, m.stride, rows, h.data, h.stride, false);
             if (proj_clip >= 0) {
-              torch::Tensor kept = slice.of(proj_mask, start, n);
-              at::le_out(kept, projected_m.abs(), proj_clip);
-              projected_m.clamp_(-proj_clip, proj_clip);
+              clip_rows(rows, H, h, proj_kept + (start + slice.first) * H, H * slice.stride, proj_clip);
             }
           }
-          h_prev = out;
+          h_prev = h;
           c_prev = buf.cells + start * U;
-          previous_start = start;
           start += n;
         }
       });
@@ -392,33 +395,42 @@ void ln_lstm_backward_steps(torch::Tensor gates, torch::Tensor cells, torch::Ten
     const Buffers<scalar_t> buf = buffers<scalar_t>(gates, x_hat, inv_std, cells, act_cells, drop, clip_mask);
     const Weights<scalar_t> w(gains, gains, w_if, w_o, 0.0, U);  // backward reads no shifts
     scalar_t *dz = data_of<scalar_t>(d_gates, "d_gates"), *carry = data_of<scalar_t>(d_c, "d_c");
-    const scalar_t *c_first = data_of<scalar_t>(c0, "c0"), *d_out_rows = data_of<scalar_t>(d_out, "d_out");
-    const scalar_t* d_h_rows = data_of<scalar_t>(d_h, "d_h");
+    const scalar_t* c_first = data_of<scalar_t>(c0, "c0");
+    scalar_t *d_out_data = data_of<scalar_t>(d_out, "d_out"), *d_h_data = data_of<scalar_t>(d_h, "d_h");
+    scalar_t* dm_saved = projected ? data_of<scalar_t>(d_m, "d_m") : nullptr;
+    const bool* proj_kept = mask_of(proj_mask, "proj_mask");
+    const int64_t H = d_h.size(1);
     scalar_t *sum_rows = sums.data_ptr<scalar_t>(), *scratch_rows = scratch.data_ptr<scalar_t>();
     with_tanh_flag(activation, [&](auto tanh) {
       for_batch_slices(batch, bytes_of(w_h_t) + bytes_of(projection_t), [&](BatchSlice slice) {
         const RecurrentProduct recurrent(w_h_t, slice.rows(batch));
+        const auto projector = optional_product(projection_t, slice.rows(batch));
+        // with a projection: the slice's gradients of m, [rows, H] after the clip, [rows, U] before the projection
+        torch::Tensor dm_h = projected ? at::empty({slice.rows(batch), H}, gates.options()) : torch::Tensor();
+        torch::Tensor dm_u = projected ? at::empty({slice.rows(batch), U}, gates.options()) : torch::Tensor();
+        const Rows<scalar_t> d_h_rows = slice_rows(d_h_data, H, 0, slice);
         for (int64_t t = static_cast<int64_t>(batch_sizes.size()) - 1; t >= 0; --t) {
-          const int64_t n = batch_sizes[t], start = starts[t];
-          if (slice.rows(n) == 0) continue;
+          const int64_t n = batch_sizes[t], start = starts[t], rows = slice.rows(n);
+          if (rows == 0) continue;
           const scalar_t* c_prev = t == 0 ? c_first : buf.cells + starts[t - 1] * U;
-          torch::Tensor dm;  // with a projection: the gradient of m, [rows, U], this slice's rows in order
           if (projected) {
-            dm = slice.of(d_out, start, n) + slice.of(d_h, 0, n);
-            if (proj_mask.numel()) dm.mul_(slice.of(proj_mask, start, n));
-            slice.of(d_m, start, n).copy_(dm);
-            dm = at::mm(dm, projection_t);
+            const Rows<scalar_t> summed(dm_h.data_ptr<scalar_t>(), H);
+            const bool* kept_rows = proj_kept ? proj_kept + (start + slice.first) * H : nullptr;
+            projected_gradient(rows, H, slice_rows(d_out_data, H, start, slice), d_h_rows, kept_rows, H * slice.stride,
+                               slice_rows(dm_saved, H, start, slice), summed);
+            projector->apply(summed.data, summed.stride, rows, dm_u.data_ptr<scalar_t>(), U, false);
           }
-          const scalar_t* dm_rows = projected ? dm.data_ptr<scalar_t>() : nullptr;
-          for_rows(slice, slice.rows(n), U, [&](int64_t k, int64_t worker) {
+          const scalar_t* dm_rows = projected ? dm_u.data_ptr<scalar_t>() : nullptr;
+          for_rows(slice, rows, U, [&](int64_t k, int64_t worker) {
             const int64_t b = slice.batch_row(k), r = start + b;
-            const scalar_t* dm_a = projected ? dm_rows + k * U : d_out_rows + r * U;
-            const scalar_t* dm_b = projected ? nullptr : d_h_rows + b * U;
+            const scalar_t* dm_a = projected ? dm_rows + k * U : d_out_data + r * U;
+            const scalar_t* dm_b = projected ? nullptr : d_h_data + b * U;
             backward_row<scalar_t, decltype(tanh)::value>(buf, w, r, c_prev + b * U, dm_a, dm_b, carry + b * U,
                                                           dz + r * 4 * U, sum_rows + worker * kParamRows * U,
                                                           scratch_rows + worker * 5 * U, activation);
           });
-          recurrent.into(slice.of(d_h, 0, n), slice.of(d_gates, start, n));
+          const Rows<scalar_t> dzr = slice_rows(dz, 4 * U, start, slice);
+          recurrent.apply(dzr.data, dzr.stride, rows, d_h_rows.data, d_h_rows.stride, false);
         }
       });
     });

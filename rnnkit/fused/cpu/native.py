@@ -27,7 +27,9 @@ from ..activation_kinds import ACTIVATION_CODES, GATE_CODES
 _LOG = logging.getLogger(__name__)
 _HERE = Path(__file__).parent
 _SOURCES = [_HERE / "rnn_cpu.cpp", _HERE / "layer_norm_lstm.cpp"]
-_HEADERS = [_HERE / "rnn_math.h", _HERE / "layer_norm_lstm.h", _HERE / "packed_gemm.h", _HERE / "batch_slices.h"]
+_HEADERS = [
+    _HERE / name for name in ("rnn_math.h", "layer_norm_lstm.h", "packed_gemm.h", "batch_slices.h", "step_rows.h")
+]
 _CAPABILITY_FLAGS = {
     "AVX2": ["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"],
     "AVX512": [

@@ -5,7 +5,7 @@
 // after sequences end, take the plain product). The functions are looked up at run time in the
 // libtorch_cpu already loaded (torch's x86 CPU builds link MKL in and export them); where they are
 // absent (builds without MKL), for float64, or with RNNKIT_PACKED_GEMM=0, every product is the
-// plain one (addmm_ / mm_out), as before.
+// plain GEMM (MKL's SGEMM / DGEMM, or torch's own where MKL is absent).
 
 #pragma once
 
@@ -16,6 +16,8 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
+#include <type_traits>
 
 namespace rnnkit {
 
@@ -44,54 +46,92 @@ inline const MklPackedGemm& mkl_packed_gemm() {
   return functions;
 }
 
-// Products a @ weights ([n, K] @ [K, N]) for the steps of a layer; weights packed for `rows` rows.
+// The plain (Fortran) GEMMs of the same library, for the products that the packed one does not
+// take (steps with fewer rows, float64): called on raw rows, without a tensor per step.
+struct MklGemm {
+  using Sgemm = void (*)(const char*, const char*, const int*, const int*, const int*, const float*, const float*,
+                         const int*, const float*, const int*, const float*, float*, const int*);
+  using Dgemm = void (*)(const char*, const char*, const int*, const int*, const int*, const double*, const double*,
+                         const int*, const double*, const int*, const double*, double*, const int*);
+  Sgemm sgemm = nullptr;
+  Dgemm dgemm = nullptr;
+};
+
+inline const MklGemm& mkl_gemm() {
+  static const MklGemm functions = [] {
+    MklGemm found;
+    void* library = dlopen("libtorch_cpu.so", RTLD_LAZY | RTLD_NOLOAD);
+    if (library == nullptr) return found;
+    found.sgemm = reinterpret_cast<MklGemm::Sgemm>(dlsym(library, "SGEMM"));
+    found.dgemm = reinterpret_cast<MklGemm::Dgemm>(dlsym(library, "DGEMM"));
+    return found;
+  }();
+  return functions;
+}
+
+// Products out (+)= a @ weights ([rows, K] @ [K, N]) for the steps of a layer, on rows given by
+// pointer and row stride; the weights packed for `rows` rows (see above).
 class RecurrentProduct {
  public:
   RecurrentProduct(const torch::Tensor& weights, int64_t rows) : weights_(weights), rows_(rows) {
     const MklPackedGemm& mkl = mkl_packed_gemm();
     const int64_t K = weights.size(0), N = weights.size(1);
-    const bool fits = rows > 0 && K > 0 && N > 0 && rows < INT_MAX && K < INT_MAX && N < INT_MAX &&
-                      weights.stride(0) < INT_MAX;
-    if (mkl.compute == nullptr || weights.scalar_type() != at::kFloat || weights.stride(1) != 1 || !fits) return;
+    TORCH_CHECK(weights.dim() == 2 && weights.stride(1) == 1, "RecurrentProduct: weights must be [K, N] rows");
+    fits_ = K > 0 && N > 0 && K < INT_MAX && N < INT_MAX && weights.stride(0) < INT_MAX;
+    if (mkl.compute == nullptr || weights.scalar_type() != at::kFloat || !fits_ || rows <= 0 || rows >= INT_MAX) return;
     const size_t bytes = mkl.get_size(kBMatrix, static_cast<int>(rows), static_cast<int>(N), static_cast<int>(K));
     packed_ = torch::empty({static_cast<int64_t>(bytes / sizeof(float)) + 1}, weights.options());
     mkl.pack(kRowMajor, kBMatrix, kNoTrans, static_cast<int>(rows), static_cast<int>(N), static_cast<int>(K), 1.0f,
              weights.data_ptr<float>(), static_cast<int>(weights.stride(0)), packed_.data_ptr<float>());
   }
 
-  void add_into(torch::Tensor out, const torch::Tensor& a) const {  // out += a @ weights
-    if (!packed(a, out)) {
-      out.addmm_(a, weights_);
-      return;
+  // out[r, :] (+)= a[r, :] @ weights for r < rows: row r of a at a + r * lda, of out at out + r * ldc.
+  template <typename scalar_t>
+  void apply(const scalar_t* a, int64_t lda, int64_t rows, scalar_t* out, int64_t ldc, bool accumulate) const {
+    if (rows <= 0) return;
+    const int64_t K = weights_.size(0), N = weights_.size(1);
+    const bool ints = fits_ && rows < INT_MAX && lda < INT_MAX && ldc < INT_MAX;
+    const int m = static_cast<int>(rows), n = static_cast<int>(N), k = static_cast<int>(K);
+    const int lda_i = static_cast<int>(lda), ldc_i = static_cast<int>(ldc), ldw = static_cast<int>(weights_.stride(0));
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      if (packed_.defined() && rows == rows_ && ints) {
+        mkl_packed_gemm().compute(kRowMajor, kNoTrans, kPacked, m, n, k, a, lda_i, packed_.data_ptr<float>(), n,
+                                  accumulate ? 1.0f : 0.0f, out, ldc_i);
+        return;
+      }
     }
-    compute(a, out, 1.0f);
-  }
-
-  void into(torch::Tensor out, const torch::Tensor& a) const {  // out = a @ weights
-    if (!packed(a, out)) {
-      at::mm_out(out, a, weights_);
-      return;
+    // row-major out = a @ w is column-major out^T = w^T a^T: the Fortran GEMM with the operands swapped
+    const scalar_t one = 1, beta = accumulate ? 1 : 0;
+    const scalar_t* w = weights_.data_ptr<scalar_t>();
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      if (mkl_gemm().sgemm != nullptr && ints) {
+        mkl_gemm().sgemm("N", "N", &n, &m, &k, &one, w, &ldw, a, &lda_i, &beta, out, &ldc_i);
+        return;
+      }
+    } else if constexpr (std::is_same_v<scalar_t, double>) {
+      if (mkl_gemm().dgemm != nullptr && ints) {
+        mkl_gemm().dgemm("N", "N", &n, &m, &k, &one, w, &ldw, a, &lda_i, &beta, out, &ldc_i);
+        return;
+      }
     }
-    compute(a, out, 0.0f);
+    const auto options = weights_.options();  // no MKL: torch's own GEMM on views of the rows
+    const torch::Tensor a_rows = torch::from_blob(const_cast<scalar_t*>(a), {rows, K}, {lda, 1}, options);
+    torch::Tensor out_rows = torch::from_blob(out, {rows, N}, {ldc, 1}, options);
+    if (accumulate) out_rows.addmm_(a_rows, weights_);
+    else at::mm_out(out_rows, a_rows, weights_);
   }
 
  private:
   static constexpr int kRowMajor = 101, kNoTrans = 111, kPacked = 151, kBMatrix = 162;
   torch::Tensor weights_, packed_;
   int64_t rows_;
-
-  bool packed(const torch::Tensor& a, const torch::Tensor& out) const {
-    return packed_.defined() && a.size(0) == rows_ && a.scalar_type() == at::kFloat && a.stride(1) == 1 &&
-           out.stride(1) == 1 && a.stride(0) < INT_MAX && out.stride(0) < INT_MAX;
-  }
-
-  void compute(const torch::Tensor& a, torch::Tensor& out, float beta) const {
-    const int64_t K = weights_.size(0), N = weights_.size(1);
-    mkl_packed_gemm().compute(kRowMajor, kNoTrans, kPacked, static_cast<int>(rows_), static_cast<int>(N),
-                              static_cast<int>(K), a.data_ptr<float>(), static_cast<int>(a.stride(0)),
-                              packed_.data_ptr<float>(), static_cast<int>(N), beta, out.data_ptr<float>(),
-                              static_cast<int>(out.stride(0)));
-  }
+  bool fits_ = false;
 };
+
+// The product for `weights` (a projection), or none where there are none (an empty tensor).
+inline std::optional<RecurrentProduct> optional_product(const torch::Tensor& weights, int64_t rows) {
+  if (!weights.defined() || weights.numel() == 0) return std::nullopt;
+  return std::optional<RecurrentProduct>(std::in_place, weights, rows);
+}
 
 }  // namespace rnnkit

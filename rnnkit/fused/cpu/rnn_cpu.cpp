@@ -18,25 +18,31 @@
 // f, o, the GRU's r, u) are sigmoid or hard_sigmoid, passed as GATE_CODES there (enum Gate);
 // each is a template flag (HARD), so the sigmoid instantiation is the code it always was.
 
-#include "rnn_math.h"
+#include "batch_slices.h"
 #include "layer_norm_lstm.h"
 #include "packed_gemm.h"
-#include "batch_slices.h"
+#include "rnn_math.h"
+#include "step_rows.h"
+
+#include <vector>
 
 namespace {
 
+template <typename scalar_t>
+struct Peepholes {  // w_i, w_f, w_o [U], or nullptr without peepholes
+  const scalar_t *w_i, *w_f, *w_o;
+  Peepholes(const torch::Tensor& w_if, const torch::Tensor& w_o_t, int64_t U)
+      : w_i(maybe_data<scalar_t>(w_if)), w_f(w_i ? w_i + U : nullptr), w_o(maybe_data<scalar_t>(w_o_t)) {}
+};
+
+// n rows of a step forward: z [n, 4U] (i, f, o, j) in, the activated i, f, o out (in place); j,
+// c, act(c) and m written; mask (|c| <= clip, row r at mask + r * mask_stride) where clipping.
 template <typename scalar_t, bool TANH, bool HARD>
-void forward_rows(const torch::Tensor& z_t, const torch::Tensor& c_prev_t, const torch::Tensor& w_if_t,
-                  const torch::Tensor& w_o_t, double clip, const torch::Tensor& j_t, const torch::Tensor& c_t,
-                  const torch::Tensor& tc_t, const torch::Tensor& m_t, const torch::Tensor& mask_t, int64_t act) {
+void forward_rows(int64_t n, int64_t U, const Rows<scalar_t>& z, const Rows<scalar_t>& c_prev,
+                  const Peepholes<scalar_t>& peep, double clip, const Rows<scalar_t>& j_out,
+                  const Rows<scalar_t>& c_out, const Rows<scalar_t>& tc_out, const Rows<scalar_t>& m_out, bool* mask,
+                  int64_t mask_stride, int64_t act) {
   using Vec = at::vec::Vectorized<scalar_t>;
-  const int64_t n = z_t.size(0), U = c_t.size(1);
-  Rows<scalar_t> z(z_t), c_prev(c_prev_t), j_out(j_t), c_out(c_t), tc_out(tc_t), m_out(m_t);
-  const scalar_t* w_i = maybe_data<scalar_t>(w_if_t);
-  const scalar_t* w_f = w_i ? w_i + U : nullptr;
-  const scalar_t* w_o = maybe_data<scalar_t>(w_o_t);
-  bool* mask = mask_t.defined() && mask_t.numel() > 0 ? mask_t.data_ptr<bool>() : nullptr;
-  const int64_t mask_stride = mask ? mask_t.stride(0) : 0;
   const Vec limit{static_cast<scalar_t>(clip)};
   auto gate = [](const Vec& x) { return gate_activation<scalar_t, HARD>(x); };
   at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
@@ -49,9 +55,9 @@ void forward_rows(const torch::Tensor& z_t, const torch::Tensor& c_prev_t, const
         Vec i = Vec::loadu(zr + u, count), f = Vec::loadu(zr + U + u, count);
         Vec o = Vec::loadu(zr + 2 * U + u, count);
         const Vec j = cell_activation<scalar_t, TANH>(act, Vec::loadu(zr + 3 * U + u, count));
-        if (w_i) {
-          i = i + Vec::loadu(w_i + u, count) * cp;
-          f = f + Vec::loadu(w_f + u, count) * cp;
+        if (peep.w_i) {
+          i = i + Vec::loadu(peep.w_i + u, count) * cp;
+          f = f + Vec::loadu(peep.w_f + u, count) * cp;
         }
         i = gate(i);
         f = gate(f);
@@ -61,7 +67,7 @@ void forward_rows(const torch::Tensor& z_t, const torch::Tensor& c_prev_t, const
           for (int64_t k = 0; k < count; ++k) mask[r * mask_stride + u + k] = std::abs(unclipped[k]) <= clip;
           c = at::vec::clamp(c, limit.neg(), limit);
         }
-        if (w_o) o = o + Vec::loadu(w_o + u, count) * c;
+        if (peep.w_o) o = o + Vec::loadu(peep.w_o + u, count) * c;
         o = gate(o);
         const Vec tc = cell_activation<scalar_t, TANH>(act, c);
         i.store(zr + u, count);
@@ -76,27 +82,24 @@ void forward_rows(const torch::Tensor& z_t, const torch::Tensor& c_prev_t, const
   });
 }
 
+// n rows of a step backward: dm = dm_a + dm_b (dm_b without data: dm_a alone) the gradient of m,
+// dc the carried gradient of c (replaced by that of c_prev, in place); writes dz [n, 4U].
 template <typename scalar_t, bool TANH, bool HARD>
-void backward_rows(const torch::Tensor& z_t, const torch::Tensor& j_t, const torch::Tensor& c_prev_t,
-                   const torch::Tensor& tc_t, const torch::Tensor& dm_t,
-                   const torch::Tensor& dc_t, const torch::Tensor& w_if_t, const torch::Tensor& w_o_t,
-                   const torch::Tensor& mask_t, const torch::Tensor& dz_t, int64_t act) {
-  const int64_t n = z_t.size(0), U = j_t.size(1);
-  Rows<scalar_t> z(z_t), j(j_t), c_prev(c_prev_t), tc(tc_t), dm(dm_t), dc(dc_t), dz(dz_t);
-  const scalar_t* w_i = maybe_data<scalar_t>(w_if_t);
-  const scalar_t* w_f = w_i ? w_i + U : nullptr;
-  const scalar_t* w_o = maybe_data<scalar_t>(w_o_t);
-  const bool* mask = mask_t.defined() && mask_t.numel() > 0 ? mask_t.data_ptr<bool>() : nullptr;
-  const int64_t mask_stride = mask ? mask_t.stride(0) : 0;
+void backward_rows(int64_t n, int64_t U, const Rows<scalar_t>& z, const Rows<scalar_t>& j, const Rows<scalar_t>& c_prev,
+                   const Rows<scalar_t>& tc, const Rows<scalar_t>& dm_a, const Rows<scalar_t>& dm_b,
+                   const Rows<scalar_t>& dc, const Peepholes<scalar_t>& peep, const bool* mask, int64_t mask_stride,
+                   const Rows<scalar_t>& dz, int64_t act) {
   at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
-      const scalar_t *zr = z.row(r), *jr = j.row(r), *cpr = c_prev.row(r), *tcr = tc.row(r), *dmr = dm.row(r);
+      const scalar_t *zr = z.row(r), *jr = j.row(r), *cpr = c_prev.row(r), *tcr = tc.row(r), *dma = dm_a.row(r);
+      const scalar_t* dmb = dm_b.data ? dm_b.row(r) : nullptr;
       scalar_t *dcr = dc.row(r), *dzr = dz.row(r);
       for (int64_t u = 0; u < U; ++u) {
-        const scalar_t i = zr[u], f = zr[U + u], o = zr[2 * U + u], g = jr[u], t = tcr[u], d_m = dmr[u];
+        const scalar_t i = zr[u], f = zr[U + u], o = zr[2 * U + u], g = jr[u], t = tcr[u];
+        const scalar_t d_m = dmb ? dma[u] + dmb[u] : dma[u];
         const scalar_t dz_o = gate_gradient<scalar_t, HARD>(d_m * t, o);
         scalar_t d_c = d_m * o * cell_activation_slope<scalar_t, TANH>(act, t) + dcr[u];
-        if (w_o) d_c += dz_o * w_o[u];
+        if (peep.w_o) d_c += dz_o * peep.w_o[u];
         if (mask && !mask[r * mask_stride + u]) d_c = 0;
         const scalar_t dz_i = gate_gradient<scalar_t, HARD>(d_c * g, i);
         const scalar_t dz_f = gate_gradient<scalar_t, HARD>(d_c * cpr[u], f);
@@ -105,7 +108,7 @@ void backward_rows(const torch::Tensor& z_t, const torch::Tensor& j_t, const tor
         dzr[2 * U + u] = dz_o;
         dzr[3 * U + u] = d_c * i * cell_activation_slope<scalar_t, TANH>(act, g);
         scalar_t d_c_prev = d_c * f;
-        if (w_i) d_c_prev += dz_i * w_i[u] + dz_f * w_f[u];
+        if (peep.w_i) d_c_prev += dz_i * peep.w_i[u] + dz_f * peep.w_f[u];
         dcr[u] = d_c_prev;  // the carry: d_c of the previous step, written in place
       }
     }
@@ -115,10 +118,14 @@ void backward_rows(const torch::Tensor& z_t, const torch::Tensor& j_t, const tor
 void lstm_forward_pointwise(torch::Tensor z, torch::Tensor c_prev, torch::Tensor w_if, torch::Tensor w_o,
                             double clip, torch::Tensor j, torch::Tensor c, torch::Tensor tc, torch::Tensor m,
                             torch::Tensor mask, int64_t activation, int64_t gate) {
+  const int64_t n = z.size(0), U = c.size(1);
+  bool* mask_data = mask.defined() && mask.numel() > 0 ? mask.data_ptr<bool>() : nullptr;
+  const int64_t mask_stride = mask_data ? mask.stride(0) : 0;
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "lstm_forward_pointwise", [&] {
     with_flags(activation, gate, [&](auto tanh, auto hard) {
-      forward_rows<scalar_t, decltype(tanh)::value, decltype(hard)::value>(z, c_prev, w_if, w_o, clip, j, c, tc, m,
-                                                                           mask, activation);
+      forward_rows<scalar_t, decltype(tanh)::value, decltype(hard)::value>(
+          n, U, Rows<scalar_t>(z), Rows<scalar_t>(c_prev), Peepholes<scalar_t>(w_if, w_o, U), clip, Rows<scalar_t>(j),
+          Rows<scalar_t>(c), Rows<scalar_t>(tc), Rows<scalar_t>(m), mask_data, mask_stride, activation);
     });
   });
 }
@@ -126,15 +133,21 @@ void lstm_forward_pointwise(torch::Tensor z, torch::Tensor c_prev, torch::Tensor
 void lstm_backward_pointwise(torch::Tensor z, torch::Tensor j, torch::Tensor c_prev, torch::Tensor tc,
                              torch::Tensor dm, torch::Tensor dc, torch::Tensor w_if, torch::Tensor w_o,
                              torch::Tensor mask, torch::Tensor dz, int64_t activation, int64_t gate) {
+  const int64_t n = z.size(0), U = j.size(1);
+  const bool* mask_data = mask.defined() && mask.numel() > 0 ? mask.data_ptr<bool>() : nullptr;
+  const int64_t mask_stride = mask_data ? mask.stride(0) : 0;
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "lstm_backward_pointwise", [&] {
     with_flags(activation, gate, [&](auto tanh, auto hard) {
-      backward_rows<scalar_t, decltype(tanh)::value, decltype(hard)::value>(z, j, c_prev, tc, dm, dc, w_if, w_o, mask,
-                                                                            dz, activation);
+      backward_rows<scalar_t, decltype(tanh)::value, decltype(hard)::value>(
+          n, U, Rows<scalar_t>(z), Rows<scalar_t>(j), Rows<scalar_t>(c_prev), Rows<scalar_t>(tc), Rows<scalar_t>(dm),
+          Rows<scalar_t>(nullptr, 0), Rows<scalar_t>(dc), Peepholes<scalar_t>(w_if, w_o, U), mask_data, mask_stride,
+          Rows<scalar_t>(dz), activation);
     });
   });
 }
 
-// ---- the LSTM's step loops (lstm.py: forward_steps_torch, backward_steps_torch are the twins)
+// ---- the LSTM's step loops (lstm.py: forward_steps_torch, backward_steps_torch are the twins), on
+// a batch slice's rows (step_rows.h)
 
 void lstm_forward_steps(torch::Tensor gates, torch::Tensor h0, torch::Tensor c0, torch::Tensor w_h,
                         torch::Tensor w_if, torch::Tensor w_o, torch::Tensor projection, double clip,
@@ -142,33 +155,39 @@ void lstm_forward_steps(torch::Tensor gates, torch::Tensor h0, torch::Tensor c0,
                         torch::Tensor cells, torch::Tensor act_cells, torch::Tensor hidden, torch::Tensor out,
                         torch::Tensor clip_mask, torch::Tensor proj_mask, int64_t activation, int64_t gate) {
   const bool projected = projection.numel() > 0;
-  const int64_t batch = batch_sizes.empty() ? 0 : batch_sizes[0];
-  rnnkit::for_batch_slices(batch, rnnkit::bytes_of(w_h) + rnnkit::bytes_of(projection), [&](rnnkit::BatchSlice slice) {
-    torch::Tensor h_prev = h0, c_prev = c0;
-    int64_t start = 0, previous_start = 0;
-    const rnnkit::RecurrentProduct recurrent(w_h, slice.rows(batch));
-    for (const int64_t n : batch_sizes) {
-      if (slice.rows(n) == 0) break;
-      auto rows = [&](const torch::Tensor& t) { return slice.of(t, start, n); };
-      torch::Tensor z = rows(gates);
-      recurrent.add_into(z, slice.of(h_prev, previous_start, n));
-      torch::Tensor m = projected ? rows(hidden) : rows(out);
-      lstm_forward_pointwise(z, slice.of(c_prev, previous_start, n), w_if, w_o, clip, rows(candidates),
-                             rows(cells), rows(act_cells), m, rows(clip_mask), activation, gate);
-      if (projected) {
-        torch::Tensor projected_m = rows(out);
-        at::mm_out(projected_m, m, projection);
-        if (proj_clip >= 0) {
-          torch::Tensor kept = rows(proj_mask);
-          at::le_out(kept, projected_m.abs(), proj_clip);
-          projected_m.clamp_(-proj_clip, proj_clip);
+  const int64_t batch = batch_sizes.empty() ? 0 : batch_sizes[0], U = cells.size(1), H = out.size(1), G = 4 * U;
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_forward_steps", [&] {
+    scalar_t *z = rows_of<scalar_t>(gates, "gates"), *j = rows_of<scalar_t>(candidates, "candidates");
+    scalar_t *c = rows_of<scalar_t>(cells, "cells"), *tc = rows_of<scalar_t>(act_cells, "act_cells");
+    scalar_t* o = rows_of<scalar_t>(out, "out");
+    scalar_t* m = projected ? rows_of<scalar_t>(hidden, "hidden") : o;  // m before the projection
+    bool *kept = mask_of(clip_mask, "clip_mask"), *proj_kept = mask_of(proj_mask, "proj_mask");
+    const Peepholes<scalar_t> peep(w_if, w_o, U);
+    with_flags(activation, gate, [&](auto tanh, auto hard) {
+      rnnkit::for_batch_slices(batch, rnnkit::bytes_of(w_h) + rnnkit::bytes_of(projection), [&](rnnkit::BatchSlice s) {
+        const rnnkit::RecurrentProduct recurrent(w_h, s.rows(batch));
+        const auto projector = rnnkit::optional_product(projection, s.rows(batch));
+        Rows<scalar_t> h_prev = initial_rows<scalar_t>(h0, s), c_prev = initial_rows<scalar_t>(c0, s);
+        int64_t start = 0;
+        for (const int64_t n : batch_sizes) {
+          const int64_t rows = s.rows(n);
+          if (rows == 0) break;
+          const Rows<scalar_t> zr = slice_rows(z, G, start, s), cr = slice_rows(c, U, start, s);
+          const Rows<scalar_t> mr = slice_rows(m, projected ? U : H, start, s), hr = slice_rows(o, H, start, s);
+          recurrent.apply(h_prev.data, h_prev.stride, rows, zr.data, zr.stride, true);
+          forward_rows<scalar_t, decltype(tanh)::value, decltype(hard)::value>(
+              rows, U, zr, c_prev, peep, clip, slice_rows(j, U, start, s), cr, slice_rows(tc, U, start, s), mr,
+              kept ? kept + (start + s.first) * U : nullptr, U * s.stride, activation);
+          if (projected) {
+            projector->apply(mr.data, mr.stride, rows, hr.data, hr.stride, false);
+            if (proj_clip >= 0) clip_rows(rows, H, hr, proj_kept + (start + s.first) * H, H * s.stride, proj_clip);
+          }
+          h_prev = hr;
+          c_prev = cr;
+          start += n;
         }
-      }
-      h_prev = out;
-      c_prev = cells;
-      previous_start = start;
-      start += n;
-    }
+      });
+    });
   });
 }
 
@@ -180,36 +199,55 @@ void lstm_backward_steps(torch::Tensor gates, torch::Tensor candidates, torch::T
                          int64_t gate) {
   const bool projected = projection_t.numel() > 0;
   const std::vector<int64_t> starts = rnnkit::step_starts(batch_sizes);
-  const int64_t batch = batch_sizes.empty() ? 0 : batch_sizes[0];
-  rnnkit::for_batch_slices(batch, rnnkit::bytes_of(w_h_t) + rnnkit::bytes_of(projection_t), [&](rnnkit::BatchSlice slice) {
-    const rnnkit::RecurrentProduct recurrent(w_h_t, slice.rows(batch));
-    for (int64_t t = static_cast<int64_t>(batch_sizes.size()) - 1; t >= 0; --t) {
-      const int64_t n = batch_sizes[t], start = starts[t];
-      if (slice.rows(n) == 0) continue;
-      auto rows = [&](const torch::Tensor& tensor) { return slice.of(tensor, start, n); };
-      torch::Tensor c_prev = t == 0 ? slice.of(c0, 0, n) : slice.of(cells, starts[t - 1], n);
-      torch::Tensor d_h_rows = slice.of(d_h, 0, n);
-      torch::Tensor dm = rows(d_out) + d_h_rows;
-      if (projected) {
-        if (proj_mask.numel()) dm.mul_(rows(proj_mask));
-        rows(d_m).copy_(dm);
-        dm = at::mm(dm, projection_t);
-      }
-      torch::Tensor dz = rows(d_gates);
-      lstm_backward_pointwise(rows(gates), rows(candidates), c_prev, rows(act_cells), dm, slice.of(d_c, 0, n), w_if,
-                              w_o, rows(clip_mask), dz, activation, gate);
-      recurrent.into(d_h_rows, dz);
-    }
+  const int64_t batch = batch_sizes.empty() ? 0 : batch_sizes[0], U = cells.size(1), H = d_h.size(1), G = 4 * U;
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_backward_steps", [&] {
+    scalar_t *z = rows_of<scalar_t>(gates, "gates"), *j = rows_of<scalar_t>(candidates, "candidates");
+    scalar_t *c = rows_of<scalar_t>(cells, "cells"), *tc = rows_of<scalar_t>(act_cells, "act_cells");
+    scalar_t *dout = rows_of<scalar_t>(d_out, "d_out"), *dh = rows_of<scalar_t>(d_h, "d_h");
+    scalar_t *dc = rows_of<scalar_t>(d_c, "d_c"), *dz = rows_of<scalar_t>(d_gates, "d_gates");
+    scalar_t* dm_saved = projected ? rows_of<scalar_t>(d_m, "d_m") : nullptr;
+    const bool *kept = mask_of(clip_mask, "clip_mask"), *proj_kept = mask_of(proj_mask, "proj_mask");
+    const Peepholes<scalar_t> peep(w_if, w_o, U);
+    with_flags(activation, gate, [&](auto tanh, auto hard) {
+      rnnkit::for_batch_slices(batch, rnnkit::bytes_of(w_h_t) + rnnkit::bytes_of(projection_t), [&](rnnkit::BatchSlice s) {
+        const rnnkit::RecurrentProduct recurrent(w_h_t, s.rows(batch));
+        const auto projector = rnnkit::optional_product(projection_t, s.rows(batch));
+        // with a projection: the slice's gradients of m, [rows, H] after the clip, [rows, U] before the projection
+        torch::Tensor dm_h = projected ? at::empty({s.rows(batch), H}, gates.options()) : torch::Tensor();
+        torch::Tensor dm_u = projected ? at::empty({s.rows(batch), U}, gates.options()) : torch::Tensor();
+        const Rows<scalar_t> d_h_rows = slice_rows(dh, H, 0, s), d_c_rows = slice_rows(dc, U, 0, s);
+        for (int64_t t = static_cast<int64_t>(batch_sizes.size()) - 1; t >= 0; --t) {
+          const int64_t n = batch_sizes[t], start = starts[t], rows = s.rows(n);
+          if (rows == 0) continue;
+          const Rows<scalar_t> c_prev = t == 0 ? initial_rows<scalar_t>(c0, s) : slice_rows(c, U, starts[t - 1], s);
+          const Rows<scalar_t> dzr = slice_rows(dz, G, start, s), d_out_rows = slice_rows(dout, H, start, s);
+          Rows<scalar_t> dm_a = d_out_rows, dm_b = d_h_rows;  // dm = d_out + d_h, summed in the rows
+          if (projected) {
+            const Rows<scalar_t> summed(dm_h.data_ptr<scalar_t>(), H);
+            const bool* kept_rows = proj_kept ? proj_kept + (start + s.first) * H : nullptr;
+            projected_gradient(rows, H, d_out_rows, d_h_rows, kept_rows, H * s.stride, slice_rows(dm_saved, H, start, s),
+                               summed);
+            dm_a = Rows<scalar_t>(dm_u.data_ptr<scalar_t>(), U);
+            dm_b = Rows<scalar_t>(nullptr, 0);
+            projector->apply(summed.data, summed.stride, rows, dm_a.data, dm_a.stride, false);
+          }
+          backward_rows<scalar_t, decltype(tanh)::value, decltype(hard)::value>(
+              rows, U, slice_rows(z, G, start, s), slice_rows(j, U, start, s), c_prev, slice_rows(tc, U, start, s),
+              dm_a, dm_b, d_c_rows, peep, kept ? kept + (start + s.first) * U : nullptr, U * s.stride, dzr,
+              activation);
+          recurrent.apply(dzr.data, dzr.stride, rows, d_h_rows.data, d_h_rows.stride, false);
+        }
+      });
+    });
   });
 }
 
 // ---- GRU (gru.py): g = [r, u] pre-activations [n, 2U]; c the candidate pre-activation [n, U]
 
 template <typename scalar_t, bool HARD>
-void gru_gates_rows(const torch::Tensor& g_t, const torch::Tensor& h_prev_t, const torch::Tensor& rh_t) {
+void gru_gates_rows(int64_t n, int64_t U, const Rows<scalar_t>& g, const Rows<scalar_t>& h_prev,
+                    const Rows<scalar_t>& rh) {
   using Vec = at::vec::Vectorized<scalar_t>;
-  const int64_t n = g_t.size(0), U = h_prev_t.size(1);
-  Rows<scalar_t> g(g_t), h_prev(h_prev_t), rh(rh_t);
   at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       scalar_t* gr = g.row(r);
@@ -223,11 +261,9 @@ void gru_gates_rows(const torch::Tensor& g_t, const torch::Tensor& h_prev_t, con
 }
 
 template <typename scalar_t, bool TANH>
-void gru_output_rows(const torch::Tensor& c_t, const torch::Tensor& g_t, const torch::Tensor& h_prev_t,
-                     const torch::Tensor& h_t, int64_t act) {
+void gru_output_rows(int64_t n, int64_t U, const Rows<scalar_t>& c, const Rows<scalar_t>& g,
+                     const Rows<scalar_t>& h_prev, const Rows<scalar_t>& h, int64_t act) {
   using Vec = at::vec::Vectorized<scalar_t>;
-  const int64_t n = c_t.size(0), U = c_t.size(1);
-  Rows<scalar_t> c(c_t), g(g_t), h_prev(h_prev_t), h(h_t);
   at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       scalar_t* cr = c.row(r);
@@ -243,18 +279,19 @@ void gru_output_rows(const torch::Tensor& c_t, const torch::Tensor& g_t, const t
   });
 }
 
+// dh = dh_a + dh_b (dh_b without data: dh_a alone) the gradient of the new h; dh_prev may be dh_b.
 template <typename scalar_t, bool TANH, bool HARD>
-void gru_output_backward_rows(const torch::Tensor& dh_t, const torch::Tensor& g_t, const torch::Tensor& c_t,
-                              const torch::Tensor& h_prev_t, const torch::Tensor& dg_t, const torch::Tensor& dc_t,
-                              const torch::Tensor& dh_prev_t, int64_t act) {
-  const int64_t n = c_t.size(0), U = c_t.size(1);
-  Rows<scalar_t> dh(dh_t), g(g_t), c(c_t), h_prev(h_prev_t), dg(dg_t), dc(dc_t), dh_prev(dh_prev_t);
+void gru_output_backward_rows(int64_t n, int64_t U, const Rows<scalar_t>& dh_a, const Rows<scalar_t>& dh_b,
+                              const Rows<scalar_t>& g, const Rows<scalar_t>& c, const Rows<scalar_t>& h_prev,
+                              const Rows<scalar_t>& dg, const Rows<scalar_t>& dc, const Rows<scalar_t>& dh_prev,
+                              int64_t act) {
   at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
-      const scalar_t *dhr = dh.row(r), *ur = g.row(r) + U, *cr = c.row(r), *hp = h_prev.row(r);
+      const scalar_t *dha = dh_a.row(r), *dhb = dh_b.data ? dh_b.row(r) : nullptr;
+      const scalar_t *ur = g.row(r) + U, *cr = c.row(r), *hp = h_prev.row(r);
       scalar_t *du = dg.row(r) + U, *dcr = dc.row(r), *dhp = dh_prev.row(r);
       for (int64_t u = 0; u < U; ++u) {
-        const scalar_t d = dhr[u], up = ur[u], cand = cr[u];
+        const scalar_t d = dhb ? dha[u] + dhb[u] : dha[u], up = ur[u], cand = cr[u];
         du[u] = gate_gradient<scalar_t, HARD>(d * (hp[u] - cand), up);
         dcr[u] = d * (1 - up) * cell_activation_slope<scalar_t, TANH>(act, cand);
         dhp[u] = d * up;
@@ -264,10 +301,8 @@ void gru_output_backward_rows(const torch::Tensor& dh_t, const torch::Tensor& g_
 }
 
 template <typename scalar_t, bool HARD>
-void gru_reset_backward_rows(const torch::Tensor& d_rh_t, const torch::Tensor& g_t, const torch::Tensor& h_prev_t,
-                             const torch::Tensor& dg_t, const torch::Tensor& dh_prev_t) {
-  const int64_t n = d_rh_t.size(0), U = d_rh_t.size(1);
-  Rows<scalar_t> d_rh(d_rh_t), g(g_t), h_prev(h_prev_t), dg(dg_t), dh_prev(dh_prev_t);
+void gru_reset_backward_rows(int64_t n, int64_t U, const Rows<scalar_t>& d_rh, const Rows<scalar_t>& g,
+                             const Rows<scalar_t>& h_prev, const Rows<scalar_t>& dg, const Rows<scalar_t>& dh_prev) {
   at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const scalar_t *drh = d_rh.row(r), *rr = g.row(r), *hp = h_prev.row(r);
@@ -282,14 +317,18 @@ void gru_reset_backward_rows(const torch::Tensor& d_rh_t, const torch::Tensor& g
 
 void gru_gates_forward(torch::Tensor g, torch::Tensor h_prev, torch::Tensor rh, int64_t gate) {
   AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "gru_gates_forward", [&] {
-    with_gate_flag(gate, [&](auto hard) { gru_gates_rows<scalar_t, decltype(hard)::value>(g, h_prev, rh); });
+    with_gate_flag(gate, [&](auto hard) {
+      gru_gates_rows<scalar_t, decltype(hard)::value>(g.size(0), h_prev.size(1), Rows<scalar_t>(g),
+                                                      Rows<scalar_t>(h_prev), Rows<scalar_t>(rh));
+    });
   });
 }
 
 void gru_output_forward(torch::Tensor c, torch::Tensor g, torch::Tensor h_prev, torch::Tensor h, int64_t activation) {
   AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "gru_output_forward", [&] {
     with_tanh_flag(activation, [&](auto tanh) {
-      gru_output_rows<scalar_t, decltype(tanh)::value>(c, g, h_prev, h, activation);
+      gru_output_rows<scalar_t, decltype(tanh)::value>(c.size(0), c.size(1), Rows<scalar_t>(c), Rows<scalar_t>(g),
+                                                       Rows<scalar_t>(h_prev), Rows<scalar_t>(h), activation);
     });
   });
 }
@@ -298,8 +337,9 @@ void gru_output_backward(torch::Tensor dh, torch::Tensor g, torch::Tensor c, tor
                          torch::Tensor dc, torch::Tensor dh_prev, int64_t activation, int64_t gate) {
   AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "gru_output_backward", [&] {
     with_flags(activation, gate, [&](auto tanh, auto hard) {
-      gru_output_backward_rows<scalar_t, decltype(tanh)::value, decltype(hard)::value>(dh, g, c, h_prev, dg, dc,
-                                                                                       dh_prev, activation);
+      gru_output_backward_rows<scalar_t, decltype(tanh)::value, decltype(hard)::value>(
+          c.size(0), c.size(1), Rows<scalar_t>(dh), Rows<scalar_t>(nullptr, 0), Rows<scalar_t>(g), Rows<scalar_t>(c),
+          Rows<scalar_t>(h_prev), Rows<scalar_t>(dg), Rows<scalar_t>(dc), Rows<scalar_t>(dh_prev), activation);
     });
   });
 }
@@ -308,7 +348,9 @@ void gru_reset_backward(torch::Tensor d_rh, torch::Tensor g, torch::Tensor h_pre
                         torch::Tensor dh_prev, int64_t gate) {
   AT_DISPATCH_FLOATING_TYPES(d_rh.scalar_type(), "gru_reset_backward", [&] {
     with_gate_flag(gate, [&](auto hard) {
-      gru_reset_backward_rows<scalar_t, decltype(hard)::value>(d_rh, g, h_prev, dg, dh_prev);
+      gru_reset_backward_rows<scalar_t, decltype(hard)::value>(d_rh.size(0), d_rh.size(1), Rows<scalar_t>(d_rh),
+                                                               Rows<scalar_t>(g), Rows<scalar_t>(h_prev),
+                                                               Rows<scalar_t>(dg), Rows<scalar_t>(dh_prev));
     });
   });
 }
@@ -318,24 +360,29 @@ void gru_reset_backward(torch::Tensor d_rh, torch::Tensor g, torch::Tensor h_pre
 void gru_forward_steps(torch::Tensor gates, torch::Tensor candidates, torch::Tensor reset_h, torch::Tensor out,
                        torch::Tensor h0, torch::Tensor w_gh, torch::Tensor w_ch, std::vector<int64_t> batch_sizes,
                        int64_t activation, int64_t gate) {
-  const int64_t batch = batch_sizes.empty() ? 0 : batch_sizes[0];
-  rnnkit::for_batch_slices(batch, rnnkit::bytes_of(w_gh) + rnnkit::bytes_of(w_ch), [&](rnnkit::BatchSlice slice) {
-    const rnnkit::RecurrentProduct gate_product(w_gh, slice.rows(batch)), candidate_product(w_ch, slice.rows(batch));
-    torch::Tensor h_prev = h0;
-    int64_t start = 0, previous_start = 0;
-    for (const int64_t n : batch_sizes) {
-      if (slice.rows(n) == 0) break;
-      torch::Tensor g = slice.of(gates, start, n), rh = slice.of(reset_h, start, n);
-      torch::Tensor c = slice.of(candidates, start, n), h = slice.of(out, start, n);
-      torch::Tensor previous = slice.of(h_prev, previous_start, n);
-      gate_product.add_into(g, previous);
-      gru_gates_forward(g, previous, rh, gate);
-      candidate_product.add_into(c, rh);
-      gru_output_forward(c, g, previous, h, activation);
-      h_prev = out;
-      previous_start = start;
-      start += n;
-    }
+  const int64_t batch = batch_sizes.empty() ? 0 : batch_sizes[0], U = out.size(1);
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "gru_forward_steps", [&] {
+    scalar_t *g = rows_of<scalar_t>(gates, "gates"), *c = rows_of<scalar_t>(candidates, "candidates");
+    scalar_t *rh = rows_of<scalar_t>(reset_h, "reset_h"), *h = rows_of<scalar_t>(out, "out");
+    with_flags(activation, gate, [&](auto tanh, auto hard) {
+      rnnkit::for_batch_slices(batch, rnnkit::bytes_of(w_gh) + rnnkit::bytes_of(w_ch), [&](rnnkit::BatchSlice s) {
+        const rnnkit::RecurrentProduct gate_product(w_gh, s.rows(batch)), candidate_product(w_ch, s.rows(batch));
+        Rows<scalar_t> previous = initial_rows<scalar_t>(h0, s);
+        int64_t start = 0;
+        for (const int64_t n : batch_sizes) {
+          const int64_t rows = s.rows(n);
+          if (rows == 0) break;
+          const Rows<scalar_t> gr = slice_rows(g, 2 * U, start, s), rhr = slice_rows(rh, U, start, s);
+          const Rows<scalar_t> cr = slice_rows(c, U, start, s), hr = slice_rows(h, U, start, s);
+          gate_product.apply(previous.data, previous.stride, rows, gr.data, gr.stride, true);
+          gru_gates_rows<scalar_t, decltype(hard)::value>(rows, U, gr, previous, rhr);
+          candidate_product.apply(rhr.data, rhr.stride, rows, cr.data, cr.stride, true);
+          gru_output_rows<scalar_t, decltype(tanh)::value>(rows, U, cr, gr, previous, hr, activation);
+          previous = hr;
+          start += n;
+        }
+      });
+    });
   });
 }
 
@@ -344,33 +391,40 @@ void gru_backward_steps(torch::Tensor gates, torch::Tensor candidates, torch::Te
                         torch::Tensor w_gh_t, torch::Tensor w_ch_t, std::vector<int64_t> batch_sizes,
                         int64_t activation, int64_t gate) {
   const std::vector<int64_t> starts = rnnkit::step_starts(batch_sizes);
-  const int64_t batch = batch_sizes.empty() ? 0 : batch_sizes[0];
-  rnnkit::for_batch_slices(batch, rnnkit::bytes_of(w_gh_t) + rnnkit::bytes_of(w_ch_t), [&](rnnkit::BatchSlice slice) {
-    const rnnkit::RecurrentProduct gate_product(w_gh_t, slice.rows(batch));
-    const rnnkit::RecurrentProduct candidate_product(w_ch_t, slice.rows(batch));
-    for (int64_t t = static_cast<int64_t>(batch_sizes.size()) - 1; t >= 0; --t) {
-      const int64_t n = batch_sizes[t], start = starts[t];
-      if (slice.rows(n) == 0) continue;
-      torch::Tensor h_prev = t == 0 ? slice.of(h0, 0, n) : slice.of(out, starts[t - 1], n);
-      torch::Tensor g = slice.of(gates, start, n), dg = slice.of(d_gates, start, n);
-      torch::Tensor dc = slice.of(d_candidates, start, n), d_h_rows = slice.of(d_h, 0, n);
-      torch::Tensor dh = slice.of(d_out, start, n) + d_h_rows;
-      gru_output_backward(dh, g, slice.of(candidates, start, n), h_prev, dg, dc, d_h_rows, activation, gate);
-      torch::Tensor d_rh = at::empty({slice.rows(n), w_ch_t.size(1)}, dc.options());
-      candidate_product.into(d_rh, dc);
-      gru_reset_backward(d_rh, g, h_prev, dg, d_h_rows, gate);
-      gate_product.add_into(d_h_rows, dg);
-    }
+  const int64_t batch = batch_sizes.empty() ? 0 : batch_sizes[0], U = out.size(1);
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "gru_backward_steps", [&] {
+    scalar_t *g = rows_of<scalar_t>(gates, "gates"), *c = rows_of<scalar_t>(candidates, "candidates");
+    scalar_t *h = rows_of<scalar_t>(out, "out"), *dout = rows_of<scalar_t>(d_out, "d_out");
+    scalar_t *dh = rows_of<scalar_t>(d_h, "d_h"), *dg = rows_of<scalar_t>(d_gates, "d_gates");
+    scalar_t* dc = rows_of<scalar_t>(d_candidates, "d_candidates");
+    with_flags(activation, gate, [&](auto tanh, auto hard) {
+      rnnkit::for_batch_slices(batch, rnnkit::bytes_of(w_gh_t) + rnnkit::bytes_of(w_ch_t), [&](rnnkit::BatchSlice s) {
+        const rnnkit::RecurrentProduct gate_product(w_gh_t, s.rows(batch)), candidate_product(w_ch_t, s.rows(batch));
+        const torch::Tensor d_rh = at::empty({s.rows(batch), U}, gates.options());  // of r * h_prev, a step's rows
+        const Rows<scalar_t> d_rh_rows(d_rh.data_ptr<scalar_t>(), U), d_h_rows = slice_rows(dh, U, 0, s);
+        for (int64_t t = static_cast<int64_t>(batch_sizes.size()) - 1; t >= 0; --t) {
+          const int64_t n = batch_sizes[t], start = starts[t], rows = s.rows(n);
+          if (rows == 0) continue;
+          const Rows<scalar_t> h_prev = t == 0 ? initial_rows<scalar_t>(h0, s) : slice_rows(h, U, starts[t - 1], s);
+          const Rows<scalar_t> gr = slice_rows(g, 2 * U, start, s), dgr = slice_rows(dg, 2 * U, start, s);
+          const Rows<scalar_t> dcr = slice_rows(dc, U, start, s);
+          gru_output_backward_rows<scalar_t, decltype(tanh)::value, decltype(hard)::value>(
+              rows, U, slice_rows(dout, U, start, s), d_h_rows, gr, slice_rows(c, U, start, s), h_prev, dgr, dcr,
+              d_h_rows, activation);
+          candidate_product.apply(dcr.data, dcr.stride, rows, d_rh_rows.data, d_rh_rows.stride, false);
+          gru_reset_backward_rows<scalar_t, decltype(hard)::value>(rows, U, d_rh_rows, gr, h_prev, dgr, d_h_rows);
+          gate_product.apply(dgr.data, dgr.stride, rows, d_h_rows.data, d_h_rows.stride, true);
+        }
+      });
+    });
   });
 }
 
 // ---- BasicRNNCell (basic_rnn.py): h = act(z), z the pre-activation [n, U]
 
 template <typename scalar_t, bool TANH>
-void rnn_forward_rows(const torch::Tensor& z_t, const torch::Tensor& h_t, int64_t act) {
-  using Vec = at::vec::Vectorized<scalar_t>;
-  const int64_t n = z_t.size(0), U = z_t.size(1);
-  Rows<scalar_t> z(z_t), h(h_t);  // h may be z itself
+void rnn_forward_rows(int64_t n, int64_t U, const Rows<scalar_t>& z, const Rows<scalar_t>& h, int64_t act) {
+  using Vec = at::vec::Vectorized<scalar_t>;  // h may be z itself
   at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const scalar_t* zr = z.row(r);
@@ -384,10 +438,8 @@ void rnn_forward_rows(const torch::Tensor& z_t, const torch::Tensor& h_t, int64_
 }
 
 template <typename scalar_t, bool TANH>
-void rnn_backward_rows(const torch::Tensor& d_out_t, const torch::Tensor& d_h_t, const torch::Tensor& h_t,
-                       const torch::Tensor& d_pre_t, int64_t act) {
-  const int64_t n = h_t.size(0), U = h_t.size(1);
-  Rows<scalar_t> d_out(d_out_t), d_h(d_h_t), h(h_t), d_pre(d_pre_t);
+void rnn_backward_rows(int64_t n, int64_t U, const Rows<scalar_t>& d_out, const Rows<scalar_t>& d_h,
+                       const Rows<scalar_t>& h, const Rows<scalar_t>& d_pre, int64_t act) {
   at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const scalar_t *dor = d_out.row(r), *dhr = d_h.row(r), *hr = h.row(r);
@@ -399,7 +451,10 @@ void rnn_backward_rows(const torch::Tensor& d_out_t, const torch::Tensor& d_h_t,
 
 void rnn_forward_pointwise(torch::Tensor z, torch::Tensor h, int64_t activation) {
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "rnn_forward_pointwise", [&] {
-    with_tanh_flag(activation, [&](auto tanh) { rnn_forward_rows<scalar_t, decltype(tanh)::value>(z, h, activation); });
+    with_tanh_flag(activation, [&](auto tanh) {
+      rnn_forward_rows<scalar_t, decltype(tanh)::value>(z.size(0), z.size(1), Rows<scalar_t>(z), Rows<scalar_t>(h),
+                                                        activation);
+    });
   });
 }
 
@@ -407,7 +462,9 @@ void rnn_backward_pointwise(torch::Tensor d_out, torch::Tensor d_h, torch::Tenso
                             int64_t activation) {
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "rnn_backward_pointwise", [&] {
     with_tanh_flag(activation, [&](auto tanh) {
-      rnn_backward_rows<scalar_t, decltype(tanh)::value>(d_out, d_h, h, d_pre, activation);
+      rnn_backward_rows<scalar_t, decltype(tanh)::value>(h.size(0), h.size(1), Rows<scalar_t>(d_out),
+                                                         Rows<scalar_t>(d_h), Rows<scalar_t>(h), Rows<scalar_t>(d_pre),
+                                                         activation);
     });
   });
 }
@@ -416,36 +473,49 @@ void rnn_backward_pointwise(torch::Tensor d_out, torch::Tensor d_h, torch::Tenso
 
 void rnn_forward_steps(torch::Tensor pre, torch::Tensor out, torch::Tensor h0, torch::Tensor w_h,
                        std::vector<int64_t> batch_sizes, int64_t activation) {
-  const int64_t batch = batch_sizes.empty() ? 0 : batch_sizes[0];
-  rnnkit::for_batch_slices(batch, rnnkit::bytes_of(w_h), [&](rnnkit::BatchSlice slice) {
-    const rnnkit::RecurrentProduct recurrent(w_h, slice.rows(batch));
-    torch::Tensor h_prev = h0;
-    int64_t start = 0, previous_start = 0;
-    for (const int64_t n : batch_sizes) {
-      if (slice.rows(n) == 0) break;
-      torch::Tensor z = slice.of(pre, start, n), h = slice.of(out, start, n);
-      recurrent.add_into(z, slice.of(h_prev, previous_start, n));
-      rnn_forward_pointwise(z, h, activation);
-      h_prev = out;
-      previous_start = start;
-      start += n;
-    }
+  const int64_t batch = batch_sizes.empty() ? 0 : batch_sizes[0], U = out.size(1);
+  AT_DISPATCH_FLOATING_TYPES(pre.scalar_type(), "rnn_forward_steps", [&] {
+    scalar_t *z = rows_of<scalar_t>(pre, "pre"), *h = rows_of<scalar_t>(out, "out");
+    with_tanh_flag(activation, [&](auto tanh) {
+      rnnkit::for_batch_slices(batch, rnnkit::bytes_of(w_h), [&](rnnkit::BatchSlice s) {
+        const rnnkit::RecurrentProduct recurrent(w_h, s.rows(batch));
+        Rows<scalar_t> h_prev = initial_rows<scalar_t>(h0, s);
+        int64_t start = 0;
+        for (const int64_t n : batch_sizes) {
+          const int64_t rows = s.rows(n);
+          if (rows == 0) break;
+          const Rows<scalar_t> zr = slice_rows(z, U, start, s), hr = slice_rows(h, U, start, s);
+          recurrent.apply(h_prev.data, h_prev.stride, rows, zr.data, zr.stride, true);
+          rnn_forward_rows<scalar_t, decltype(tanh)::value>(rows, U, zr, hr, activation);
+          h_prev = hr;
+          start += n;
+        }
+      });
+    });
   });
 }
 
 void rnn_backward_steps(torch::Tensor out, torch::Tensor d_out, torch::Tensor d_h, torch::Tensor d_pre,
                         torch::Tensor w_h_t, std::vector<int64_t> batch_sizes, int64_t activation) {
   const std::vector<int64_t> starts = rnnkit::step_starts(batch_sizes);
-  const int64_t batch = batch_sizes.empty() ? 0 : batch_sizes[0];
-  rnnkit::for_batch_slices(batch, rnnkit::bytes_of(w_h_t), [&](rnnkit::BatchSlice slice) {
-    const rnnkit::RecurrentProduct recurrent(w_h_t, slice.rows(batch));
-    for (int64_t t = static_cast<int64_t>(batch_sizes.size()) - 1; t >= 0; --t) {
-      const int64_t n = batch_sizes[t], start = starts[t];
-      if (slice.rows(n) == 0) continue;
-      torch::Tensor d_h_rows = slice.of(d_h, 0, n), d_pre_rows = slice.of(d_pre, start, n);
-      rnn_backward_pointwise(slice.of(d_out, start, n), d_h_rows, slice.of(out, start, n), d_pre_rows, activation);
-      recurrent.into(d_h_rows, d_pre_rows);
-    }
+  const int64_t batch = batch_sizes.empty() ? 0 : batch_sizes[0], U = out.size(1);
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "rnn_backward_steps", [&] {
+    scalar_t *h = rows_of<scalar_t>(out, "out"), *dout = rows_of<scalar_t>(d_out, "d_out");
+    scalar_t *dh = rows_of<scalar_t>(d_h, "d_h"), *dpre = rows_of<scalar_t>(d_pre, "d_pre");
+    with_tanh_flag(activation, [&](auto tanh) {
+      rnnkit::for_batch_slices(batch, rnnkit::bytes_of(w_h_t), [&](rnnkit::BatchSlice s) {
+        const rnnkit::RecurrentProduct recurrent(w_h_t, s.rows(batch));
+        const Rows<scalar_t> d_h_rows = slice_rows(dh, U, 0, s);
+        for (int64_t t = static_cast<int64_t>(batch_sizes.size()) - 1; t >= 0; --t) {
+          const int64_t n = batch_sizes[t], start = starts[t], rows = s.rows(n);
+          if (rows == 0) continue;
+          const Rows<scalar_t> dpr = slice_rows(dpre, U, start, s);
+          rnn_backward_rows<scalar_t, decltype(tanh)::value>(rows, U, slice_rows(dout, U, start, s), d_h_rows,
+                                                             slice_rows(h, U, start, s), dpr, activation);
+          recurrent.apply(dpr.data, dpr.stride, rows, d_h_rows.data, d_h_rows.stride, false);
+        }
+      });
+    });
   });
 }
 

@@ -20,6 +20,7 @@ struct Rows {  // a [n, width] block of rows: element (r, u) at data[r * stride 
   scalar_t* data;
   int64_t stride;
   explicit Rows(const torch::Tensor& t) : data(t.data_ptr<scalar_t>()), stride(t.stride(0)) {}
+  Rows(scalar_t* rows, int64_t row_stride) : data(rows), stride(row_stride) {}
   scalar_t* row(int64_t r) const { return data + r * stride; }
 };
 
