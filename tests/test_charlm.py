@@ -58,14 +58,22 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, corpus) -> None:
         assert torch.equal(value, resumed["model"][name]), name
 
 
+def _status(argv: list[str]) -> int:
+    """The exit status of the command: returned, or raised by argparse (usage errors)."""
+    try:
+        return cli(argv)
+    except SystemExit as exit:
+        return exit.code
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
         (["--data", "/no/such/file"], "no such file"),
         (["--units", "0"], "--units must be >= 1"),
         (["--dropout", "1.5"], "--dropout must be in"),
-        (["--lr", "-1"], "--lr must be > 0"),
-        (["--cell", "rnn"], "--cell must be one of"),
+        (["--lr", "-1"], "--lr must be a finite number > 0"),
+        (["--cell", "rnn"], "argument --cell: invalid choice: 'rnn'"),
         (["--batch-size", "100000"], "shorter than one batch"),
     ],
 )
@@ -73,9 +81,12 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, corpus, capsys, args, m
     base = ["train", "--run-dir", str(tmp_path / "run"), "--steps", "1"]
     if "--data" not in args:
         base += ["--data", str(corpus)]
-    assert cli(base + args) == 2
-    out = capsys.readouterr().out.strip()
-    assert out.startswith("error: ") and message in out and "\n" not in out
+    assert _status(base + args) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err, err
+    assert "error" not in captured.out
+    assert not (tmp_path / "run").exists()
 
 
 def test_bad_files_exit_2(tmp_path, capsys) -> None:
@@ -93,12 +104,13 @@ def test_bad_files_exit_2(tmp_path, capsys) -> None:
         (["sample", str(tmp_path / "nowhere")], "no checkpoint"),
     ):
         assert cli(argv) == 2, argv
-        assert message in capsys.readouterr().out
+        assert message in capsys.readouterr().err
 
 
 def test_module_entry_point(tmp_path) -> None:
     result = subprocess.run([sys.executable, "-m", "rnnkit"], capture_output=True, text=True)
-    assert result.returncode == 2 and "usage" in result.stdout
+    assert result.returncode == 2 and "usage" in result.stderr and result.stdout == ""
+    assert all(command in result.stderr for command in ("train", "sample", "convert"))
 
 
 def _absolute_gradient_terms(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> dict:
@@ -174,4 +186,4 @@ def test_a_checkpoint_that_does_not_fit_its_config_is_a_clear_error(tmp_path, co
     checkpoint.save(tmp_path / "run" / "last.pt", {k: v for k, v in saved.items() if k != "format"})
     capsys.readouterr()
     assert cli(["train", "--resume", str(tmp_path / "run"), "--steps", "20"]) == 2
-    assert "weights do not fit its configuration" in capsys.readouterr().out
+    assert "weights do not fit its configuration" in capsys.readouterr().err

@@ -1,5 +1,5 @@
-"""Runs that are killed, run out of disk or lose a torchrun peer leave a consistent directory and
-one line of error; files are durable and follow the umask.
+"""Runs that are killed, interrupted by Ctrl-C, run out of disk or lose a torchrun peer leave a
+consistent directory and one line of error; files are durable and follow the umask.
 
 Crashes are injected at chosen points (a launcher script patches a function to ``os._exit``),
 never timed: nothing here depends on how fast the machine is.
@@ -8,7 +8,9 @@ never timed: nothing here depends on how fast the machine is.
 from __future__ import annotations
 
 import json
+import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +21,7 @@ import torch
 
 from rnnkit import _files
 from rnnkit.__main__ import main as cli
-from rnnkit.charlm import checkpoint
+from rnnkit.charlm import checkpoint, interrupt
 from rnnkit.charlm.distributed import describe_failure
 from rnnkit.charlm.metrics import repair_metrics
 
@@ -136,7 +138,7 @@ def test_a_new_run_refuses_a_directory_that_is_not_empty(tmp_path, corpus, capsy
     run.mkdir()
     (run / "metrics.jsonl").write_text('{"step": 10}\n')
     assert cli(["train", "--data", str(corpus), "--run-dir", str(run), *TINY, "--steps", "10"]) == 2
-    out = capsys.readouterr().out.strip()
+    out = capsys.readouterr().err.strip()
     assert out.startswith("error: ") and "not empty" in out and "\n" not in out
     assert (run / "metrics.jsonl").read_text() == '{"step": 10}\n' and sorted(os.listdir(run)) == ["metrics.jsonl"]
 
@@ -176,7 +178,7 @@ def test_a_full_disk_is_one_line_and_the_checkpoint_survives(tmp_path, corpus, c
     _full_disk_for(monkeypatch, "last.pt", "best.pt")
     capsys.readouterr()
     assert cli(["train", "--resume", str(run), "--steps", "20"]) == 2
-    out = capsys.readouterr().out.strip()
+    out = capsys.readouterr().err.strip()
     assert out.startswith("error: ") and "no space left on device" in out and "\n" not in out, out
     assert ".pt: no space left" in out and str(run) in out
     assert (run / "last.pt").read_bytes() == before and checkpoint.load(run)["step"] == 10
@@ -231,6 +233,171 @@ def test_the_file_is_fsynced_before_the_rename_and_the_directory_after(tmp_path,
     assert target.read_bytes() == b"data"
 
 
+# -- Ctrl-C ------------------------------------------------------------------------------------
+
+
+def _during_step(monkeypatch, step: int, action) -> None:
+    """``action()`` runs inside the ``step``-th training step of the next run, after its forward
+    and backward passes (dropout has drawn its masks) and before the weights change."""
+    real, calls = torch.nn.utils.clip_grad_norm_, []
+
+    def clip(*args, **kwargs):
+        calls.append(None)
+        if len(calls) == step:
+            action()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+
+
+def _ctrl_c() -> None:
+    signal.raise_signal(signal.SIGINT)
+
+
+def _ctrl_c_twice() -> None:
+    signal.raise_signal(signal.SIGINT)
+    signal.raise_signal(signal.SIGINT)
+
+
+def _keyboard_interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+def _assert_resumes_to_the_uninterrupted_result(run: Path, straight: Path) -> None:
+    assert cli(["train", "--resume", str(run)]) == 0
+    rows, expected = _rows(run), _rows(straight)
+    assert [row["step"] for row in rows] == [10, 20, 30, 40]
+    for row, want in zip(rows, expected):
+        assert (row["train_loss"], row["val_loss"]) == (want["train_loss"], want["val_loss"]), row["step"]
+    resumed, uninterrupted = checkpoint.load(run), checkpoint.load(straight)
+    for name, value in uninterrupted["model"].items():
+        assert torch.equal(value, resumed["model"][name]), name
+    assert _temporaries(run) == []
+
+
+@pytest.mark.parametrize("how, grace, saved_step", [
+    ("ctrl-c", 2.0, 15),  # the step finishes, then last.pt
+    ("ctrl-c twice at once", math.inf, 15),  # torchrun passes the terminal's Ctrl-C on: the same request
+    ("ctrl-c twice, later", -1.0, 14),  # the second one abandons the step under way
+    ("KeyboardInterrupt", 2.0, 14),  # raised in the step without the handler: abandoned, the RNG put back
+])
+def test_ctrl_c_saves_last_pt_says_how_to_resume_and_exits_130(
+    tmp_path, corpus, straight, capsys, monkeypatch, how, grace, saved_step
+) -> None:
+    run = tmp_path / "run"
+    action = {"ctrl-c": _ctrl_c, "ctrl-c twice at once": _ctrl_c_twice, "ctrl-c twice, later": _ctrl_c_twice,
+              "KeyboardInterrupt": _keyboard_interrupt}[how]
+    _during_step(monkeypatch, 15, action)
+    monkeypatch.setattr(interrupt, "REPEAT_GRACE_SECONDS", grace)
+    assert cli(["train", "--data", str(corpus), "--run-dir", str(run), *TINY, "--steps", str(STEPS)]) == 130
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("interrupted")]
+    assert lines == [f"interrupted at step {saved_step} of {STEPS}: saved {run / 'last.pt'}; continue with: "
+                     f"python -m rnnkit train --resume {run}"], err
+    assert "Traceback" not in err and "error" not in err
+    assert checkpoint.load(run)["step"] == saved_step
+    assert [row["step"] for row in _rows(run)] == [10]
+    monkeypatch.undo()
+    _assert_resumes_to_the_uninterrupted_result(run, straight)
+
+
+def test_ctrl_c_while_the_weights_change_keeps_the_previous_checkpoint(
+    tmp_path, corpus, straight, capsys, monkeypatch
+) -> None:
+    run = tmp_path / "run"
+    real, calls = torch.optim.Adam.step, []
+
+    def step(self, *args, **kwargs):
+        calls.append(None)
+        if len(calls) == 15:
+            real(self, *args, **kwargs)  # the weights changed, the step is not done
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    assert cli(["train", "--data", str(corpus), "--run-dir", str(run), *TINY, "--steps", str(STEPS)]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == (f"interrupted during step 15 of {STEPS} (abandoned): {run / 'last.pt'} holds step 10; "
+                   f"continue with: python -m rnnkit train --resume {run}"), err
+    assert checkpoint.load(run)["step"] == 10
+    monkeypatch.undo()
+    _assert_resumes_to_the_uninterrupted_result(run, straight)
+
+
+def test_ctrl_c_at_an_evaluation_step_saves_it_once(tmp_path, corpus, capsys, monkeypatch) -> None:
+    run = tmp_path / "run"
+    _during_step(monkeypatch, 10, _ctrl_c)
+    saves = []
+    real = checkpoint.save
+    monkeypatch.setattr(checkpoint, "save", lambda path, saved: (saves.append((path.name, saved["step"])),
+                                                                 real(path, saved)))
+    assert cli(["train", "--data", str(corpus), "--run-dir", str(run), *TINY, "--steps", str(STEPS)]) == 130
+    assert saves == [("best.pt", 10), ("last.pt", 10)]  # the evaluation's, not again
+    assert [row["step"] for row in _rows(run)] == [10]
+    assert f"interrupted at step 10 of {STEPS}: saved" in capsys.readouterr().err
+
+
+def test_interrupted_before_any_checkpoint_says_so() -> None:
+    stopped = interrupt.Interrupted(Path("runs/x"), 3, 600, None)
+    assert stopped.describe() == ("interrupted at step 3 of 600, before any checkpoint: nothing to resume "
+                                  "(a new run wants a new or empty --run-dir)")
+    under = interrupt.Interrupted(Path("runs/x"), 7, 600, 7, processes=2).describe("rnnkit train")
+    assert under == ("interrupted at step 7 of 600: saved runs/x/last.pt; continue with: rnnkit train --resume "
+                     "runs/x (under torchrun, as before)")
+
+
+def test_the_stop_request_takes_repeats_within_the_grace_as_one() -> None:
+    now = [100.0]
+    request = interrupt.StopRequest(clock=lambda: now[0])
+    assert not request.requested
+    request(signal.SIGINT, None)
+    assert request.requested
+    now[0] += interrupt.REPEAT_GRACE_SECONDS  # at the grace's end: still the same request
+    request(signal.SIGINT, None)
+    now[0] += 0.001
+    with pytest.raises(KeyboardInterrupt):
+        request(signal.SIGINT, None)
+
+
+CTRL_C_ON_RANK_1 = """
+import signal, sys, os
+from rnnkit.charlm import train
+real = train.Run.train_step
+def train_step(self):
+    if self.world.rank == 1 and self.step == 4:
+        signal.raise_signal(signal.SIGINT)
+    return real(self)
+train.Run.train_step = train_step
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_on_one_process_stops_every_process_after_the_same_step(tmp_path, corpus) -> None:
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(CTRL_C_ON_RANK_1)
+    run = tmp_path / "run"
+    args = [sys.executable, str(script), "--data", str(corpus), "--run-dir", str(run), *TINY, "--steps", "10"]
+    env = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    peer = subprocess.Popen(args, env={**env, "RANK": "1", "LOCAL_RANK": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        main = subprocess.run(args, env={**env, "RANK": "0", "LOCAL_RANK": "0"}, capture_output=True, text=True,
+                              timeout=300)
+        peer_out, peer_err = peer.communicate(timeout=60)
+    finally:
+        peer.kill()
+        peer.wait()
+    assert main.returncode == peer.returncode == 130, main.stderr + peer_err
+    assert [line for line in main.stderr.splitlines() if line.startswith("interrupted")] == [
+        f"interrupted at step 5 of 10: saved {run / 'last.pt'}; continue with: python -m rnnkit train --resume "
+        f"{run} (under torchrun, as before)"], main.stderr
+    assert "interrupted" not in peer_err and "Traceback" not in main.stderr + peer_err, peer_err
+    saved = checkpoint.load(run)
+    assert saved["step"] == 5 and saved["state"][0].c.shape == (8, 32)  # the whole batch's state, from both
+    assert sorted(os.listdir(run)) == ["config.json", "last.pt"]
+
+
 # -- torchrun peers -------------------------------------------------------------------------------
 
 PEER_FAILS = """
@@ -272,19 +439,26 @@ def _two_ranks(tmp_path: Path, corpus: Path, how: str, *extra: str) -> subproces
         peer.wait()
 
 
+def _errors(result: subprocess.CompletedProcess) -> list[str]:
+    """The ``error:`` lines of a command's stderr (torch's own warnings aside); none on stdout."""
+    assert "error:" not in result.stdout, result.stdout
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
 def test_a_dead_peer_is_one_line_and_exit_2(tmp_path, corpus) -> None:
     result = _two_ranks(tmp_path, corpus, "exit")
-    out = result.stdout.strip()
     assert result.returncode == 2, result.stdout + result.stderr
-    assert out.startswith("error: rank 0: lost a peer process") and "\n" not in out, out
+    errors = _errors(result)
+    assert len(errors) == 1 and errors[0].startswith("error: rank 0: lost a peer process"), result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_a_stopped_peer_times_out_after_timeout_seconds(tmp_path, corpus) -> None:
     result = _two_ranks(tmp_path, corpus, "stop", "--timeout", "5")
-    out = result.stdout.strip()
     assert result.returncode == 2, result.stdout + result.stderr
-    assert out.startswith("error: rank 0: timed out waiting for the other processes") and "\n" not in out, out
+    errors = _errors(result)
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith("error: rank 0: timed out waiting for the other processes"), result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -308,7 +482,7 @@ def test_process_group_errors_are_described_in_one_line(monkeypatch, message, ex
 def test_timeout_is_checked_and_may_change_on_resume(tmp_path, corpus, capsys) -> None:
     run = tmp_path / "run"
     assert cli(["train", "--data", str(corpus), "--run-dir", str(run), *TINY, "--steps", "1", "--timeout", "0"]) == 2
-    assert "--timeout must be" in capsys.readouterr().out
+    assert "--timeout must be a finite number > 0" in capsys.readouterr().err
     assert cli(["train", "--data", str(corpus), "--run-dir", str(run), *TINY, "--steps", "10"]) == 0
     assert cli(["train", "--resume", str(run), "--steps", "20", "--timeout", "60"]) == 0
     assert checkpoint.load(run)["config"]["timeout"] == 60

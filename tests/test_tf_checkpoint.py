@@ -216,7 +216,7 @@ def test_convert_command(tmp_path, capsys) -> None:
     assert torch.equal(load_file(tmp_path / "w.safetensors")["big"], torch.from_numpy(TENSORS["big"]))
     capsys.readouterr()
     assert cli(["convert", str(tmp_path / "missing"), str(tmp_path / "x.pt")]) == 2
-    assert capsys.readouterr().out.startswith("error: ")
+    assert capsys.readouterr().err.startswith("error: ")
 
 
 def _tf0_name(name: str) -> str:
@@ -408,7 +408,7 @@ def test_paths_that_hold_no_checkpoint_name_what_was_tried(tmp_path, capsys) -> 
     with pytest.raises(FormatError, match=r"missing V1 shard file m-00001-of-00003"):
         load_variables(tmp_path / "v1" / "m-00000-of-00003")  # a shard's name never reads it alone
     assert cli(["convert", str(tmp_path / "nothing"), "--list"]) == 2
-    assert "no checkpoint there" in capsys.readouterr().out
+    assert "no checkpoint there" in capsys.readouterr().err
     with pytest.raises(TypeError, match="path must be"):
         load_variables(3)  # type: ignore[arg-type]
 

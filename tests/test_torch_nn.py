@@ -168,10 +168,10 @@ def test_convert_command_between_rnnkit_and_torch_nn(tmp_path, capsys) -> None:
     save_module(rk.LSTMCell(3, use_peepholes=True, input_size=2), tmp_path / "peep.pt")
     capsys.readouterr()
     assert cli(["convert", str(tmp_path / "peep.pt"), str(tmp_path / "x.pt")]) == 2
-    assert "peepholes" in capsys.readouterr().out
+    assert "peepholes" in capsys.readouterr().err
     torch.save(lstm, tmp_path / "whole.pt")  # a whole-module pickle: only with the explicit opt-in
     assert cli(["convert", str(tmp_path / "whole.pt"), str(tmp_path / "y.pt")]) == 2
-    assert "--unsafe-pickle" in capsys.readouterr().out
+    assert "--unsafe-pickle" in capsys.readouterr().err
     assert cli(["convert", str(tmp_path / "whole.pt"), str(tmp_path / "y.pt"), "--unsafe-pickle"]) == 0
     torch.testing.assert_close(rk.dynamic_rnn(load_module(tmp_path / "y.pt"), x)[0], lstm(x)[0])
 

@@ -31,7 +31,7 @@ def _malicious(path: Path, marker: Path) -> Path:
 
 
 def _assert_refused(capsys, code: int, path: Path, marker: Path) -> None:
-    out = capsys.readouterr().out.strip()
+    out = capsys.readouterr().err.strip()
     assert code == 2, out
     assert not marker.exists(), "the file's code ran"
     assert out.startswith("error: ") and "\n" not in out, out
@@ -108,7 +108,7 @@ def test_a_module_file_claiming_huge_sizes_allocates_nothing_and_is_refused(tmp_
     state = {"kernel": torch.zeros(3, 8), "bias": torch.zeros(8)}
     torch.save({"format": "rnnkit-module-1", "type": kind, "config": config, "state_dict": state}, path)
     code = cli(["convert", str(path), str(tmp_path / "out.pt")])
-    out = capsys.readouterr().out.strip()
+    out = capsys.readouterr().err.strip()
     assert code == 2 and out.startswith("error: ") and str(path) in out and "\n" not in out, out
     assert not (tmp_path / "out.pt").exists()
 
@@ -152,6 +152,6 @@ def test_crafted_checkpoints_are_one_line_errors(tmp_path, capsys, genuine_run, 
     argv = ["train", "--resume", str(target), "--steps", "4"] if command == "train" else \
         ["sample", str(target / "last.pt"), "--length", "3"]
     code = cli(argv)
-    out = capsys.readouterr().out.strip()
+    out = capsys.readouterr().err.strip()
     assert code == 2 and out.startswith("error: ") and "\n" not in out, out
     assert str(target) in out, out

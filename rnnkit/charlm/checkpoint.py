@@ -4,7 +4,9 @@
 A checkpoint is a dict: ``format``, ``config`` (dict), ``vocab`` (list of str), ``model`` and
 ``optimizer`` (state dicts), ``step`` and ``position`` (ints), ``state`` (the carried state:
 ``None`` or tuples of tensors and ``LSTMStateTuple``), ``rng`` (tensor), ``best_val`` (float),
-and optionally ``cuda_rng`` and ``record`` (the metrics row of its step).
+and optionally ``cuda_rng``, ``record`` (the metrics row of its step) and ``losses`` (the
+training losses of the steps since the last evaluation: a checkpoint written by Ctrl-C between
+two evaluations carries them, so that the next metrics row is the uninterrupted run's).
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ def _malformed(checkpoint: dict[str, Any]) -> str | None:
         return f"the RNG state is a {rng.dtype} tensor of shape {list(rng.shape)}, not uint8 [n]"
     if checkpoint["state"] is not None and not _is_state(checkpoint["state"]):
         return "the carried state is not tuples of floating-point tensors"
+    losses = checkpoint.get("losses", [])
+    if not isinstance(losses, list) or not all(type(loss) is float for loss in losses):
+        return "the losses since the last evaluation are not a list of floats"
     return None
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .cli import plural
+
 VALIDATION_FRACTION = 0.1
 
 
@@ -36,7 +38,7 @@ def load_text(source: str | None) -> tuple[str, str]:
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".txt", ".md"))
         if not files:
             raise DataError(f"--data {source}: the directory holds no .txt or .md files")
-        return "".join(_read(p) for p in files), f"{len(files)} files under {source}"
+        return "".join(_read(p) for p in files), f"{plural(len(files), 'file')} under {source}"
     if not path.is_file():
         raise DataError(f"--data {source}: no such file or directory")
     return _read(path), str(path)
@@ -59,10 +61,17 @@ class Corpus:
     sha256: str
 
     @classmethod
-    def from_text(cls, text: str, vocab: list[str] | None = None) -> Corpus:
+    def from_text(cls, text: str, vocab: list[str] | None = None, source: str | None = None) -> Corpus:
+        """The text encoded with ``vocab`` (default: its own sorted characters, at least two);
+        ``source`` is the ``--data`` argument the errors name (``None``: the default corpus)."""
+        where = f"--data {source}" if source is not None else "the default corpus"
         if not text:
-            raise DataError("the corpus is empty")
-        vocab = vocab if vocab is not None else sorted(set(text))
+            raise DataError(f"{where}: the text is empty")
+        if vocab is None:
+            vocab = sorted(set(text))
+            if len(vocab) < 2:
+                raise DataError(f"{where}: the text has 1 distinct character ({vocab[0]!r}); a language model "
+                                "needs at least 2 distinct characters")
         index = {ch: i for i, ch in enumerate(vocab)}
         unknown = sorted(set(text) - set(index))
         if unknown:
@@ -95,8 +104,9 @@ def streams(ids: Tensor, batch_size: int, seq_len: int, what: str) -> Tensor:
     length = len(ids) // batch_size
     if length < seq_len + 1:
         raise DataError(
-            f"the {what} text ({len(ids)} characters) is shorter than one batch: "
-            f"{batch_size} streams x {seq_len + 1} characters; use a smaller --batch-size or --seq-len"
+            f"the {what} text ({plural(len(ids), 'character')}) is shorter than one batch: "
+            f"{plural(batch_size, 'stream')} x {plural(seq_len + 1, 'character')}; "
+            "use a smaller --batch-size or --seq-len"
         )
     return ids[: length * batch_size].view(batch_size, length)
 

@@ -7,7 +7,8 @@ evaluates and writes. Without ``torchrun`` this is a group of one and changes no
 
 A process that waits longer than ``--timeout`` seconds for the others (one is stopped, stuck or
 far slower) fails; so does one whose peer died. Either way :func:`describe_failure` makes the
-error one line, and ``train`` exits with status 2.
+error one line, and ``train`` exits with status 2. Ctrl-C stops every process after the same
+step (:func:`any_rank`), and rank 0 saves the checkpoint.
 """
 
 from __future__ import annotations
@@ -59,6 +60,16 @@ def gather_rows(shard: Tensor, world: World) -> Tensor:
     pieces = [torch.empty_like(shard) for _ in range(world.size)]
     dist.all_gather(pieces, shard.contiguous())
     return torch.cat(pieces)
+
+
+def any_rank(flag: bool, world: World, device: torch.device) -> bool:
+    """Whether ``flag`` is true on any process (a collective under torchrun: every rank calls
+    it at the same point, so all of them take the same decision)."""
+    if world.size == 1:
+        return flag
+    value = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 _GLOO_LOST = ("Connection closed by peer", "Connection reset by peer", "Read error", "Write error", "Broken pipe")

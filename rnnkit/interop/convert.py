@@ -29,8 +29,8 @@ file (``torch.load(weights_only=True)``, or safetensors). A source is one of:
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ from .tf_checkpoint import open_checkpoint
 from .tf_load import _is_optimizer_state
 
 MODULE_FORMAT = "rnnkit-module-1"
+CHARLM_FORMAT = "rnnkit-charlm-1"  # rnnkit.charlm.checkpoint.FORMAT, not imported: the library knows nothing of it
 MODULE_SUFFIXES = (".pt", ".pth", ".safetensors")
 _TORCH_TYPES = {"torch.nn.LSTM": "lstm", "torch.nn.GRU": "gru"}
 _CELL_TYPES: dict[str, type] = {"rnnkit.LSTMCell": LSTMCell, "rnnkit.BasicLSTMCell": BasicLSTMCell,
@@ -159,6 +160,8 @@ def load_module(path: Path, allow_pickle: bool = False, expected: str | None = N
         return _build(path, contents.get("type"), contents["config"], contents["state_dict"])
     if isinstance(contents, dict) and contents and all(isinstance(v, Tensor) for v in contents.values()):
         return torch_rnn_from_state_dict(path, contents, expected)
+    if isinstance(contents, dict) and contents.get("format") == CHARLM_FORMAT:
+        raise FormatError(charlm_message(path))
     raise FormatError(f"{path}: neither a module file ({MODULE_FORMAT}) nor a state dict of an nn.LSTM/nn.GRU")
 
 
@@ -287,9 +290,42 @@ def convert_module(source: Path, destination: Path, allow_pickle: bool = False, 
     return what
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rnnkit convert", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+DESCRIPTION = """\
+Convert recurrent weights between TensorFlow, PyTorch and rnnkit, reading no code from the files:
+
+  {prog} model.ckpt-1000 --list            # a TF checkpoint's variables: names and shapes
+  {prog} model.ckpt-1000 weights.pt        # its variables {{TF name: tensor}} (or .safetensors)
+  {prog} model.ckpt-1000 w.safetensors --scope encoder/rnn
+  {prog} lstm.pt cell.pt                   # an nn.LSTM/nn.GRU state dict -> an rnnkit cell
+  {prog} cell.pt lstm.pt                   # an rnnkit cell (module file) -> nn.LSTM/nn.GRU
+
+A TF checkpoint is a prefix, one of its files, or its directory (V2 or V1). Optimizer slots are
+left out unless --keep-optimizer; string tensors are skipped. Load the variables into a cell with
+rk.load_tf_variables(cell, torch.load("weights.pt"), scope=...).
+
+A source ending in .pt, .pth or .safetensors is a module: the state_dict() of an nn.LSTM or
+nn.GRU (type and sizes from the shapes; --type makes another type an error), or a module file
+as this command writes them (rnnkit.interop.convert.save_module / load_module). A whole-module
+torch.save(module) file is read only with --unsafe-pickle, which runs the code it holds.
+Checkpoints of python -m rnnkit train are not modules: sample from them or load them in Python."""
+
+
+def charlm_message(path: Path | str) -> str:
+    """What to do with a checkpoint (or run directory) of ``python -m rnnkit train``."""
+    return (f"{path}: a checkpoint of python -m rnnkit train (a character-level language model), not a TF "
+            f"checkpoint or an LSTM/GRU module: write text with python -m rnnkit sample {path}, or load it with "
+            "rnnkit.charlm.train.model_for(rnnkit.charlm.checkpoint.load(path))")
+
+
+def _is_run_directory(source: str) -> bool:
+    path = Path(source)
+    return path.is_dir() and (path / "last.pt").is_file() and (path / "config.json").is_file()
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m rnnkit convert") -> int:
+    from ..charlm.cli import USAGE_ERROR, CommandParser, plural
+
+    parser = CommandParser(prog=prog, description=DESCRIPTION.format(prog=prog))
     parser.add_argument("source", help="a TF checkpoint (prefix, .index file, directory), or a module .pt/.safetensors")
     parser.add_argument("destination", nargs="?", help="a .pt or .safetensors file")
     parser.add_argument("--list", action="store_true", help="list the checkpoint's variables and stop")
@@ -302,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
                              "only for files you trust")
     args = parser.parse_args(argv)
     try:
+        if _is_run_directory(args.source):
+            raise FormatError(charlm_message(args.source))
         if args.list:
             checkpoint = open_checkpoint(args.source)
             for name in checkpoint.names():
@@ -314,8 +352,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote a {what} to {args.destination}")
             return 0
         count = convert(args.source, Path(args.destination), args.scope, args.keep_optimizer)
-        print(f"wrote {count} tensors to {args.destination}")
+        print(f"wrote {plural(count, 'tensor')} to {args.destination}")
     except (FormatError, KeyError, OSError, ValueError, TypeError) as error:
-        print(f"error: {error}")
-        return 2
+        print(f"error: {error}", file=sys.stderr)
+        return USAGE_ERROR
     return 0
