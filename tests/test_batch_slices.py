@@ -6,7 +6,6 @@ sequences of every length (0 included) so that slices lose rows unevenly; and th
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter
 from types import SimpleNamespace
 
@@ -19,7 +18,6 @@ from rnnkit.fused import basic_rnn as fused_basic_rnn
 from rnnkit.fused import gru as fused_gru
 from rnnkit.fused import layer_norm_lstm as fused_layer_norm_lstm
 from rnnkit.fused import lstm as fused_lstm
-from rnnkit.fused.cpu.native import kernels
 
 BATCH, STEPS, DEPTH = 13, 6, 5
 LENGTHS = [6, 0, 3, 6, 1, 5, 2, 6, 4, 0, 6, 3, 2]
@@ -38,15 +36,6 @@ CELLS = {
         dtype=torch.float64,
     ),
 }
-
-
-@pytest.fixture(scope="module")
-def compiled():
-    module = kernels()
-    if module is None and shutil.which("c++") is None:
-        pytest.skip("no C++ compiler: the pure-torch path is the one in use")
-    assert module is not None, "a compiler is present but the kernels did not build (see the log)"
-    return module
 
 
 @pytest.fixture

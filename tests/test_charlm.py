@@ -13,15 +13,7 @@ import torch
 import rnnkit as rk
 from rnnkit.__main__ import main as cli
 from rnnkit.charlm import checkpoint
-
-TINY = ["--units", "32", "--layers", "2", "--batch-size", "8", "--seq-len", "20", "--eval-every", "10"]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "text.txt"
-    path.write_text("the quick brown fox jumps over the lazy dog. " * 200, encoding="utf-8")
-    return path
+from tests.charlm_common import TINY
 
 
 def _train(run_dir: Path, corpus: Path, *extra: str) -> int:

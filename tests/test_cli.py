@@ -18,15 +18,7 @@ from rnnkit.charlm import checkpoint, progress, sample
 from rnnkit.charlm.cli import plural
 from rnnkit.charlm.data import DataError, streams
 from rnnkit.charlm.train import model_for
-
-TINY = ["--units", "32", "--layers", "2", "--batch-size", "8", "--seq-len", "20", "--eval-every", "10"]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "text.txt"
-    path.write_text("the quick brown fox jumps over the lazy dog. " * 200, encoding="utf-8")
-    return path
+from tests.charlm_common import TINY
 
 
 @pytest.fixture(scope="module")

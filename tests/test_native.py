@@ -3,7 +3,6 @@ equal the reference on both."""
 
 from __future__ import annotations
 
-import shutil
 from functools import partial
 
 import pytest
@@ -46,15 +45,6 @@ def assert_rounding_close(actual: torch.Tensor, exact: torch.Tensor, ulps: float
         f"{name}: error {error:.3g} is {error / (EPS32 * scale):.3g} eps32 * max|exact| ({scale:.3g}); "
         f"the bound is {ulps:.3g}"
     )
-
-
-@pytest.fixture(scope="module")
-def compiled():
-    module = kernels()
-    if module is None and shutil.which("c++") is None:
-        pytest.skip("no C++ compiler: the pure-torch path is the one in use")
-    assert module is not None, "a compiler is present but the kernels did not build (see the log)"
-    return module
 
 
 def _step_inputs(dtype: torch.dtype, n: int, units: int, peepholes: bool, clip: bool):

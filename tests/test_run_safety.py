@@ -24,16 +24,9 @@ from rnnkit.__main__ import main as cli
 from rnnkit.charlm import checkpoint, interrupt
 from rnnkit.charlm.distributed import describe_failure
 from rnnkit.charlm.metrics import repair_metrics
+from tests.charlm_common import TINY
 
-TINY = ["--units", "32", "--layers", "2", "--batch-size", "8", "--seq-len", "20", "--eval-every", "10"]
 STEPS = 40
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "text.txt"
-    path.write_text("the quick brown fox jumps over the lazy dog. " * 200, encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")
