@@ -34,11 +34,6 @@ struct BatchSlice {  // rows first, first + stride, ... of every step
 
   int64_t rows(int64_t n) const { return n > first ? (n - first + stride - 1) / stride : 0; }
 
-  // This slice's rows (at least one) of the n rows of a step that start at row `start` of t.
-  torch::Tensor of(const torch::Tensor& t, int64_t start, int64_t n) const {
-    return t.numel() ? t.slice(0, start + first, start + n, stride) : t;
-  }
-
   int64_t batch_row(int64_t k) const { return first + k * stride; }  // the k-th row of this slice
 };
 
