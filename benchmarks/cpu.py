@@ -1,6 +1,7 @@
 """CPU benchmark: rnnkit (fused and reference) against torch.nn on the same inputs, one process.
 
 Run:  python benchmarks/cpu.py [--repeats 5] [--threads 2] [--only NAME]
+      python benchmarks/cpu.py --grid [--quick]   (every variant over the grid users run: cpu_grid.py)
 
 Prints, per configuration, the best time of each implementation over the rounds, its ratio to
 torch.nn (lower is better), the achieved GFLOP/s, and the machine's GEMM GFLOP/s for scale. Runs
@@ -164,10 +165,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--only", default=None, help="run only the configurations whose name contains this")
+    parser.add_argument("--grid", action="store_true", help="the grid of every variant and shape (cpu_grid.py)")
+    parser.add_argument("--quick", action="store_true", help="with --grid: a subset of shapes, about two minutes")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     print(f"torch {torch.__version__}, {args.threads} threads, GEMM 2048x1024x1024: {_gemm_gflops():.0f} GFLOP/s")
+    if args.grid or args.quick:
+        from cpu_grid import run_grid
+
+        run_grid(args.quick, args.repeats)
+        return
     print("ratio = time / torch.nn's time on the padded batch (lower is better); FLOPs count the GEMMs only")
     for config in CONFIGS:
         if args.only and args.only not in config.name:
