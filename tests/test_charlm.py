@@ -13,6 +13,7 @@ import torch
 import rnnkit as rk
 from rnnkit.__main__ import main as cli
 from rnnkit.charlm import checkpoint
+from rnnkit.charlm.train import FINAL_LR_FRACTION, TrainConfig, config_from_saved, learning_rate
 from tests.charlm_common import TINY
 
 
@@ -40,8 +41,10 @@ def test_sample_has_the_requested_length_and_vocabulary(tmp_path, corpus, capsys
 
 
 def test_resume_equals_an_uninterrupted_run(tmp_path, corpus) -> None:
-    assert _train(tmp_path / "straight", corpus, "--steps", "30", "--dropout", "0.2") == 0
-    assert _train(tmp_path / "split", corpus, "--steps", "20", "--dropout", "0.2") == 0
+    # a constant rate: the cosine schedule's curve depends on --steps, which grows here
+    constant = ("--dropout", "0.2", "--lr-schedule", "constant")
+    assert _train(tmp_path / "straight", corpus, "--steps", "30", *constant) == 0
+    assert _train(tmp_path / "split", corpus, "--steps", "20", *constant) == 0
     assert cli(["train", "--resume", str(tmp_path / "split"), "--steps", "30"]) == 0
     straight = checkpoint.load(tmp_path / "straight")
     resumed = checkpoint.load(tmp_path / "split")
@@ -179,3 +182,39 @@ def test_a_checkpoint_that_does_not_fit_its_config_is_a_clear_error(tmp_path, co
     capsys.readouterr()
     assert cli(["train", "--resume", str(tmp_path / "run"), "--steps", "20"]) == 2
     assert "weights do not fit its configuration" in capsys.readouterr().err
+
+
+def test_the_cosine_schedule_falls_from_lr_to_its_floor_at_steps() -> None:
+    config = TrainConfig(lr=0.01, steps=100)
+    rates = [learning_rate(config, step) for step in range(0, 131)]
+    assert rates[0] == pytest.approx(0.01, rel=1e-12)
+    assert rates[50] == pytest.approx(0.01 * (1 + FINAL_LR_FRACTION) / 2, rel=1e-12)
+    assert all(later < earlier for earlier, later in zip(rates[:100], rates[1:101]))
+    assert rates[100:] == [pytest.approx(0.01 * FINAL_LR_FRACTION, rel=1e-12)] * 31  # past --steps: the floor
+    assert learning_rate(TrainConfig(lr=0.01, steps=100, lr_schedule="constant"), 70) == 0.01
+
+
+def test_the_optimizer_trains_at_the_scheduled_rate(tmp_path, corpus) -> None:
+    assert _train(tmp_path / "run", corpus, "--steps", "20", "--lr", "0.01") == 0
+    saved = checkpoint.load(tmp_path / "run")
+    config = config_from_saved(saved["config"])
+    assert config.lr_schedule == "cosine"
+    assert [group["lr"] for group in saved["optimizer"]["param_groups"]] == [learning_rate(config, 19)]
+
+
+def test_a_checkpoint_from_before_the_schedules_resumes_at_a_constant_rate(tmp_path, corpus) -> None:
+    assert _train(tmp_path / "run", corpus, "--steps", "10", "--lr-schedule", "constant") == 0
+    saved = checkpoint.load(tmp_path / "run")
+    del saved["config"]["lr_schedule"]
+    assert config_from_saved(saved["config"]).lr_schedule == "constant"
+    checkpoint.save(tmp_path / "run" / "last.pt", {k: v for k, v in saved.items() if k != "format"})
+    assert cli(["train", "--resume", str(tmp_path / "run"), "--steps", "20"]) == 0
+    resumed = checkpoint.load(tmp_path / "run")
+    assert [group["lr"] for group in resumed["optimizer"]["param_groups"]] == [TrainConfig().lr]
+
+
+def test_the_schedule_cannot_change_on_resume(tmp_path, corpus, capsys) -> None:
+    assert _train(tmp_path / "run", corpus, "--steps", "10") == 0
+    capsys.readouterr()
+    assert cli(["train", "--resume", str(tmp_path / "run"), "--steps", "20", "--lr-schedule", "constant"]) == 2
+    assert "--lr-schedule cannot change" in capsys.readouterr().err

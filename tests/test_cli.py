@@ -99,7 +99,7 @@ def test_train_help_declares_choices_and_no_noise(capsys) -> None:
     for choices in ("{lstm,gru,lstm-peephole}", "{adam,rmsprop,sgd}", "{cpu,cuda}"):
         assert choices in out.split("\n\n")[0], choices  # in the usage lines
     flat = " ".join(out.split())
-    assert ".txt and .md files are read" in flat and "(default: 600)" in flat and "(default: 0.003)" in flat
+    assert ".txt and .md files are read" in flat and "(default: 1100)" in flat and "(default: 0.005)" in flat
     assert "--resume DIR" in flat and "Ctrl-C" in flat
 
 

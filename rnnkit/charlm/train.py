@@ -50,6 +50,8 @@ from .plot import plot_losses
 from .progress import Progress
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
+SCHEDULES = ("cosine", "constant")
+FINAL_LR_FRACTION = 0.05  # where the cosine schedule ends, as a fraction of --lr
 DEVICES = ("cpu", "cuda")
 RUN_FILES = ("config.json", "metrics.jsonl", "loss.png", "last.pt", "best.pt")  # what a run directory holds
 PROG = "python -m rnnkit train"
@@ -75,11 +77,14 @@ class TrainConfig:
     dropout: float = _option(0.1, "dropout between layers, in [0, 1)", MODEL, metavar="P")
     seq_len: int = _option(100, "characters per truncated-BPTT window", TRAINING, metavar="N")
     batch_size: int = _option(32, "parallel streams of text", TRAINING, metavar="N")
-    steps: int = _option(600, "the step to train up to (a resumed run continues to it)", TRAINING,
+    steps: int = _option(1100, "the step to train up to (a resumed run continues to it)", TRAINING,
                          metavar="N")
     epochs: float | None = _option(None, "train this many epochs instead of --steps", TRAINING, metavar="X")
     optimizer: str = _option("adam", "the optimizer", TRAINING, choices=OPTIMIZERS)
-    lr: float = _option(3e-3, "learning rate", TRAINING, metavar="X")
+    lr: float = _option(5e-3, "learning rate (the peak, with --lr-schedule cosine)", TRAINING, metavar="X")
+    lr_schedule: str = _option(
+        "cosine", f"cosine: from --lr down to {FINAL_LR_FRACTION:g} x --lr at --steps (half a cosine, set from the "
+        "step number each step); constant: --lr throughout", TRAINING, choices=SCHEDULES)
     clip: float = _option(5.0, "gradient norm clipping", TRAINING, metavar="X")
     seed: int = _option(1234, "random seed (weights, dropout)", TRAINING, metavar="N")
     eval_every: int = _option(100, "steps between evaluations and checkpoints", RUN, metavar="N")
@@ -109,7 +114,8 @@ def check_config(config: TrainConfig) -> None:
         value = getattr(config, name)
         if value is not None and not (value > 0 and math.isfinite(value)):
             raise ConfigError(f"{_flag(name)} must be a finite number > 0, got {value}")
-    for name, choices in (("cell", CELLS), ("optimizer", OPTIMIZERS), ("device", DEVICES)):
+    for name, choices in (("cell", CELLS), ("optimizer", OPTIMIZERS), ("lr_schedule", SCHEDULES),
+                          ("device", DEVICES)):
         if getattr(config, name) not in choices:
             raise ConfigError(f"{_flag(name)} must be one of {', '.join(choices)}, got {getattr(config, name)!r}")
     if config.device == "cuda" and not torch.cuda.is_available():
@@ -162,6 +168,17 @@ def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.RMSprop(model.parameters(), lr=config.lr)
 
 
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """The learning rate of the step that takes the run from ``step`` to ``step + 1``.
+
+    A function of the step number alone (no scheduler state to save): a resumed run continues
+    on the same curve, and one resumed with a larger ``--steps`` stretches the rest of it."""
+    if config.lr_schedule == "constant":
+        return config.lr
+    progress_made = min(step, config.steps) / config.steps
+    return config.lr * (FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress_made)))
+
+
 def _new_run_dir() -> Path:
     return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
 
@@ -197,6 +214,8 @@ def resumed_config(saved: dict[str, Any], given: dict[str, Any]) -> TrainConfig:
 def config_from_saved(saved: dict[str, Any], where: str = "checkpoint") -> TrainConfig:
     """A checkpoint's configuration, its values of the types the settings take and checked as a
     command line's would be (a ``CheckpointError`` naming ``where`` says what does not fit)."""
+    if isinstance(saved, dict) and "lr_schedule" not in saved:
+        saved = {**saved, "lr_schedule": "constant"}  # written before the schedules: a constant rate
     try:
         config = TrainConfig(**saved)
     except TypeError as error:  # a setting this version does not know
@@ -356,6 +375,8 @@ class Run:
         nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
         value = loss.item()
         self.updating = True
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.config, self.step)
         self.optimizer.step()
         self.state = rk.detach_state(state)
         self.step += 1
