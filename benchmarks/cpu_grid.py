@@ -38,15 +38,17 @@ SHAPES = [(1, 1000, 256), (16, 200, 128), (64, 100, 256), (128, 50, 512), (64, 1
 QUICK_SHAPES = [(1, 200, 256), (16, 200, 128), (64, 50, 256)]
 
 _TORCH_LAYERS = ("torch_lstm_layer", "torch_gru_layer", "torch_rnn_layer")
+_COUNTED = (*_TORCH_LAYERS, "lstm_layer_inference")
 
 
 def _path_taken(cell: rk.RNNCell, x: torch.Tensor, train: bool) -> str:
     """Which implementation ``backend="auto"`` ran for ``cell`` on ``x``: PyTorch's own layer
-    (oneDNN / ATen), rnnkit's compiled loop, its torch twins, or the reference loop."""
+    (oneDNN / ATen), rnnkit's compiled inference loop, its compiled training loop, its torch
+    twins, or the reference loop."""
     if select_plan(cell, x, "auto") is None:
         return "reference"
     calls: Counter = Counter()
-    originals = {name: getattr(fused_plan, name) for name in _TORCH_LAYERS}
+    originals = {name: getattr(fused_plan, name) for name in _COUNTED}
     try:
         for name, layer in originals.items():
             setattr(fused_plan, name, lambda *args, _layer=layer, _name=name: calls.update([_name]) or _layer(*args))
@@ -55,6 +57,8 @@ def _path_taken(cell: rk.RNNCell, x: torch.Tensor, train: bool) -> str:
     finally:
         for name, layer in originals.items():
             setattr(fused_plan, name, layer)
+    if calls["lstm_layer_inference"]:
+        return "infer"
     if calls:
         return "torch"
     return "loop" if kernels() is not None else "twins"
@@ -91,7 +95,7 @@ def run_grid(quick: bool, repeats: int) -> None:
     shapes = QUICK_SHAPES if quick else SHAPES
     header = " | ".join(f"{v.name} fwd / fwd+bwd" for v in VARIANTS)
     print("\nratio to torch.nn of the same size (lower is better), [path auto took]; "
-          "torch = oneDNN/ATen, loop = compiled loop, twins = torch ops")
+          "torch = oneDNN/ATen, infer = compiled inference loop, loop = compiled loop, twins = torch ops")
     print(f"| shape | {header} |")
     print("|---" * (len(VARIANTS) + 1) + "|")
     for batch, steps, size in shapes:

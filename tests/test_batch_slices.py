@@ -7,7 +7,6 @@ sequences of every length (0 included) so that slices lose rows unevenly; and th
 from __future__ import annotations
 
 from collections import Counter
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -18,6 +17,7 @@ from rnnkit.fused import basic_rnn as fused_basic_rnn
 from rnnkit.fused import gru as fused_gru
 from rnnkit.fused import layer_norm_lstm as fused_layer_norm_lstm
 from rnnkit.fused import lstm as fused_lstm
+from tests.loop_counting import counting_loops
 
 BATCH, STEPS, DEPTH = 13, 6, 5
 LENGTHS = [6, 0, 3, 6, 1, 5, 2, 6, 4, 0, 6, 3, 2]
@@ -46,20 +46,6 @@ def threads(request):
     torch.set_num_threads(before)
 
 
-def _counting(module, calls: Counter) -> SimpleNamespace:
-    """The compiled module with each step loop counting its calls in ``calls``."""
-
-    def counted(name):
-        def loop(*args):
-            calls[name] += 1
-            return getattr(module, name)(*args)
-
-        return loop
-
-    names = [name for name in dir(module) if name.endswith("_steps")]
-    return SimpleNamespace(**{name: counted(name) for name in names})
-
-
 def _run(cell, x: torch.Tensor, backend: str, lengths: list[int] | None = LENGTHS) -> list[torch.Tensor]:
     xi = x.clone().requires_grad_()
     out, state = rk.dynamic_rnn(cell, xi, sequence_length=lengths, backend=backend)
@@ -74,7 +60,7 @@ def _run(cell, x: torch.Tensor, backend: str, lengths: list[int] | None = LENGTH
 @pytest.mark.parametrize("name", sorted(CELLS))
 def test_split_batch_equals_the_reference(compiled, threads, name, monkeypatch) -> None:
     calls: Counter = Counter()
-    counting = _counting(compiled, calls)
+    counting = counting_loops(compiled, calls)
     for module in (fused_lstm, fused_gru, fused_basic_rnn, fused_layer_norm_lstm):
         monkeypatch.setattr(module, "kernels", lambda: counting)
     torch.manual_seed(11)

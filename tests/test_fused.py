@@ -354,3 +354,38 @@ def test_packing_row_tables_follow_each_sequence(lengths: list[int] | None) -> N
     assert (previous.tolist() if previous is not None else []) == expected_previous
     steps_run = [sum(n > b for n in sizes) for b in range(packing.num_running)]
     assert last_rows(packing, torch.device("cpu")).tolist() == [offsets[s - 1] + b for b, s in enumerate(steps_run)]
+
+
+def _broadcast_state(cell: Any, source: torch.Tensor, batch: int) -> Any:
+    """The cell's initial state from one learned row ``source`` [1, state width], broadcast over
+    the batch (row stride 0), its h half transposed in memory (column stride != 1)."""
+    if not isinstance(cell.state_size, rk.LSTMStateTuple):
+        return source.expand(batch, -1)
+    units = cell.state_size.c
+    c = source[:, :units].expand(batch, -1)
+    h = source[:, units:].expand(batch, -1).t().contiguous().t()  # [B, H] with strides (1, B)
+    return rk.LSTMStateTuple(c, h)
+
+
+@pytest.mark.parametrize("grad", [True, False])
+@pytest.mark.parametrize("name", ["basic_lstm", "gru", "basic_rnn", "layer_norm_lstm"])
+def test_broadcast_and_transposed_initial_states(name: str, grad: bool) -> None:
+    """A learned initial state broadcast over the batch (expand: row stride 0) and one stored
+    transposed run as if they were contiguous, forward and into the learned row's gradient."""
+    from rnnkit.contrib.layer_norm_cells import LayerNormBasicLSTMCell
+
+    torch.manual_seed(12)
+    cell = LayerNormBasicLSTMCell(5, dtype=F64) if name == "layer_norm_lstm" else CELLS[name]().double()
+    x = torch.randn(3, 4, 2, dtype=F64)
+    width = sum(cell.state_size) if isinstance(cell.state_size, rk.LSTMStateTuple) else cell.state_size
+    results = []
+    for backend in ("reference", "fused"):
+        source = torch.randn(1, width, dtype=F64, generator=torch.Generator().manual_seed(3)).requires_grad_(grad)
+        with torch.set_grad_enabled(grad):
+            out, state = rk.dynamic_rnn(cell, x, initial_state=_broadcast_state(cell, source, 3), backend=backend)
+        flat = [out, *(state if isinstance(state, tuple) else (state,))]
+        if grad:
+            flat.append(torch.autograd.grad(sum((t * t).sum() for t in flat), source)[0])
+        results.append([t.detach() for t in flat])
+    for a, e in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)

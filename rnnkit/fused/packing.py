@@ -130,8 +130,10 @@ def previous_rows(packing: Packing, device: torch.device) -> Tensor | None:
 def previous_states(initial: Tensor, steps: Tensor, packing: Packing) -> Tensor:
     """``[N, width]``: for every packed row, the state its step started from: ``initial``'s row
     at the first step, else the row of ``steps`` one step earlier (in ``steps``' dtype)."""
-    previous = previous_rows(packing, steps.device)
     first = initial[: packing.batch_sizes[0]].to(steps.dtype)
+    if packing.flat_index is None:  # every row runs every step: the rows of the steps before, in place
+        return torch.cat([first, steps[: steps.shape[0] - first.shape[0]]])
+    previous = previous_rows(packing, steps.device)
     return first if previous is None else torch.cat([first, steps.index_select(0, previous)])
 
 

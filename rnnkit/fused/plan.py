@@ -39,6 +39,7 @@ from .cpu.native import kernels
 from .gru import GRUSequence
 from .layer_norm_lstm import LayerNormLSTMConfig, LayerNormLSTMSequence
 from .lstm import LSTMConfig, LSTMSequence
+from .lstm_inference import inference_runs, lstm_layer_inference
 from .packing import Packing, graph_zero, make_packing, pack, sort_rows, unpack, unsort_rows
 from .precision import HALF_DTYPES, half_supported
 from .torch_rnn import TORCH_RNN_FUNCTIONS, is_torch_lstm_math, torch_gru_layer, torch_lstm_layer, torch_rnn_layer
@@ -171,6 +172,11 @@ class _LSTMLayer(_Layer):
                                        torch.is_grad_enabled())
         return out, [h, c]
 
+    def infer(self, x: Tensor, state: list[Tensor], out: Tensor) -> list[Tensor]:
+        """:meth:`run` without a backward to follow (``lstm_inference.py``), on ``x`` ``[T, B, D]``
+        into ``out`` ``[T, B, U]``, every row running every step; returns the final ``[h, c]``."""
+        return list(lstm_layer_inference(self.cell, x, state[0], state[1], out, self.activation, self.gate))
+
     @staticmethod
     def _through_torch(cell: Any, data: Tensor, packing: Packing) -> bool:
         """PyTorch's own LSTM where it is exact and fastest: cuDNN on CUDA (with a projection
@@ -292,6 +298,16 @@ def _layer_norm_layer(cell: Any, wrappers: tuple[Any, ...]) -> _Layer | str:
     return _LSTMLayer(cell, wrappers)
 
 
+def _state_rows(state: Tensor) -> Tensor:
+    """A layer's ``[B, width]`` state tensor as the step loops read it, by row pointer and row
+    stride: rows of unit column stride that do not overlap. An expanded state (a learned initial
+    state broadcast over the batch: row stride 0) or a transposed one is copied, under autograd."""
+    rows, width = state.shape
+    if state.stride(1) == 1 and (rows <= 1 or state.stride(0) >= width):
+        return state
+    return state.contiguous()
+
+
 def _zero_bias(kernel: Tensor) -> Tensor:
     """The bias of a ``use_bias=False`` cell for the fused layers: zeros, no parameter (the
     gradient the layer computes for it is dropped)."""
@@ -351,6 +367,9 @@ class FusedPlan:
         forward and backward (see ``_COMPILE_BREAK``); the code around it is compiled."""
         batch_size, num_steps = (inputs.shape[1], inputs.shape[0]) if time_major else inputs.shape[:2]
         packing = make_packing(num_steps, batch_size, lengths)
+        states = self._inference_states(inputs, packing, state)
+        if states is not None:
+            return self._infer(inputs, states, time_major)
         running = packing.num_running
         data, finals = pack(inputs, packing, time_major), []
         depth = inputs.shape[2]
@@ -361,7 +380,7 @@ class FusedPlan:
                     f"ResidualWrapper: Shapes {[batch_size, depth]} and {[batch_size, layer.cell.output_size]} "
                     "are incompatible (inputs vs the cell's outputs); the cell's output_size must equal the input depth"
                 )
-            tensors = layer.state_tensors(layer_state)
+            tensors = [_state_rows(s) for s in layer.state_tensors(layer_state)]
             if running and running == batch_size:  # every row runs (the rows may be reordered)
                 data, final = layer.run_wrapped(data, packing, [sort_rows(s, packing) for s in tensors])
                 tensors = [unsort_rows(f, packing) for f in final]
@@ -384,6 +403,44 @@ class FusedPlan:
                     final_state = map_state(lambda s: s + zero, final_state)
             return outputs, final_state
         return unpack(data, packing, time_major), self.merge_state(finals)
+
+
+    def _inference_states(self, inputs: Tensor, packing: Packing, state: Any) -> list[list[Tensor]] | None:
+        """Each layer's ``[h, c]`` where :meth:`_infer` runs this call (``lstm_inference.py``:
+        LSTM layers without wrappers, every row running every step, no gradient to follow), else
+        None. Builds the layers' weights (the call builds them anyway)."""
+        if not all(type(layer) is _LSTMLayer and not layer.wrappers for layer in self.layers):
+            return None
+        full = packing.flat_index is None and packing.num_running == packing.batch_size > 0
+        if not full or inputs.device.type != "cpu":
+            return None
+        depth = inputs.shape[2]
+        for layer in self.layers:
+            layer.cell.ensure_built(depth, inputs.dtype)
+            depth = layer.cell.output_size
+        layer_states = zip(self.layers, self.split_state(state))
+        states = [[_state_rows(t) for t in layer.state_tensors(s)] for layer, s in layer_states]
+        return states if inference_runs([layer.cell for layer in self.layers], inputs, states, full) else None
+
+    def _infer(self, inputs: Tensor, states: list[list[Tensor]], time_major: bool) -> tuple[Tensor, Any]:
+        """The stack layer after layer through ``lstm_inference.cpp``: the first reads the
+        inputs as they are, the last writes the outputs in the caller's layout, the layers
+        between hand over ``[T, B, U]`` tensors."""
+        x = inputs if time_major else inputs.transpose(0, 1)  # [T, B, D] views
+        x = x if x.stride(-1) == 1 else x.contiguous()
+        steps, batch = x.shape[:2]
+        finals = []
+        for i, (layer, tensors) in enumerate(zip(self.layers, states)):
+            assert isinstance(layer, _LSTMLayer), "checked by _inference_states"
+            units = layer.cell.num_units
+            last = i == len(self.layers) - 1
+            if last and not time_major:
+                out = inputs.new_empty(batch, steps, units).transpose(0, 1)
+            else:
+                out = inputs.new_empty(steps, batch, units)
+            finals.append(layer.state_from(layer.infer(x, tensors, out)))
+            x = out
+        return (x if time_major else x.transpose(0, 1)), self.merge_state(finals)
 
 
 def make_plan(cell: Any) -> FusedPlan | str:

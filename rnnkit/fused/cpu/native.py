@@ -1,5 +1,5 @@
-"""The compiled step loops (``rnn_cpu.cpp`` with ``layer_norm_lstm.cpp``, sharing
-``rnn_math.h``), built at first use and cached.
+"""The compiled step loops (``rnn_cpu.cpp`` with ``layer_norm_lstm.cpp`` and
+``lstm_inference.cpp``, sharing ``rnn_math.h``), built at first use and cached.
 
 ``torch.utils.cpp_extension`` compiles the sources (about a minute) into torch's per-user
 extension cache under a name keyed on a hash of the sources, the torch version and the
@@ -26,9 +26,11 @@ from ..activation_kinds import ACTIVATION_CODES, GATE_CODES
 
 _LOG = logging.getLogger(__name__)
 _HERE = Path(__file__).parent
-_SOURCES = [_HERE / "rnn_cpu.cpp", _HERE / "layer_norm_lstm.cpp"]
+_SOURCES = [_HERE / "rnn_cpu.cpp", _HERE / "layer_norm_lstm.cpp", _HERE / "lstm_inference.cpp"]
 _HEADERS = [
-    _HERE / name for name in ("rnn_math.h", "layer_norm_lstm.h", "packed_gemm.h", "batch_slices.h", "step_rows.h")
+    _HERE / name
+    for name in ("rnn_math.h", "layer_norm_lstm.h", "lstm_inference.h", "lstm_rows.h", "packed_gemm.h",
+                 "batch_slices.h", "step_rows.h", "unit_parts.h")
 ]
 _CAPABILITY_FLAGS = {
     "AVX2": ["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"],
@@ -86,3 +88,12 @@ def compiled_loops(
     forward, backward = getattr(module, f"{layer}_forward_steps"), getattr(module, f"{layer}_backward_steps")
     codes = (ACTIVATION_CODES[activation],) if gate is None else (ACTIVATION_CODES[activation], GATE_CODES[gate])
     return (lambda *loop: forward(*loop, *codes)), (lambda *loop: backward(*loop, *codes))
+
+
+def compiled_lstm_inference(module: ModuleType | None, activation: str, gate: str) -> Any | None:
+    """The compiled LSTM inference loop (``lstm_inference.cpp``) for the cell's ``activation``
+    and ``gate`` kinds, from the compiled ``module`` (``None`` when it is not there)."""
+    if module is None:
+        return None
+    codes = (ACTIVATION_CODES[activation], GATE_CODES[gate])
+    return lambda *loop: module.lstm_inference_steps(*loop, *codes)

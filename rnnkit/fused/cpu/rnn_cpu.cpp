@@ -9,8 +9,9 @@
 // own row stride. Both activations run on the vectorized exp (torch's tanh is scalar on this
 // build and dominated the step): sigmoid(x) = 1 / (1 + exp(-x)); tanh(x) = sign(x) * (1 - 2 /
 // (exp(2|x|) + 1)) for |x| >= 0.625, and an odd polynomial below (fitted here to tanh(x) / x
-// as a polynomial in x^2; relative error under 7e-16 in double, 1.1e-7 in float), so small
-// values keep their relative precision.
+// as a polynomial in x^2; relative error under 7e-16 in double, about 1.3e-7 in float, whose
+// reciprocals take the hardware's estimate refined by a Newton step: rnn_math.h), so small
+// values keep their relative precision. The LSTM's row passes are in lstm_rows.h.
 //
 // The cell activation (on the LSTM's j and c, the GRU's candidate, the BasicRNNCell's output)
 // is one of the kinds of activation_kinds.py, passed as its index in ACTIVATION_CODES there (the
@@ -20,100 +21,16 @@
 
 #include "batch_slices.h"
 #include "layer_norm_lstm.h"
+#include "lstm_inference.h"
+#include "lstm_rows.h"
 #include "packed_gemm.h"
 #include "rnn_math.h"
 #include "step_rows.h"
+#include "unit_parts.h"
 
 #include <vector>
 
 namespace {
-
-template <typename scalar_t>
-struct Peepholes {  // w_i, w_f, w_o [U], or nullptr without peepholes
-  const scalar_t *w_i, *w_f, *w_o;
-  Peepholes(const torch::Tensor& w_if, const torch::Tensor& w_o_t, int64_t U)
-      : w_i(maybe_data<scalar_t>(w_if)), w_f(w_i ? w_i + U : nullptr), w_o(maybe_data<scalar_t>(w_o_t)) {}
-};
-
-// n rows of a step forward: z [n, 4U] (i, f, o, j) in, the activated i, f, o out (in place); j,
-// c, act(c) and m written; mask (|c| <= clip, row r at mask + r * mask_stride) where clipping.
-template <typename scalar_t, bool TANH, bool HARD>
-void forward_rows(int64_t n, int64_t U, const Rows<scalar_t>& z, const Rows<scalar_t>& c_prev,
-                  const Peepholes<scalar_t>& peep, double clip, const Rows<scalar_t>& j_out,
-                  const Rows<scalar_t>& c_out, const Rows<scalar_t>& tc_out, const Rows<scalar_t>& m_out, bool* mask,
-                  int64_t mask_stride, int64_t act) {
-  using Vec = at::vec::Vectorized<scalar_t>;
-  const Vec limit{static_cast<scalar_t>(clip)};
-  auto gate = [](const Vec& x) { return gate_activation<scalar_t, HARD>(x); };
-  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
-    scalar_t unclipped[Vec::size()];
-    for (int64_t r = begin; r < end; ++r) {
-      scalar_t* zr = z.row(r);
-      for (int64_t u = 0; u < U; u += Vec::size()) {
-        const int64_t count = std::min<int64_t>(Vec::size(), U - u);
-        const Vec cp = Vec::loadu(c_prev.row(r) + u, count);
-        Vec i = Vec::loadu(zr + u, count), f = Vec::loadu(zr + U + u, count);
-        Vec o = Vec::loadu(zr + 2 * U + u, count);
-        const Vec j = cell_activation<scalar_t, TANH>(act, Vec::loadu(zr + 3 * U + u, count));
-        if (peep.w_i) {
-          i = i + Vec::loadu(peep.w_i + u, count) * cp;
-          f = f + Vec::loadu(peep.w_f + u, count) * cp;
-        }
-        i = gate(i);
-        f = gate(f);
-        Vec c = f * cp + i * j;
-        if (mask) {
-          c.store(unclipped, count);
-          for (int64_t k = 0; k < count; ++k) mask[r * mask_stride + u + k] = std::abs(unclipped[k]) <= clip;
-          c = at::vec::clamp(c, limit.neg(), limit);
-        }
-        if (peep.w_o) o = o + Vec::loadu(peep.w_o + u, count) * c;
-        o = gate(o);
-        const Vec tc = cell_activation<scalar_t, TANH>(act, c);
-        i.store(zr + u, count);
-        f.store(zr + U + u, count);
-        o.store(zr + 2 * U + u, count);
-        j.store(j_out.row(r) + u, count);
-        c.store(c_out.row(r) + u, count);
-        tc.store(tc_out.row(r) + u, count);
-        (o * tc).store(m_out.row(r) + u, count);
-      }
-    }
-  });
-}
-
-// n rows of a step backward: dm = dm_a + dm_b (dm_b without data: dm_a alone) the gradient of m,
-// dc the carried gradient of c (replaced by that of c_prev, in place); writes dz [n, 4U].
-template <typename scalar_t, bool TANH, bool HARD>
-void backward_rows(int64_t n, int64_t U, const Rows<scalar_t>& z, const Rows<scalar_t>& j, const Rows<scalar_t>& c_prev,
-                   const Rows<scalar_t>& tc, const Rows<scalar_t>& dm_a, const Rows<scalar_t>& dm_b,
-                   const Rows<scalar_t>& dc, const Peepholes<scalar_t>& peep, const bool* mask, int64_t mask_stride,
-                   const Rows<scalar_t>& dz, int64_t act) {
-  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const scalar_t *zr = z.row(r), *jr = j.row(r), *cpr = c_prev.row(r), *tcr = tc.row(r), *dma = dm_a.row(r);
-      const scalar_t* dmb = dm_b.data ? dm_b.row(r) : nullptr;
-      scalar_t *dcr = dc.row(r), *dzr = dz.row(r);
-      for (int64_t u = 0; u < U; ++u) {
-        const scalar_t i = zr[u], f = zr[U + u], o = zr[2 * U + u], g = jr[u], t = tcr[u];
-        const scalar_t d_m = dmb ? dma[u] + dmb[u] : dma[u];
-        const scalar_t dz_o = gate_gradient<scalar_t, HARD>(d_m * t, o);
-        scalar_t d_c = d_m * o * cell_activation_slope<scalar_t, TANH>(act, t) + dcr[u];
-        if (peep.w_o) d_c += dz_o * peep.w_o[u];
-        if (mask && !mask[r * mask_stride + u]) d_c = 0;
-        const scalar_t dz_i = gate_gradient<scalar_t, HARD>(d_c * g, i);
-        const scalar_t dz_f = gate_gradient<scalar_t, HARD>(d_c * cpr[u], f);
-        dzr[u] = dz_i;
-        dzr[U + u] = dz_f;
-        dzr[2 * U + u] = dz_o;
-        dzr[3 * U + u] = d_c * i * cell_activation_slope<scalar_t, TANH>(act, g);
-        scalar_t d_c_prev = d_c * f;
-        if (peep.w_i) d_c_prev += dz_i * peep.w_i[u] + dz_f * peep.w_f[u];
-        dcr[u] = d_c_prev;  // the carry: d_c of the previous step, written in place
-      }
-    }
-  });
-}
 
 void lstm_forward_pointwise(torch::Tensor z, torch::Tensor c_prev, torch::Tensor w_if, torch::Tensor w_o,
                             double clip, torch::Tensor j, torch::Tensor c, torch::Tensor tc, torch::Tensor m,
@@ -125,7 +42,8 @@ void lstm_forward_pointwise(torch::Tensor z, torch::Tensor c_prev, torch::Tensor
     with_flags(activation, gate, [&](auto tanh, auto hard) {
       forward_rows<scalar_t, decltype(tanh)::value, decltype(hard)::value>(
           n, U, Rows<scalar_t>(z), Rows<scalar_t>(c_prev), Peepholes<scalar_t>(w_if, w_o, U), clip, Rows<scalar_t>(j),
-          Rows<scalar_t>(c), Rows<scalar_t>(tc), Rows<scalar_t>(m), mask_data, mask_stride, activation);
+          Rows<scalar_t>(c), Rows<scalar_t>(tc), Rows<scalar_t>(m), mask_data, mask_stride, activation,
+          UnitRange<scalar_t>{0, U});
     });
   });
 }
@@ -147,7 +65,38 @@ void lstm_backward_pointwise(torch::Tensor z, torch::Tensor j, torch::Tensor c_p
 }
 
 // ---- the LSTM's step loops (lstm.py: forward_steps_torch, backward_steps_torch are the twins), on
-// a batch slice's rows (step_rows.h)
+// a batch slice's rows (step_rows.h) or on parts of the units (unit_parts.h)
+
+// The forward loop without a projection on parts of the units: part p's recurrent product of its
+// gate columns into its scratch rows, then its units' pointwise step; out is h.
+template <typename scalar_t, bool TANH, bool HARD>
+void lstm_forward_parts(const std::vector<rnnkit::UnitPart>& parts, const std::vector<int64_t>& batch_sizes,
+                        const torch::Tensor& w_h, const torch::Tensor& h0, const torch::Tensor& c0, scalar_t* z,
+                        scalar_t* j, scalar_t* c, scalar_t* tc, scalar_t* out, bool* kept,
+                        const Peepholes<scalar_t>& peep, double clip, int64_t activation) {
+  const int64_t batch = batch_sizes[0], U = w_h.size(1) / 4, G = 4 * U;
+  const std::vector<int64_t> starts = rnnkit::step_starts(batch_sizes);
+  std::vector<rnnkit::RecurrentProduct> products;
+  std::vector<torch::Tensor> scratch;  // [batch, 4 * width]: a step's product of the part's columns
+  for (const rnnkit::UnitPart& part : parts) {
+    products.emplace_back(rnnkit::gate_columns(w_h, 4, U, part), batch);
+    scratch.push_back(at::empty({batch, 4 * part.width()}, w_h.options()));
+  }
+  const rnnkit::BatchSlice all;
+  rnnkit::run_rounds(static_cast<int64_t>(parts.size()), static_cast<int64_t>(batch_sizes.size()),
+                     [&](int64_t p, int64_t t) {
+    const int64_t n = batch_sizes[t], start = starts[t];
+    const Rows<scalar_t> h_prev = t == 0 ? initial_rows<scalar_t>(h0, all) : slice_rows(out, U, starts[t - 1], all);
+    const Rows<scalar_t> c_prev = t == 0 ? initial_rows<scalar_t>(c0, all) : slice_rows(c, U, starts[t - 1], all);
+    const Rows<scalar_t> product(scratch[p].data_ptr<scalar_t>(), 4 * parts[p].width());
+    products[p].apply(h_prev.data, h_prev.stride, n, product.data, product.stride, false);
+    forward_rows<scalar_t, TANH, HARD>(n, U, slice_rows(z, G, start, all), c_prev, peep, clip,
+                                       slice_rows(j, U, start, all), slice_rows(c, U, start, all),
+                                       slice_rows(tc, U, start, all), slice_rows(out, U, start, all),
+                                       kept ? kept + start * U : nullptr, U, activation,
+                                       UnitRange<scalar_t>{parts[p].begin, parts[p].end, product});
+  });
+}
 
 void lstm_forward_steps(torch::Tensor gates, torch::Tensor h0, torch::Tensor c0, torch::Tensor w_h,
                         torch::Tensor w_if, torch::Tensor w_o, torch::Tensor projection, double clip,
@@ -163,8 +112,16 @@ void lstm_forward_steps(torch::Tensor gates, torch::Tensor h0, torch::Tensor c0,
     scalar_t* m = projected ? rows_of<scalar_t>(hidden, "hidden") : o;  // m before the projection
     bool *kept = mask_of(clip_mask, "clip_mask"), *proj_kept = mask_of(proj_mask, "proj_mask");
     const Peepholes<scalar_t> peep(w_if, w_o, U);
+    const int64_t weight_bytes = rnnkit::bytes_of(w_h) + rnnkit::bytes_of(projection);
+    const auto parts = projected ? std::vector<rnnkit::UnitPart>{}
+                                 : rnnkit::unit_parts<scalar_t>(batch, U, weight_bytes, at::vec::Vectorized<scalar_t>::size());
     with_flags(activation, gate, [&](auto tanh, auto hard) {
-      rnnkit::for_batch_slices(batch, rnnkit::bytes_of(w_h) + rnnkit::bytes_of(projection), [&](rnnkit::BatchSlice s) {
+      if (parts.size() > 1) {
+        lstm_forward_parts<scalar_t, decltype(tanh)::value, decltype(hard)::value>(
+            parts, batch_sizes, w_h, h0, c0, z, j, c, tc, o, kept, peep, clip, activation);
+        return;
+      }
+      rnnkit::for_batch_slices(batch, weight_bytes, [&](rnnkit::BatchSlice s) {
         const rnnkit::RecurrentProduct recurrent(w_h, s.rows(batch));
         const auto projector = rnnkit::optional_product(projection, s.rows(batch));
         Rows<scalar_t> h_prev = initial_rows<scalar_t>(h0, s), c_prev = initial_rows<scalar_t>(c0, s);
@@ -177,7 +134,7 @@ void lstm_forward_steps(torch::Tensor gates, torch::Tensor h0, torch::Tensor c0,
           recurrent.apply(h_prev.data, h_prev.stride, rows, zr.data, zr.stride, true);
           forward_rows<scalar_t, decltype(tanh)::value, decltype(hard)::value>(
               rows, U, zr, c_prev, peep, clip, slice_rows(j, U, start, s), cr, slice_rows(tc, U, start, s), mr,
-              kept ? kept + (start + s.first) * U : nullptr, U * s.stride, activation);
+              kept ? kept + (start + s.first) * U : nullptr, U * s.stride, activation, UnitRange<scalar_t>{0, U});
           if (projected) {
             projector->apply(mr.data, mr.stride, rows, hr.data, hr.stride, false);
             if (proj_clip >= 0) clip_rows(rows, H, hr, proj_kept + (start + s.first) * H, H * s.stride, proj_clip);
@@ -519,6 +476,15 @@ void rnn_backward_steps(torch::Tensor out, torch::Tensor d_out, torch::Tensor d_
   });
 }
 
+// The widths of the parts a float32 LSTM step loop splits its units into (unit_parts.h).
+std::vector<int64_t> unit_part_widths(int64_t batch, int64_t units, int64_t weight_bytes) {
+  std::vector<int64_t> widths;
+  for (const auto& part : rnnkit::unit_parts<float>(batch, units, weight_bytes, at::vec::Vectorized<float>::size())) {
+    widths.push_back(part.width());
+  }
+  return widths;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
@@ -526,6 +492,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("lstm_backward_pointwise", &lstm_backward_pointwise, "one LSTM step's pointwise backward");
   module.def("lstm_forward_steps", &lstm_forward_steps, "an LSTM layer's forward step loop");
   module.def("lstm_backward_steps", &lstm_backward_steps, "an LSTM layer's backward step loop");
+  module.def("lstm_inference_steps", &rnnkit::lstm_inference_steps, "an LSTM layer's forward without saves");
   module.def("gru_forward_steps", &gru_forward_steps, "a GRU layer's forward step loop");
   module.def("gru_backward_steps", &gru_backward_steps, "a GRU layer's backward step loop");
   module.def("gru_gates_forward", &gru_gates_forward, "GRU: gate(r, u) in place and r * h");
@@ -538,6 +505,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("rnn_backward_pointwise", &rnn_backward_pointwise, "BasicRNNCell: d_pre = (d_out + d_h) * act'");
   module.def("batch_slice_count", &rnnkit::batch_slice_count,
              "how many slices (threads) a step loop over `batch` rows reading `weight_bytes` of weights splits into");
+  module.def("unit_part_widths", &unit_part_widths,
+             "the widths of the unit parts (threads) a float32 LSTM loop over `batch` rows splits `units` into");
   module.def("ln_lstm_forward_steps", &rnnkit::ln_lstm_forward_steps, "a layer-norm LSTM layer's forward step loop");
   module.def("ln_lstm_backward_steps", &rnnkit::ln_lstm_backward_steps, "a layer-norm LSTM layer's backward step loop");
 }
