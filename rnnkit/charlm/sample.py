@@ -12,7 +12,7 @@ import torch
 from . import checkpoint
 from .cli import USAGE_ERROR, CommandParser
 from .data import Corpus, DataError
-from .train import model_for
+from .config import model_for
 
 PROG = "python -m rnnkit sample"
 
