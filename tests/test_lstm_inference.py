@@ -121,7 +121,7 @@ def test_stacks_run_layer_after_layer(calls) -> None:
         torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("max_gate_bytes", [1, 3 * 4 * 6 * 8, 1 << 30])
+@pytest.mark.parametrize("max_gate_bytes", [1, 3 * 4 * 24 * 8, 1 << 30])  # 1, 3 and all 7 steps a chunk
 @pytest.mark.parametrize("layout", ["batch_major", "time_major", "strided_steps"])
 def test_chunked_and_strided_inputs(compiled, layout, max_gate_bytes) -> None:
     """Input products a step, a few steps or all steps at a time, over dense and strided inputs;

@@ -11,8 +11,8 @@ import torch
 
 from . import checkpoint
 from .cli import USAGE_ERROR, CommandParser
-from .data import Corpus, DataError
 from .config import model_for
+from .data import Corpus, DataError
 
 PROG = "python -m rnnkit sample"
 

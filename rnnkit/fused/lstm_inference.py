@@ -2,7 +2,7 @@
 
 Where no gradient can follow (``torch.no_grad()``, ``torch.inference_mode()``, or no tensor that
 requires one), every row runs every step, and every layer is an LSTM without a projection or
-wrappers (any activation, gate kind, peepholes and clipping), :func:`run_inference` runs the
+wrappers (any activation, gate kind, peepholes and clipping), :func:`lstm_layer_inference` runs the
 stack through ``lstm_inference.cpp``: the input products a chunk of steps at a time, the state
 updated in place, and the outputs written straight into the caller's layout (batch- or
 time-major), where the training path (``LSTMSequence``) keeps five ``[N, U]`` buffers for its
@@ -24,11 +24,11 @@ INFERENCE_DTYPES = (torch.float32, torch.float64)
 MAX_GATE_BYTES = 256 << 20  # the input products computed at once; longer sequences take them in chunks
 
 
-def inference_runs(cells: Sequence[Any], inputs: Tensor, states: Sequence[Sequence[Tensor]], full: bool) -> bool:
-    """True when :func:`run_inference` can run ``cells`` (the layers' LSTM cells, built or not)
-    on ``inputs`` from ``states`` (each layer's ``[h, c]``): ``full`` says every row runs every
-    step."""
-    if not full or inputs.device.type != "cpu" or inputs.dtype not in INFERENCE_DTYPES:
+def inference_runs(cells: Sequence[Any], inputs: Tensor, states: Sequence[Sequence[Tensor]]) -> bool:
+    """True when :func:`lstm_layer_inference` can run ``cells`` (the layers' LSTM cells, built) on
+    ``inputs`` from ``states`` (each layer's ``[h, c]``), every row running every step (the
+    caller's check)."""
+    if inputs.device.type != "cpu" or inputs.dtype not in INFERENCE_DTYPES:
         return False
     if torch.is_autocast_enabled("cpu") or kernels() is None:
         return False

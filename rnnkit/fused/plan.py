@@ -420,7 +420,7 @@ class FusedPlan:
             depth = layer.cell.output_size
         layer_states = zip(self.layers, self.split_state(state))
         states = [[_state_rows(t) for t in layer.state_tensors(s)] for layer, s in layer_states]
-        return states if inference_runs([layer.cell for layer in self.layers], inputs, states, full) else None
+        return states if inference_runs([layer.cell for layer in self.layers], inputs, states) else None
 
     def _infer(self, inputs: Tensor, states: list[list[Tensor]], time_major: bool) -> tuple[Tensor, Any]:
         """The stack layer after layer through ``lstm_inference.cpp``: the first reads the
