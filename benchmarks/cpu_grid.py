@@ -1,7 +1,8 @@
 """The CPU grid of ``python benchmarks/cpu.py --grid`` (``--quick``: a subset in about two minutes):
 every fused variant against ``torch.nn`` of the same size, inference (forward under no_grad)
-and training (forward+backward), at the shapes users run, in one table of ratios (rnnkit's time
-/ torch.nn's, lower is better; min of interleaved rounds), with the path ``backend="auto"`` took.
+and training (forward+backward), at the shapes users run (long sequences, and short calls), in
+one table of ratios (rnnkit's time / torch.nn's, lower is better; min of interleaved rounds), with
+the path ``backend="auto"`` took.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ VARIANTS = [
 ]
 SHAPES = [(1, 1000, 256), (16, 200, 128), (64, 100, 256), (128, 50, 512), (64, 100, 1024)]  # (B, T, H)
 QUICK_SHAPES = [(1, 200, 256), (16, 200, 128), (64, 50, 256)]
+# short calls, where a call's fixed costs (weights reordered, packed, split) weigh: one step at a time
+# (streaming), and short chunks (truncated backpropagation, or a stream in pieces)
+SHORT_SHAPES = [(1, 1, 256), (1, 20, 256), (16, 20, 256), (64, 20, 512)]
 
 _TORCH_LAYERS = ("torch_lstm_layer", "torch_gru_layer", "torch_rnn_layer")
 _COUNTED = (*_TORCH_LAYERS, "lstm_layer_inference")
@@ -92,7 +96,7 @@ def _ratio(variant: Variant, shape: tuple[int, int, int], train: bool, repeats: 
 
 
 def run_grid(quick: bool, repeats: int) -> None:
-    shapes = QUICK_SHAPES if quick else SHAPES
+    shapes = (QUICK_SHAPES if quick else SHAPES) + SHORT_SHAPES
     header = " | ".join(f"{v.name} fwd / fwd+bwd" for v in VARIANTS)
     print("\nratio to torch.nn of the same size (lower is better), [path auto took]; "
           "torch = oneDNN/ATen, infer = compiled inference loop, loop = compiled loop, twins = torch ops")

@@ -342,14 +342,14 @@ def test_inference_saves_nothing_and_equals_training(kind: str, options: dict, l
 
 def test_packed_gemm_switch_gives_the_same_float32_results() -> None:
     """``RNNKIT_PACKED_GEMM=0`` (read once per process) turns MKL's packed recurrent product off:
-    the same outputs to float32 rounding."""
+    the same outputs to float32 rounding. (16 rows x 10 steps: packed, from 128 products on.)"""
     if fused_layer_norm.kernels() is None:
         pytest.skip("the compiled kernels do not build here (no compiler)")
     script = (
         "import torch, rnnkit as rk\n"
         "cell = rk.LayerNormBasicLSTMCell(32, input_size=8)\n"
         "torch.manual_seed(0); [p.data.normal_() for p in cell.parameters()]\n"
-        "x = torch.randn(16, 5, 8, generator=torch.Generator().manual_seed(1))\n"
+        "x = torch.randn(16, 10, 8, generator=torch.Generator().manual_seed(1))\n"
         "print(rk.dynamic_rnn(cell, x, dtype=torch.float32, backend='fused')[0].double().sum().item())\n"
     )
     import os
@@ -362,4 +362,4 @@ def test_packed_gemm_switch_gives_the_same_float32_results() -> None:
         done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
         sums.append(float(done.stdout.split()[-1]))
-    assert abs(sums[0] - sums[1]) <= 1e-4 * 16 * 5 * 32, sums
+    assert abs(sums[0] - sums[1]) <= 1e-4 * 16 * 10 * 32, sums

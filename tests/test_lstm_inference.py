@@ -19,6 +19,7 @@ from rnnkit.fused import lstm_inference as fused_inference
 from tests.loop_counting import counting_loops
 
 STEPS, DEPTH = 7, 5
+PART_STEPS = 130  # a one-row call splits its units from 128 steps on (unit_parts.h: kMinPartSteps)
 CELLS = {
     "basic": lambda units, dtype: rk.BasicLSTMCell(units, forget_bias=0.7, input_size=DEPTH, dtype=dtype),
     "peepholes_clip": lambda units, dtype: rk.LSTMCell(
@@ -32,9 +33,9 @@ CELLS = {
         units, state_is_tuple=False, input_size=DEPTH, dtype=dtype
     ),
 }
-# (batch, units): one row on parts of the units (2 threads: 128 units split), a few rows on all
-# rows, 16 rows of small weights on slices of the batch
-SHAPES = [(1, 128), (3, 24), (16, 8)]
+# (batch, units, steps): one row on parts of the units (2 threads: 128 units split) and, in a short
+# call, on all of them; a few rows on all rows; 16 rows of small weights on slices of the batch
+SHAPES = [(1, 128, PART_STEPS), (1, 128, STEPS), (3, 24, STEPS), (16, 8, STEPS)]
 
 
 @pytest.fixture
@@ -80,10 +81,10 @@ def _float32_tolerance(steps: int) -> dict[str, float]:
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("name", sorted(CELLS))
 def test_inference_equals_the_reference(calls, name, shape, time_major) -> None:
-    batch, units = shape
+    batch, units, steps = shape
     torch.manual_seed(3)
     cell = CELLS[name](units, torch.float64)
-    x = torch.randn(STEPS, batch, DEPTH, dtype=torch.float64)
+    x = torch.randn(steps, batch, DEPTH, dtype=torch.float64)
     x = x if time_major else x.transpose(0, 1).contiguous()
     actual, expected = _both(cell, x, _initial_state(cell, batch, torch.float64), time_major)
     assert calls == Counter(lstm_inference_steps=1)
@@ -92,17 +93,22 @@ def test_inference_equals_the_reference(calls, name, shape, time_major) -> None:
         torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
 
 
+# float32 also runs MKL's packed GEMM, from 128 rows of products on (packed_gemm.h): the last two
+# shapes (3 x 40 = 120 rows: plain; 16 x 40: packed)
+FLOAT32_SHAPES = [(1, 128, PART_STEPS), (1, 128, 40), (3, 24, 40), (16, 8, 40)]
+
+
 @pytest.mark.usefixtures("two_threads")
-@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("shape", FLOAT32_SHAPES)
 def test_float32_inference_equals_the_reference(calls, shape) -> None:
-    batch, units = shape
+    batch, units, steps = shape
     torch.manual_seed(4)
     cell = rk.LSTMCell(units, use_peepholes=True, cell_clip=2.0, input_size=DEPTH)
-    x = torch.randn(batch, 40, DEPTH)
+    x = torch.randn(batch, steps, DEPTH)
     actual, expected = _both(cell, x, None, False)
     assert calls == Counter(lstm_inference_steps=1)
     for a, e in zip(actual, expected, strict=True):
-        torch.testing.assert_close(a, e, **_float32_tolerance(40))
+        torch.testing.assert_close(a, e, **_float32_tolerance(steps))
 
 
 def test_stacks_run_layer_after_layer(calls) -> None:
@@ -118,6 +124,22 @@ def test_stacks_run_layer_after_layer(calls) -> None:
     assert calls == Counter(lstm_inference_steps=2)
     torch.testing.assert_close(out, expected_out, rtol=1e-10, atol=1e-12)
     for a, e in zip([t for s in final for t in s], [t for s in expected_state for t in s], strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
+
+
+def test_weights_of_any_strides(calls) -> None:
+    """The loop reads the kernel and bias where they are (TF's gate order); weights stored
+    transposed or strided (as a user may assign them) are read as their values, not their memory."""
+    torch.manual_seed(6)
+    cell = rk.BasicLSTMCell(8, forget_bias=0.3, input_size=DEPTH, dtype=torch.float64)
+    with torch.no_grad():
+        cell.kernel.data = cell.kernel.data.t().contiguous().t()  # column-major [D + U, 4U]
+        cell.bias.data = torch.randn(2 * cell.bias.numel(), dtype=torch.float64)[::2]  # stride 2
+    assert not cell.kernel.is_contiguous() and not cell.bias.is_contiguous()
+    x = torch.randn(3, STEPS, DEPTH, dtype=torch.float64)
+    actual, expected = _both(cell, x, None, False)
+    assert calls == Counter(lstm_inference_steps=1)
+    for a, e in zip(actual, expected, strict=True):
         torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
 
 
@@ -183,13 +205,13 @@ def test_taken_exactly_where_no_gradient_can_follow(calls) -> None:
 def test_extreme_inputs_and_nan_propagate_as_in_the_reference(calls) -> None:
     torch.manual_seed(7)
     cell = rk.LSTMCell(128, use_peepholes=True, input_size=DEPTH)
-    x = torch.randn(3, STEPS, DEPTH) * torch.tensor([1e-3, 1.0, 30.0, 1e4, 1e30]).view(1, 1, DEPTH)
+    x = torch.randn(3, PART_STEPS, DEPTH) * torch.tensor([1e-3, 1.0, 30.0, 1e4, 1e30]).view(1, 1, DEPTH)
     x[1, 3, 2] = float("nan")
     x[2, 1, 0] = float("inf")
     for batch in (slice(0, 3), slice(1, 2)):  # all rows, and one row on parts of the units
         actual, expected = _both(cell, x[batch], None, False)
         for a, e in zip(actual, expected, strict=True):
-            torch.testing.assert_close(a, e, equal_nan=True, **_float32_tolerance(STEPS))
+            torch.testing.assert_close(a, e, equal_nan=True, **_float32_tolerance(PART_STEPS))
     assert calls["lstm_inference_steps"] == 2
 
 
@@ -198,14 +220,15 @@ def test_unit_parts_are_taken_for_one_row_of_middle_sized_weights(compiled, thre
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        widths = compiled.unit_part_widths(1, 256, 1 << 20)
+        widths = compiled.unit_part_widths(1, 128, 256, 1 << 20)
         assert len(widths) == threads and sum(widths) == 256 and all(w % 8 == 0 for w in widths)
-        assert compiled.unit_part_widths(1, 200, 1 << 20)[-1] >= 8  # the last part takes the rest
-        assert len(compiled.unit_part_widths(2, 256, 1 << 20)) == 1  # two rows: MKL's threads pay
-        assert len(compiled.unit_part_widths(1, 64, 1 << 16)) == 1  # too few units per thread
-        assert len(compiled.unit_part_widths(1, 1024, 16 << 20)) == 1  # the weights stream anyway
+        assert compiled.unit_part_widths(1, 128, 200, 1 << 20)[-1] >= 8  # the last part takes the rest
+        assert len(compiled.unit_part_widths(1, 127, 256, 1 << 20)) == 1  # too few steps to pay for the setup
+        assert len(compiled.unit_part_widths(2, 128, 256, 1 << 20)) == 1  # two rows: MKL's threads pay
+        assert len(compiled.unit_part_widths(1, 128, 64, 1 << 16)) == 1  # too few units per thread
+        assert len(compiled.unit_part_widths(1, 128, 1024, 16 << 20)) == 1  # the weights stream anyway
         monkeypatch.setenv("RNNKIT_UNIT_PARTS", "0")
-        assert len(compiled.unit_part_widths(1, 256, 1 << 20)) == 1
+        assert len(compiled.unit_part_widths(1, 128, 256, 1 << 20)) == 1
     finally:
         torch.set_num_threads(before)
 
@@ -218,8 +241,8 @@ def test_training_forward_on_unit_parts_equals_the_reference(compiled, calls, th
     try:
         torch.manual_seed(8)
         cell = rk.LSTMCell(192, use_peepholes=True, cell_clip=0.5, input_size=DEPTH, dtype=torch.float64)
-        assert len(compiled.unit_part_widths(1, 192, 192 * 4 * 192 * 8)) == threads
-        x = torch.randn(1, STEPS, DEPTH, dtype=torch.float64)
+        assert len(compiled.unit_part_widths(1, PART_STEPS, 192, 192 * 4 * 192 * 8)) == threads
+        x = torch.randn(1, PART_STEPS, DEPTH, dtype=torch.float64)
         results = []
         for backend in ("reference", "fused"):
             xi = x.clone().requires_grad_()

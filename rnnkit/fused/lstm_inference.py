@@ -7,7 +7,8 @@ stack through ``lstm_inference.cpp``: the input products a chunk of steps at a t
 updated in place, and the outputs written straight into the caller's layout (batch- or
 time-major), where the training path (``LSTMSequence``) keeps five ``[N, U]`` buffers for its
 backward and copies the sequence into and out of time-major packed rows. Same math as
-``LSTMSequence`` (``lstm_rows.h`` is the pointwise step of both).
+``LSTMSequence`` (``lstm_rows.h`` is the pointwise step of both), on the cell's kernel and bias
+as they are (TF's gate order; ``LSTMSequence`` reorders a copy).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import torch
 from torch import Tensor
 
 from .cpu.native import compiled_lstm_inference, kernels
-from .lstm import _reorder_gates
 
 INFERENCE_DTYPES = (torch.float32, torch.float64)
 MAX_GATE_BYTES = 256 << 20  # the input products computed at once; longer sequences take them in chunks
@@ -47,16 +47,13 @@ def lstm_layer_inference(cell: Any, x: Tensor, h0: Tensor, c0: Tensor, out: Tens
     column stride); returns the final ``(h, c)``. ``activation`` and ``gate`` are the cell's
     kinds (``activation_kinds.py``); the input products are computed ``max_gate_bytes`` of gates
     at a time."""
-    units = cell.num_units
-    bias = cell.bias if cell.use_bias else cell.kernel.new_zeros(4 * units)
-    kernel, bias = _reorder_gates(cell.kernel, bias, units, cell.forget_bias)
-    depth = x.shape[2]
-    empty = x.new_empty(0)
+    kernel, depth, empty = cell.kernel.contiguous(), x.shape[2], x.new_empty(0)  # a view in the usual case
+    bias = cell.bias.contiguous() if cell.use_bias else empty
     w_if = torch.stack([cell.w_i_diag, cell.w_f_diag]) if cell.use_peepholes else empty
     w_o = cell.w_o_diag if cell.use_peepholes else empty
     clip = -1.0 if cell.cell_clip is None else float(cell.cell_clip)
     c = c0.clone(memory_format=torch.contiguous_format)  # c0 in, the final c out
     loop = compiled_lstm_inference(kernels(), activation, gate)
     assert loop is not None, "checked by inference_runs"
-    loop(x, kernel[:depth], bias, kernel[depth:], h0, c, w_if, w_o, clip, out, max_gate_bytes)
+    loop(x, kernel[:depth], bias, float(cell.forget_bias), kernel[depth:], h0, c, w_if, w_o, clip, out, max_gate_bytes)
     return out[-1].clone(memory_format=torch.contiguous_format), c

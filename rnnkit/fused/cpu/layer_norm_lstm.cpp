@@ -334,6 +334,7 @@ void ln_lstm_forward_steps(torch::Tensor gates, torch::Tensor h0, torch::Tensor 
   const bool projected = projection.numel() > 0;
   const torch::Tensor& m_all = projected ? hidden : out;  // m before the projection
   const int64_t batch = batch_sizes.empty() ? 0 : batch_sizes[0];
+  const int64_t steps = static_cast<int64_t>(batch_sizes.size());
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "ln_lstm_forward_steps", [&] {
     const int64_t U = cells.size(1), m_width = m_all.size(1);
     const Buffers<scalar_t> buf = buffers<scalar_t>(gates, x_hat, inv_std, cells, act_cells, drop, clip_mask);
@@ -344,8 +345,8 @@ void ln_lstm_forward_steps(torch::Tensor gates, torch::Tensor h0, torch::Tensor 
     const int64_t H = out.size(1);
     with_tanh_flag(activation, [&](auto tanh) {
       for_batch_slices(batch, bytes_of(w_h) + bytes_of(projection), [&](BatchSlice slice) {
-        const RecurrentProduct recurrent(w_h, slice.rows(batch));
-        const auto projector = optional_product(projection, slice.rows(batch));
+        const RecurrentProduct recurrent(w_h, slice.rows(batch), steps);
+        const auto projector = optional_product(projection, slice.rows(batch), steps);
         Rows<scalar_t> h_prev = initial_rows<scalar_t>(h0, slice);
         const scalar_t* c_prev = c_first;  // the previous step's c, its rows by batch row
         int64_t start = 0;
@@ -384,6 +385,7 @@ void ln_lstm_backward_steps(torch::Tensor gates, torch::Tensor cells, torch::Ten
   const bool projected = projection_t.numel() > 0;
   const std::vector<int64_t> starts = step_starts(batch_sizes);
   const int64_t batch = batch_sizes.empty() ? 0 : batch_sizes[0], U = cells.size(1);
+  const int64_t steps = static_cast<int64_t>(batch_sizes.size());
   TORCH_CHECK(d_params.is_contiguous() && d_params.numel() == kParamRows * U, "ln_lstm: d_params must be [13, U]");
   TORCH_CHECK(d_out.is_contiguous() && d_h.is_contiguous(), "ln_lstm: d_out and d_h must be contiguous");
   // each worker (for_rows) sums its rows' parameter gradients apart (added up in worker order at
@@ -403,8 +405,8 @@ void ln_lstm_backward_steps(torch::Tensor gates, torch::Tensor cells, torch::Ten
     scalar_t *sum_rows = sums.data_ptr<scalar_t>(), *scratch_rows = scratch.data_ptr<scalar_t>();
     with_tanh_flag(activation, [&](auto tanh) {
       for_batch_slices(batch, bytes_of(w_h_t) + bytes_of(projection_t), [&](BatchSlice slice) {
-        const RecurrentProduct recurrent(w_h_t, slice.rows(batch));
-        const auto projector = optional_product(projection_t, slice.rows(batch));
+        const RecurrentProduct recurrent(w_h_t, slice.rows(batch), steps);
+        const auto projector = optional_product(projection_t, slice.rows(batch), steps);
         // with a projection: the slice's gradients of m, [rows, H] after the clip, [rows, U] before the projection
         torch::Tensor dm_h = projected ? at::empty({slice.rows(batch), H}, gates.options()) : torch::Tensor();
         torch::Tensor dm_u = projected ? at::empty({slice.rows(batch), U}, gates.options()) : torch::Tensor();

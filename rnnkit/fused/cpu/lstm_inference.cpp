@@ -12,8 +12,9 @@
 // at a time, just before those steps. The bias is added in the pointwise step (no pass to
 // broadcast it). Three ways to run the steps, as in the training loop: a one-row batch on parts
 // of the units (unit_parts.h), small weights on slices of the batch (batch_slices.h), else all
-// rows in one loop with the threads inside the GEMM. Layout and math are the training loop's
-// (lstm_rows.h): the kernels' columns in the gate order (i, f, o, j), forget_bias in the bias.
+// rows in one loop with the threads inside the GEMM. The math is the training loop's
+// (lstm_rows.h), on TF's kernel and bias as they are: columns in TF's gate order (i, j, f, o),
+// forget_bias added in the pointwise step (the training loop reorders a copy of the kernel).
 
 #include "lstm_inference.h"
 #include "lstm_rows.h"
@@ -76,7 +77,8 @@ template <typename scalar_t, bool TANH, bool HARD>
 struct InferenceSteps {
   const torch::Tensor &gates, &h0, &out;
   scalar_t *z, *h, *c;
-  const scalar_t* bias;
+  const scalar_t* bias;  // [4U], or nullptr (use_bias=False)
+  scalar_t forget_bias;
   int64_t U;
   const Peepholes<scalar_t>& peep;
   double clip;
@@ -89,6 +91,8 @@ struct InferenceSteps {
     const Rows<scalar_t> zr = step_rows(z, gates.stride(0), gates.stride(1), s, slice);
     const Rows<scalar_t> cr = step_rows(c, 0, U, 0, slice), none(nullptr, 0);
     units.bias = bias;
+    units.blocks = kTFGateBlocks;
+    units.forget_bias = forget_bias;
     if (units.product.data) product.apply(h_prev.data, h_prev.stride, rows, units.product.data, units.product.stride, false);
     else product.apply(h_prev.data, h_prev.stride, rows, zr.data, zr.stride, true);
     forward_rows<scalar_t, TANH, HARD>(rows, U, zr, cr, peep, clip, none, cr, none,
@@ -98,7 +102,7 @@ struct InferenceSteps {
 };
 
 template <typename scalar_t, bool TANH, bool HARD>
-void inference_loop(const torch::Tensor& x, const torch::Tensor& w_x, const torch::Tensor& bias,
+void inference_loop(const torch::Tensor& x, const torch::Tensor& w_x, const torch::Tensor& bias, double forget_bias,
                     const torch::Tensor& w_h, const torch::Tensor& h0, const torch::Tensor& c,
                     const Peepholes<scalar_t>& peep, double clip, const torch::Tensor& out, int64_t max_gate_bytes,
                     int64_t activation) {
@@ -106,15 +110,15 @@ void inference_loop(const torch::Tensor& x, const torch::Tensor& w_x, const torc
   const int64_t chunk_steps = std::clamp<int64_t>(max_gate_bytes / (B * G * w_h.element_size()), 1, T);
   const torch::Tensor gates = gate_buffer(x, chunk_steps, G, w_h.options());
   const InferenceSteps<scalar_t, TANH, HARD> loop{gates, h0, out, gates.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
-                                                  c.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(), U, peep, clip,
-                                                  activation};
+                                                  c.data_ptr<scalar_t>(), maybe_data<scalar_t>(bias),
+                                                  static_cast<scalar_t>(forget_bias), U, peep, clip, activation};
   // one row: parts of the units (unit_parts.h), their products of their gate columns packed once
-  const auto parts = rnnkit::unit_parts<scalar_t>(B, U, weight_bytes, at::vec::Vectorized<scalar_t>::size());
+  const auto parts = rnnkit::unit_parts<scalar_t>(B, T, U, weight_bytes, at::vec::Vectorized<scalar_t>::size());
   std::vector<rnnkit::RecurrentProduct> part_products;
   std::vector<torch::Tensor> part_rows;  // a part's product, [B, 4 * width]
   for (const rnnkit::UnitPart& part : parts) {
     if (parts.size() == 1) break;
-    part_products.emplace_back(rnnkit::gate_columns(w_h, 4, U, part), B);
+    part_products.push_back(rnnkit::RecurrentProduct::plain(rnnkit::gate_columns(w_h, 4, U, part)));
     part_rows.push_back(at::empty({B, 4 * part.width()}, w_h.options()));
   }
   for (int64_t t0 = 0; t0 < T; t0 += chunk_steps) {
@@ -131,7 +135,7 @@ void inference_loop(const torch::Tensor& x, const torch::Tensor& w_x, const torc
     // else slices of the batch, or all rows in one loop (batch_slices.h)
     rnnkit::for_batch_slices(B, weight_bytes, [&](rnnkit::BatchSlice slice) {
       const int64_t rows = slice.rows(B);
-      const rnnkit::RecurrentProduct product(w_h, rows);
+      const rnnkit::RecurrentProduct product(w_h, rows, T);
       for (int64_t s = 0; s < steps; ++s) loop.step(t0 + s, s, slice, rows, product, UnitRange<scalar_t>{0, U});
     });
   }
@@ -146,7 +150,8 @@ void check_rows(const torch::Tensor& t, int64_t dims, const char* name) {
 
 namespace rnnkit {
 
-void lstm_inference_steps(torch::Tensor x, torch::Tensor w_x, torch::Tensor bias, torch::Tensor w_h, torch::Tensor h0,
+void lstm_inference_steps(torch::Tensor x, torch::Tensor w_x, torch::Tensor bias, double forget_bias, torch::Tensor w_h,
+                          torch::Tensor h0,
                           torch::Tensor c, torch::Tensor w_if, torch::Tensor w_o, double clip, torch::Tensor out,
                           int64_t max_gate_bytes, int64_t activation, int64_t gate) {
   check_rows(x, 3, "x");
@@ -154,7 +159,8 @@ void lstm_inference_steps(torch::Tensor x, torch::Tensor w_x, torch::Tensor bias
   check_rows(h0, 2, "h0");
   TORCH_CHECK(c.dim() == 2 && c.is_contiguous(), "lstm_inference_steps: c must be a contiguous [B, U]");
   TORCH_CHECK(w_h.is_contiguous() && w_h.size(1) == 4 * c.size(1), "lstm_inference_steps: w_h must be [U, 4U]");
-  TORCH_CHECK(bias.is_contiguous() && bias.numel() == w_h.size(1), "lstm_inference_steps: bias must be a contiguous [4U]");
+  TORCH_CHECK(bias.is_contiguous() && (bias.numel() == w_h.size(1) || bias.numel() == 0),
+              "lstm_inference_steps: bias must be a contiguous [4U] or empty");
   TORCH_CHECK(w_x.dim() == 2 && w_x.size(0) == x.size(2) && w_x.size(1) == w_h.size(1),
               "lstm_inference_steps: w_x must be [D, 4U]");
   TORCH_CHECK(out.size(0) == x.size(0) && out.size(1) == x.size(1) && c.size(0) == x.size(1) &&
@@ -164,8 +170,9 @@ void lstm_inference_steps(torch::Tensor x, torch::Tensor w_x, torch::Tensor bias
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_inference_steps", [&] {
     const Peepholes<scalar_t> peep(w_if, w_o, c.size(1));
     with_flags(activation, gate, [&](auto tanh, auto hard) {
-      inference_loop<scalar_t, decltype(tanh)::value, decltype(hard)::value>(x, w_x, bias, w_h, h0, c, peep, clip,
-                                                                              out, max_gate_bytes, activation);
+      inference_loop<scalar_t, decltype(tanh)::value, decltype(hard)::value>(x, w_x, bias, forget_bias, w_h, h0, c,
+                                                                              peep, clip, out, max_gate_bytes,
+                                                                              activation);
     });
   });
 }

@@ -1,9 +1,10 @@
 // rnnkit: one LSTM step's pointwise part on a block of rows, forward and backward, one pass each
 // (rnn_cpu.cpp's packed step loops, lstm_inference.cpp's inference loop).
 //
-// Layout (see lstm.py): the gate pre-activations z of a step are [n, 4U] rows with the blocks
-// (i, f, o, j); forget_bias is already in f. Every [n, U] argument is a block of rows with its
-// own row stride. In an unnamed namespace, like rnn_math.h: each source file gets its own copies.
+// Layout: the gate pre-activations z of a step are [n, 4U] rows of four [U] blocks. The training
+// loops (lstm.py) order them (i, f, o, j) with forget_bias already in f; the inference loop reads
+// TF's own kernel and bias, (i, j, f, o), and adds forget_bias here (UnitRange says which). Every
+// [n, U] argument is a block of rows with its own row stride. In an unnamed namespace, like rnn_math.h: each source file gets its own copies.
 
 #pragma once
 
@@ -21,21 +22,31 @@ struct Peepholes {  // w_i, w_f, w_o [U], or nullptr without peepholes
       : w_i(maybe_data<scalar_t>(w_if)), w_f(w_i ? w_i + U : nullptr), w_o(maybe_data<scalar_t>(w_o_t)) {}
 };
 
-// The units [begin, end) of a step's rows, and what is to be added to z where it is not in z yet:
-// the recurrent product of those units' gate columns (row r's block b (i, f, o, j) at
-// product.row(r) + b * (end - begin)), and the bias ([4U], (i, f, o, j)).
+// Which of a row's four blocks (of z, of a part's product, of the bias) holds each gate.
+struct GateBlocks {
+  int64_t i, f, o, j;
+};
+constexpr GateBlocks kTrainingGateBlocks{0, 1, 2, 3};  // (i, f, o, j), lstm.py's _reorder_gates
+constexpr GateBlocks kTFGateBlocks{0, 2, 3, 1};        // (i, j, f, o), TF's kernel as it is
+
+// The units [begin, end) of a step's rows, where the gates are, and what is to be added to z
+// where it is not in z yet: the recurrent product of those units' gate columns (row r's block b
+// at product.row(r) + b * (end - begin)), the bias ([4U]), and forget_bias (to f, after the bias,
+// before the peephole: TF's order).
 template <typename scalar_t>
 struct UnitRange {
   int64_t begin, end;
   Rows<scalar_t> product{nullptr, 0};
   const scalar_t* bias = nullptr;
+  GateBlocks blocks = kTrainingGateBlocks;
+  scalar_t forget_bias = 0;
 };
 
-// n rows of a step forward, on the units of `units`: z [n, 4U] (i, f, o, j) in (plus the units'
-// product), c and m written (c may be c_prev itself); clip >= 0: c clipped to [-clip, clip], and
+// n rows of a step forward, on the units of `units`: z [n, 4U] in (plus the units' product, the
+// bias and forget_bias; its blocks as units.blocks says), c and m written (c may be c_prev itself); clip >= 0: c clipped to [-clip, clip], and
 // mask (|c| <= clip, row r at mask + r * mask_stride) written where given. What backward reads
 // is saved where tc_out has data (else, for inference, not): the activated i, f, o (in place in
-// z), j and act(c).
+// z's blocks 0, 1, 2: the training layout), j and act(c).
 template <typename scalar_t, bool TANH, bool HARD>
 void forward_rows(int64_t n, int64_t U, const Rows<scalar_t>& z, const Rows<scalar_t>& c_prev,
                   const Peepholes<scalar_t>& peep, double clip, const Rows<scalar_t>& j_out,
@@ -45,6 +56,8 @@ void forward_rows(int64_t n, int64_t U, const Rows<scalar_t>& z, const Rows<scal
   const Vec limit{static_cast<scalar_t>(clip)};
   const int64_t width = units.end - units.begin;
   const bool saving = tc_out.data != nullptr;
+  const GateBlocks& at = units.blocks;
+  const Vec forget_bias{units.forget_bias};
   auto gate = [](const Vec& x) { return gate_activation<scalar_t, HARD>(x); };
   at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
     scalar_t unclipped[Vec::size()];
@@ -59,8 +72,9 @@ void forward_rows(int64_t n, int64_t U, const Rows<scalar_t>& z, const Rows<scal
       for (int64_t u = units.begin; u < units.end; u += Vec::size()) {
         const int64_t count = std::min<int64_t>(Vec::size(), units.end - u);
         const Vec cp = Vec::loadu(c_prev.row(r) + u, count);
-        Vec i = pre(0, u, count), f = pre(1, u, count), o = pre(2, u, count);
-        const Vec j = cell_activation<scalar_t, TANH>(act, pre(3, u, count));
+        Vec i = pre(at.i, u, count), f = pre(at.f, u, count), o = pre(at.o, u, count);
+        const Vec j = cell_activation<scalar_t, TANH>(act, pre(at.j, u, count));
+        if (units.forget_bias != 0) f = f + forget_bias;
         if (peep.w_i) {
           i = i + Vec::loadu(peep.w_i + u, count) * cp;
           f = f + Vec::loadu(peep.w_f + u, count) * cp;

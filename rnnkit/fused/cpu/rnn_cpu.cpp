@@ -75,11 +75,12 @@ void lstm_forward_parts(const std::vector<rnnkit::UnitPart>& parts, const std::v
                         scalar_t* j, scalar_t* c, scalar_t* tc, scalar_t* out, bool* kept,
                         const Peepholes<scalar_t>& peep, double clip, int64_t activation) {
   const int64_t batch = batch_sizes[0], U = w_h.size(1) / 4, G = 4 * U;
+  const int64_t steps = static_cast<int64_t>(batch_sizes.size());
   const std::vector<int64_t> starts = rnnkit::step_starts(batch_sizes);
   std::vector<rnnkit::RecurrentProduct> products;
   std::vector<torch::Tensor> scratch;  // [batch, 4 * width]: a step's product of the part's columns
   for (const rnnkit::UnitPart& part : parts) {
-    products.emplace_back(rnnkit::gate_columns(w_h, 4, U, part), batch);
+    products.push_back(rnnkit::RecurrentProduct::plain(rnnkit::gate_columns(w_h, 4, U, part)));
     scratch.push_back(at::empty({batch, 4 * part.width()}, w_h.options()));
   }
   const rnnkit::BatchSlice all;
@@ -105,6 +106,7 @@ void lstm_forward_steps(torch::Tensor gates, torch::Tensor h0, torch::Tensor c0,
                         torch::Tensor clip_mask, torch::Tensor proj_mask, int64_t activation, int64_t gate) {
   const bool projected = projection.numel() > 0;
   const int64_t batch = batch_sizes.empty() ? 0 : batch_sizes[0], U = cells.size(1), H = out.size(1), G = 4 * U;
+  const int64_t steps = static_cast<int64_t>(batch_sizes.size());
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_forward_steps", [&] {
     scalar_t *z = rows_of<scalar_t>(gates, "gates"), *j = rows_of<scalar_t>(candidates, "candidates");
     scalar_t *c = rows_of<scalar_t>(cells, "cells"), *tc = rows_of<scalar_t>(act_cells, "act_cells");
@@ -114,7 +116,7 @@ void lstm_forward_steps(torch::Tensor gates, torch::Tensor h0, torch::Tensor c0,
     const Peepholes<scalar_t> peep(w_if, w_o, U);
     const int64_t weight_bytes = rnnkit::bytes_of(w_h) + rnnkit::bytes_of(projection);
     const auto parts = projected ? std::vector<rnnkit::UnitPart>{}
-                                 : rnnkit::unit_parts<scalar_t>(batch, U, weight_bytes, at::vec::Vectorized<scalar_t>::size());
+                                 : rnnkit::unit_parts<scalar_t>(batch, steps, U, weight_bytes, at::vec::Vectorized<scalar_t>::size());
     with_flags(activation, gate, [&](auto tanh, auto hard) {
       if (parts.size() > 1) {
         lstm_forward_parts<scalar_t, decltype(tanh)::value, decltype(hard)::value>(
@@ -122,8 +124,8 @@ void lstm_forward_steps(torch::Tensor gates, torch::Tensor h0, torch::Tensor c0,
         return;
       }
       rnnkit::for_batch_slices(batch, weight_bytes, [&](rnnkit::BatchSlice s) {
-        const rnnkit::RecurrentProduct recurrent(w_h, s.rows(batch));
-        const auto projector = rnnkit::optional_product(projection, s.rows(batch));
+        const rnnkit::RecurrentProduct recurrent(w_h, s.rows(batch), steps);
+        const auto projector = rnnkit::optional_product(projection, s.rows(batch), steps);
         Rows<scalar_t> h_prev = initial_rows<scalar_t>(h0, s), c_prev = initial_rows<scalar_t>(c0, s);
         int64_t start = 0;
         for (const int64_t n : batch_sizes) {
@@ -157,6 +159,7 @@ void lstm_backward_steps(torch::Tensor gates, torch::Tensor candidates, torch::T
   const bool projected = projection_t.numel() > 0;
   const std::vector<int64_t> starts = rnnkit::step_starts(batch_sizes);
   const int64_t batch = batch_sizes.empty() ? 0 : batch_sizes[0], U = cells.size(1), H = d_h.size(1), G = 4 * U;
+  const int64_t steps = static_cast<int64_t>(batch_sizes.size());
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_backward_steps", [&] {
     scalar_t *z = rows_of<scalar_t>(gates, "gates"), *j = rows_of<scalar_t>(candidates, "candidates");
     scalar_t *c = rows_of<scalar_t>(cells, "cells"), *tc = rows_of<scalar_t>(act_cells, "act_cells");
@@ -167,8 +170,8 @@ void lstm_backward_steps(torch::Tensor gates, torch::Tensor candidates, torch::T
     const Peepholes<scalar_t> peep(w_if, w_o, U);
     with_flags(activation, gate, [&](auto tanh, auto hard) {
       rnnkit::for_batch_slices(batch, rnnkit::bytes_of(w_h_t) + rnnkit::bytes_of(projection_t), [&](rnnkit::BatchSlice s) {
-        const rnnkit::RecurrentProduct recurrent(w_h_t, s.rows(batch));
-        const auto projector = rnnkit::optional_product(projection_t, s.rows(batch));
+        const rnnkit::RecurrentProduct recurrent(w_h_t, s.rows(batch), steps);
+        const auto projector = rnnkit::optional_product(projection_t, s.rows(batch), steps);
         // with a projection: the slice's gradients of m, [rows, H] after the clip, [rows, U] before the projection
         torch::Tensor dm_h = projected ? at::empty({s.rows(batch), H}, gates.options()) : torch::Tensor();
         torch::Tensor dm_u = projected ? at::empty({s.rows(batch), U}, gates.options()) : torch::Tensor();
@@ -318,12 +321,13 @@ void gru_forward_steps(torch::Tensor gates, torch::Tensor candidates, torch::Ten
                        torch::Tensor h0, torch::Tensor w_gh, torch::Tensor w_ch, std::vector<int64_t> batch_sizes,
                        int64_t activation, int64_t gate) {
   const int64_t batch = batch_sizes.empty() ? 0 : batch_sizes[0], U = out.size(1);
+  const int64_t steps = static_cast<int64_t>(batch_sizes.size());
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "gru_forward_steps", [&] {
     scalar_t *g = rows_of<scalar_t>(gates, "gates"), *c = rows_of<scalar_t>(candidates, "candidates");
     scalar_t *rh = rows_of<scalar_t>(reset_h, "reset_h"), *h = rows_of<scalar_t>(out, "out");
     with_flags(activation, gate, [&](auto tanh, auto hard) {
       rnnkit::for_batch_slices(batch, rnnkit::bytes_of(w_gh) + rnnkit::bytes_of(w_ch), [&](rnnkit::BatchSlice s) {
-        const rnnkit::RecurrentProduct gate_product(w_gh, s.rows(batch)), candidate_product(w_ch, s.rows(batch));
+        const rnnkit::RecurrentProduct gate_product(w_gh, s.rows(batch), steps), candidate_product(w_ch, s.rows(batch), steps);
         Rows<scalar_t> previous = initial_rows<scalar_t>(h0, s);
         int64_t start = 0;
         for (const int64_t n : batch_sizes) {
@@ -349,6 +353,7 @@ void gru_backward_steps(torch::Tensor gates, torch::Tensor candidates, torch::Te
                         int64_t activation, int64_t gate) {
   const std::vector<int64_t> starts = rnnkit::step_starts(batch_sizes);
   const int64_t batch = batch_sizes.empty() ? 0 : batch_sizes[0], U = out.size(1);
+  const int64_t steps = static_cast<int64_t>(batch_sizes.size());
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "gru_backward_steps", [&] {
     scalar_t *g = rows_of<scalar_t>(gates, "gates"), *c = rows_of<scalar_t>(candidates, "candidates");
     scalar_t *h = rows_of<scalar_t>(out, "out"), *dout = rows_of<scalar_t>(d_out, "d_out");
@@ -356,7 +361,7 @@ void gru_backward_steps(torch::Tensor gates, torch::Tensor candidates, torch::Te
     scalar_t* dc = rows_of<scalar_t>(d_candidates, "d_candidates");
     with_flags(activation, gate, [&](auto tanh, auto hard) {
       rnnkit::for_batch_slices(batch, rnnkit::bytes_of(w_gh_t) + rnnkit::bytes_of(w_ch_t), [&](rnnkit::BatchSlice s) {
-        const rnnkit::RecurrentProduct gate_product(w_gh_t, s.rows(batch)), candidate_product(w_ch_t, s.rows(batch));
+        const rnnkit::RecurrentProduct gate_product(w_gh_t, s.rows(batch), steps), candidate_product(w_ch_t, s.rows(batch), steps);
         const torch::Tensor d_rh = at::empty({s.rows(batch), U}, gates.options());  // of r * h_prev, a step's rows
         const Rows<scalar_t> d_rh_rows(d_rh.data_ptr<scalar_t>(), U), d_h_rows = slice_rows(dh, U, 0, s);
         for (int64_t t = static_cast<int64_t>(batch_sizes.size()) - 1; t >= 0; --t) {
@@ -431,11 +436,12 @@ void rnn_backward_pointwise(torch::Tensor d_out, torch::Tensor d_h, torch::Tenso
 void rnn_forward_steps(torch::Tensor pre, torch::Tensor out, torch::Tensor h0, torch::Tensor w_h,
                        std::vector<int64_t> batch_sizes, int64_t activation) {
   const int64_t batch = batch_sizes.empty() ? 0 : batch_sizes[0], U = out.size(1);
+  const int64_t steps = static_cast<int64_t>(batch_sizes.size());
   AT_DISPATCH_FLOATING_TYPES(pre.scalar_type(), "rnn_forward_steps", [&] {
     scalar_t *z = rows_of<scalar_t>(pre, "pre"), *h = rows_of<scalar_t>(out, "out");
     with_tanh_flag(activation, [&](auto tanh) {
       rnnkit::for_batch_slices(batch, rnnkit::bytes_of(w_h), [&](rnnkit::BatchSlice s) {
-        const rnnkit::RecurrentProduct recurrent(w_h, s.rows(batch));
+        const rnnkit::RecurrentProduct recurrent(w_h, s.rows(batch), steps);
         Rows<scalar_t> h_prev = initial_rows<scalar_t>(h0, s);
         int64_t start = 0;
         for (const int64_t n : batch_sizes) {
@@ -456,12 +462,13 @@ void rnn_backward_steps(torch::Tensor out, torch::Tensor d_out, torch::Tensor d_
                         torch::Tensor w_h_t, std::vector<int64_t> batch_sizes, int64_t activation) {
   const std::vector<int64_t> starts = rnnkit::step_starts(batch_sizes);
   const int64_t batch = batch_sizes.empty() ? 0 : batch_sizes[0], U = out.size(1);
+  const int64_t steps = static_cast<int64_t>(batch_sizes.size());
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "rnn_backward_steps", [&] {
     scalar_t *h = rows_of<scalar_t>(out, "out"), *dout = rows_of<scalar_t>(d_out, "d_out");
     scalar_t *dh = rows_of<scalar_t>(d_h, "d_h"), *dpre = rows_of<scalar_t>(d_pre, "d_pre");
     with_tanh_flag(activation, [&](auto tanh) {
       rnnkit::for_batch_slices(batch, rnnkit::bytes_of(w_h_t), [&](rnnkit::BatchSlice s) {
-        const rnnkit::RecurrentProduct recurrent(w_h_t, s.rows(batch));
+        const rnnkit::RecurrentProduct recurrent(w_h_t, s.rows(batch), steps);
         const Rows<scalar_t> d_h_rows = slice_rows(dh, U, 0, s);
         for (int64_t t = static_cast<int64_t>(batch_sizes.size()) - 1; t >= 0; --t) {
           const int64_t n = batch_sizes[t], start = starts[t], rows = s.rows(n);
@@ -477,9 +484,10 @@ void rnn_backward_steps(torch::Tensor out, torch::Tensor d_out, torch::Tensor d_
 }
 
 // The widths of the parts a float32 LSTM step loop splits its units into (unit_parts.h).
-std::vector<int64_t> unit_part_widths(int64_t batch, int64_t units, int64_t weight_bytes) {
+std::vector<int64_t> unit_part_widths(int64_t batch, int64_t steps, int64_t units, int64_t weight_bytes) {
   std::vector<int64_t> widths;
-  for (const auto& part : rnnkit::unit_parts<float>(batch, units, weight_bytes, at::vec::Vectorized<float>::size())) {
+  const int64_t align = at::vec::Vectorized<float>::size();
+  for (const auto& part : rnnkit::unit_parts<float>(batch, steps, units, weight_bytes, align)) {
     widths.push_back(part.width());
   }
   return widths;
