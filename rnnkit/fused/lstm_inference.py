@@ -47,7 +47,7 @@ def lstm_layer_inference(cell: Any, x: Tensor, h0: Tensor, c0: Tensor, out: Tens
     column stride); returns the final ``(h, c)``. ``activation`` and ``gate`` are the cell's
     kinds (``activation_kinds.py``); the input products are computed ``max_gate_bytes`` of gates
     at a time."""
-    kernel, depth, empty = cell.kernel.contiguous(), x.shape[2], x.new_empty(0)  # a view in the usual case
+    kernel, depth, empty = cell.kernel.contiguous(), x.shape[2], x.new_empty(0)  # itself in the usual case
     bias = cell.bias.contiguous() if cell.use_bias else empty
     w_if = torch.stack([cell.w_i_diag, cell.w_f_diag]) if cell.use_peepholes else empty
     w_o = cell.w_o_diag if cell.use_peepholes else empty

@@ -90,7 +90,7 @@ struct InferenceSteps {
                                          : step_rows(h, out.stride(0), out.stride(1), t - 1, slice);
     const Rows<scalar_t> zr = step_rows(z, gates.stride(0), gates.stride(1), s, slice);
     const Rows<scalar_t> cr = step_rows(c, 0, U, 0, slice), none(nullptr, 0);
-    units.bias = bias;
+    units.bias = bias;  // TF's kernel and bias as they are
     units.blocks = kTFGateBlocks;
     units.forget_bias = forget_bias;
     if (units.product.data) product.apply(h_prev.data, h_prev.stride, rows, units.product.data, units.product.stride, false);
@@ -112,7 +112,7 @@ void inference_loop(const torch::Tensor& x, const torch::Tensor& w_x, const torc
   const InferenceSteps<scalar_t, TANH, HARD> loop{gates, h0, out, gates.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
                                                   c.data_ptr<scalar_t>(), maybe_data<scalar_t>(bias),
                                                   static_cast<scalar_t>(forget_bias), U, peep, clip, activation};
-  // one row: parts of the units (unit_parts.h), their products of their gate columns packed once
+  // one row of a long call: parts of the units (unit_parts.h), each part's gate columns gathered once
   const auto parts = rnnkit::unit_parts<scalar_t>(B, T, U, weight_bytes, at::vec::Vectorized<scalar_t>::size());
   std::vector<rnnkit::RecurrentProduct> part_products;
   std::vector<torch::Tensor> part_rows;  // a part's product, [B, 4 * width]

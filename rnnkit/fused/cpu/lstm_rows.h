@@ -4,7 +4,8 @@
 // Layout: the gate pre-activations z of a step are [n, 4U] rows of four [U] blocks. The training
 // loops (lstm.py) order them (i, f, o, j) with forget_bias already in f; the inference loop reads
 // TF's own kernel and bias, (i, j, f, o), and adds forget_bias here (UnitRange says which). Every
-// [n, U] argument is a block of rows with its own row stride. In an unnamed namespace, like rnn_math.h: each source file gets its own copies.
+// [n, U] argument is a block of rows with its own row stride. In an unnamed namespace, like
+// rnn_math.h: each source file gets its own copies.
 
 #pragma once
 
@@ -43,8 +44,8 @@ struct UnitRange {
 };
 
 // n rows of a step forward, on the units of `units`: z [n, 4U] in (plus the units' product, the
-// bias and forget_bias; its blocks as units.blocks says), c and m written (c may be c_prev itself); clip >= 0: c clipped to [-clip, clip], and
-// mask (|c| <= clip, row r at mask + r * mask_stride) written where given. What backward reads
+// bias and forget_bias; its blocks as units.blocks says), c and m written (c may be c_prev
+// itself); clip >= 0: c clipped to [-clip, clip], and mask (|c| <= clip, row r at mask + r * mask_stride) written where given. What backward reads
 // is saved where tc_out has data (else, for inference, not): the activated i, f, o (in place in
 // z's blocks 0, 1, 2: the training layout), j and act(c).
 template <typename scalar_t, bool TANH, bool HARD>
@@ -56,7 +57,7 @@ void forward_rows(int64_t n, int64_t U, const Rows<scalar_t>& z, const Rows<scal
   const Vec limit{static_cast<scalar_t>(clip)};
   const int64_t width = units.end - units.begin;
   const bool saving = tc_out.data != nullptr;
-  const GateBlocks& at = units.blocks;
+  const GateBlocks& blocks = units.blocks;
   const Vec forget_bias{units.forget_bias};
   auto gate = [](const Vec& x) { return gate_activation<scalar_t, HARD>(x); };
   at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
@@ -72,8 +73,8 @@ void forward_rows(int64_t n, int64_t U, const Rows<scalar_t>& z, const Rows<scal
       for (int64_t u = units.begin; u < units.end; u += Vec::size()) {
         const int64_t count = std::min<int64_t>(Vec::size(), units.end - u);
         const Vec cp = Vec::loadu(c_prev.row(r) + u, count);
-        Vec i = pre(at.i, u, count), f = pre(at.f, u, count), o = pre(at.o, u, count);
-        const Vec j = cell_activation<scalar_t, TANH>(act, pre(at.j, u, count));
+        Vec i = pre(blocks.i, u, count), f = pre(blocks.f, u, count), o = pre(blocks.o, u, count);
+        const Vec j = cell_activation<scalar_t, TANH>(act, pre(blocks.j, u, count));
         if (units.forget_bias != 0) f = f + forget_bias;
         if (peep.w_i) {
           i = i + Vec::loadu(peep.w_i + u, count) * cp;

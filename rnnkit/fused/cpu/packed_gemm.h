@@ -3,8 +3,7 @@
 // A step's product h @ W_h re-packs W_h inside every GEMM call; packed once per layer call (where
 // the call has enough products to pay for it, see kMinPackedRows), the kernel is read as it is by
 // every step that has the full number of rows (steps with fewer rows, after sequences end, take
-// the plain product). The functions are looked up at run time in the
-// libtorch_cpu already loaded (torch's x86 CPU builds link MKL in and export them); where they are
+// the plain product). The functions are looked up at run time in the libtorch_cpu already loaded (torch's x86 CPU builds link MKL in and export them); where they are
 // absent (builds without MKL), for float64, or with RNNKIT_PACKED_GEMM=0, every product is the
 // plain GEMM (MKL's SGEMM / DGEMM, or torch's own where MKL is absent).
 

@@ -75,7 +75,6 @@ void lstm_forward_parts(const std::vector<rnnkit::UnitPart>& parts, const std::v
                         scalar_t* j, scalar_t* c, scalar_t* tc, scalar_t* out, bool* kept,
                         const Peepholes<scalar_t>& peep, double clip, int64_t activation) {
   const int64_t batch = batch_sizes[0], U = w_h.size(1) / 4, G = 4 * U;
-  const int64_t steps = static_cast<int64_t>(batch_sizes.size());
   const std::vector<int64_t> starts = rnnkit::step_starts(batch_sizes);
   std::vector<rnnkit::RecurrentProduct> products;
   std::vector<torch::Tensor> scratch;  // [batch, 4 * width]: a step's product of the part's columns

@@ -6,8 +6,8 @@
 // Split by units instead, a thread owns a range of units and their gate columns of the recurrent
 // weights (gathered once per call, its share only; not packed: one-row products measured
 // 1.05-1.3x slower on packed weights), and computes in every step their product and their
-// pointwise part. A step's product reads all of the previous step's h, so the
-// threads wait for each other once per step (an OpenMP barrier), and nothing else is shared.
+// pointwise part. A step's product reads all of the previous step's h, so the threads wait for
+// each other once per step (an OpenMP barrier), and nothing else is shared.
 // Measured (2 threads, LSTM forward loop, B1): U128 0.84x, U256 0.82x, U512 0.90x the loop's time
 // on all rows; U64 1.5x (the barrier costs more than half a step), U1024 1.03x (16 MiB of weights
 // stream from memory either way), and two rows or more 1.1x and slower (MKL's threads pay there).
@@ -51,9 +51,9 @@ struct UnitPart {  // units [begin, end) of a layer
 };
 
 // The parts the `units` of a layer stepping `batch` rows `steps` times with `weight_bytes` of
-// recurrent weights split into, each a multiple of `align` units wide but the last: one part (no split) where the
-// split does not pay (see above), the caller is already on a team, the GEMMs would not run on raw
-// rows (no MKL), or the split is off.
+// recurrent weights split into, each a multiple of `align` units wide but the last: one part (no
+// split) where the split does not pay (see above), the caller is already on a team, the GEMMs
+// would not run on raw rows (no MKL), or the split is off.
 template <typename scalar_t>
 std::vector<UnitPart> unit_parts(int64_t batch, int64_t steps, int64_t units, int64_t weight_bytes, int64_t align) {
   const int64_t threads = at::get_num_threads();
