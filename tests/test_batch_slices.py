@@ -85,17 +85,21 @@ def test_the_split_is_taken_for_small_weights_and_enough_rows(compiled, threads,
     assert compiled.batch_slice_count(BATCH, small) == 1
 
 
-@pytest.mark.parametrize("lengths", [LENGTHS, None], ids=["lengths", "full"])
-@pytest.mark.parametrize("name", ["lstm_peepholes_clips_projection", "tf_gru", "layer_norm_lstm_peepholes_projection"])
+FLOAT32_STEPS = 24  # a slice of 6 rows has 144 rows of products: MKL's packed GEMM (from 128, packed_gemm.h)
+
+
+@pytest.mark.parametrize("lengths", [[4 * n for n in LENGTHS], None], ids=["lengths", "full"])
+@pytest.mark.parametrize("name", sorted(CELLS))
 def test_split_and_unsplit_loops_in_float32(compiled, name, lengths, monkeypatch) -> None:
-    """Float32 (where the recurrent products are MKL's packed GEMM on the slices' strided rows;
-    without lengths at every step), split and not, against the same float64 reference: within
-    100 eps32 * max|exact|. That is about 8 sqrt(K T) (K = 12 summed products a step, T = 6 steps:
-    test_native's bound for a chain of GEMMs) with room for the layer norms' backward; the largest
-    error measured is 19."""
+    """Float32 (where the recurrent products are MKL's packed GEMM on the slices' strided rows,
+    forward on the weights and backward on their transposed views; without lengths at every
+    step), split and not, against the same float64 reference: within 200 eps32 * max|exact|.
+    That is about 8 sqrt(K T) (K = 12 summed products a step, T = 24 steps: test_native's bound
+    for a chain of GEMMs) with room for the layer norms' backward; the largest error measured
+    is 33."""
     torch.manual_seed(12)
     cell64 = CELLS[name]()
-    x = torch.randn(BATCH, STEPS, DEPTH, dtype=torch.float64)
+    x = torch.randn(BATCH, FLOAT32_STEPS, DEPTH, dtype=torch.float64)
     expected = _run(cell64, x, "reference", lengths)
     cell32 = CELLS[name]().float()
     cell32.load_state_dict({key: value.float() for key, value in cell64.state_dict().items()})
@@ -107,6 +111,6 @@ def test_split_and_unsplit_loops_in_float32(compiled, name, lengths, monkeypatch
             actual = _run(cell32, x.float(), "fused", lengths)
             for a, b in zip(actual, expected, strict=True):
                 error, scale = float((a.double() - b).abs().max()), float(b.abs().max())
-                assert error <= 100 * torch.finfo(torch.float32).eps * scale, (flag, error / scale)
+                assert error <= 200 * torch.finfo(torch.float32).eps * scale, (flag, error / scale)
     finally:
         torch.set_num_threads(before)

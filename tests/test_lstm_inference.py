@@ -143,6 +143,30 @@ def test_weights_of_any_strides(calls) -> None:
         torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_training_loops_read_weights_of_any_strides(calls, use_bias) -> None:
+    """The training loops read TF's kernel and bias as they are too (forget_bias added in the
+    step, the gate gradients in TF's blocks): forward and every gradient equal the reference's,
+    with peepholes, clipping and rows ending early, on weights stored transposed or strided."""
+    torch.manual_seed(7)
+    cell = rk.LSTMCell(8, use_peepholes=True, cell_clip=0.6, forget_bias=0.3, use_bias=use_bias, input_size=DEPTH,
+                       dtype=torch.float64)
+    with torch.no_grad():
+        cell.kernel.data = cell.kernel.data.t().contiguous().t()  # column-major [D + U, 4U]
+        if use_bias:
+            cell.bias.data = torch.randn(2 * cell.bias.numel(), dtype=torch.float64)[::2]  # stride 2
+    x = torch.randn(3, STEPS, DEPTH, dtype=torch.float64)
+    results = []
+    for backend in ("reference", "fused"):
+        xi = x.clone().requires_grad_()
+        out, state = rk.dynamic_rnn(cell, xi, sequence_length=[STEPS, 2, 5], backend=backend)
+        loss = (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum() + state.c.sum()
+        results.append([out, *state, *torch.autograd.grad(loss, [xi, *cell.parameters()])])
+    assert calls == Counter(lstm_forward_steps=1, lstm_backward_steps=1)
+    for a, e in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("max_gate_bytes", [1, 3 * 4 * 24 * 8, 1 << 30])  # 1, 3 and all 7 steps a chunk
 @pytest.mark.parametrize("layout", ["batch_major", "time_major", "strided_steps"])
 def test_chunked_and_strided_inputs(compiled, layout, max_gate_bytes) -> None:

@@ -241,8 +241,9 @@ def test_basic_rnn_step_loops_match_torch(compiled, dtype, activation, aliased) 
     packed steps; the output buffer may be the pre-activations' own (as in float32 and float64).
     Float32: each within the rounding bound of a GEMM loop (``STEPS_ULPS``: 19-term products over
     5 steps) of the twins run in float64 on the same inputs."""
-    twins = fused_basic_rnn._loops(fused_basic_rnn.forward_pointwise_torch, fused_basic_rnn.backward_pointwise_torch,
+    loops = fused_basic_rnn._loops(fused_basic_rnn.forward_pointwise_torch, fused_basic_rnn.backward_pointwise_torch,
                                    activation)
+    twins = (loops.forward, loops.backward)
     ours = (_with_code(compiled.rnn_forward_steps, activation), _with_code(compiled.rnn_backward_steps, activation))
     results = [_rnn_loops(loops, _rnn_inputs(dtype), aliased) for loops in (twins, ours)]
     names = ["out", "d_h", "d_pre"]

@@ -14,6 +14,7 @@ import torch
 import rnnkit as rk
 from rnnkit.fused import basic_rnn, gru, lstm, plan
 from rnnkit.fused.activation_kinds import ACTIVATION_CODES
+from rnnkit.fused.step_loops import StepLoops
 
 pytest.importorskip("triton")
 
@@ -171,7 +172,8 @@ def test_persistent_lstm_kernels_equal_the_step_loops(peepholes: bool, clip: flo
     rows, k = sum(batch_sizes), batch_sizes[0]
     gates, h0, c0, w_h = _randn(rows, 4 * units), _randn(k, units), _randn(k, units), _randn(units, 4 * units, scale=0.3)
     w_if, w_o = (_randn(2, units), _randn(units)) if peepholes else (EMPTY, EMPTY)
-    twin_forward, twin_backward = lstm._loops(lstm.forward_pointwise_torch, lstm.backward_pointwise_torch, activation)
+    twins = lstm._loops(lstm.forward_pointwise_torch, lstm.backward_pointwise_torch, activation)
+    twin_forward, twin_backward = twins.forward, twins.backward
     kernel_forward = functools.partial(persistent_lstm.forward_steps_persistent, activation=activation)
     kernel_backward = functools.partial(persistent_lstm.backward_steps_persistent, activation=activation)
     twin = _forward(twin_forward, gates.clone(), h0, c0, w_h, w_if, w_o, clip, batch_sizes)
@@ -270,7 +272,7 @@ def test_persistent_projection_lstm_kernels_equal_the_step_loops(proj_clip: floa
     kernel_steps = (functools.partial(persistent_lstm.forward_steps_persistent, activation=activation),
                     functools.partial(persistent_lstm.backward_steps_persistent, activation=activation))
     forward = []
-    for steps in (twin_steps[0], kernel_steps[0]):
+    for steps in (twin_steps.forward, kernel_steps[0]):
         b = {"gates": gates.clone(), **{name: torch.empty(rows, units, device=DEVICE)
                                          for name in ("candidates", "cells", "act_cells", "hidden")},
              "out": torch.empty(rows, proj, device=DEVICE), "clip_mask": masks(units, 0.5),
@@ -288,7 +290,7 @@ def test_persistent_projection_lstm_kernels_equal_the_step_loops(proj_clip: floa
 
     d_out, d_c_final = _randn(rows, proj), _randn(k, units)
     backward = []
-    for steps in (twin_steps[1], kernel_steps[1]):
+    for steps in (twin_steps.backward, kernel_steps[1]):
         d_h, d_c, d_gates, d_m = torch.zeros(k, proj, device=DEVICE), d_c_final.clone(), torch.empty(
             rows, 4 * units, device=DEVICE), torch.empty(rows, proj, device=DEVICE)
         steps(twin["gates"], twin["candidates"], twin["cells"], twin["act_cells"], c0, d_out, d_h, d_c, d_gates, d_m,
@@ -311,7 +313,8 @@ def test_persistent_gru_kernels_equal_the_step_loops(sizes: str, weights: str, a
     gates, candidates, h0 = _randn(rows, 2 * units), _randn(rows, units), _randn(k, units)
     w_gh, w_ch = _randn(units, 2 * units, scale=0.3), _randn(units, units, scale=0.3)
     forward = []
-    twin_forward, twin_backward = gru._loops(gru.GRUPointwise(), activation)
+    twins = gru._loops(gru.GRUPointwise(), activation)
+    twin_forward, twin_backward = twins.forward, twins.backward
     kernel_forward = functools.partial(persistent_gru.forward_steps_persistent, activation=activation)
     kernel_backward = functools.partial(persistent_gru.backward_steps_persistent, activation=activation)
     for steps in (twin_forward, kernel_forward, functools.partial(kernel_forward, save=False)):
@@ -361,12 +364,12 @@ def test_persistent_basic_rnn_kernels_equal_the_step_loops(sizes: str, weights: 
     rows, k = sum(batch_sizes), batch_sizes[0]
     pre, h0, w_h = _randn(rows, units, scale=2.0), _randn(k, units), _randn(units, units, scale=0.4)
     twin_steps = basic_rnn._loops(basic_rnn.forward_pointwise_torch, basic_rnn.backward_pointwise_torch, activation)
-    kernel_steps = (functools.partial(persistent_rnn.forward_steps_persistent, activation=activation),
-                    functools.partial(persistent_rnn.backward_steps_persistent, activation=activation))
-    twin, kernel = (_rnn_forward(steps[0], pre, h0, w_h, batch_sizes) for steps in (twin_steps, kernel_steps))
+    kernel_steps = StepLoops(functools.partial(persistent_rnn.forward_steps_persistent, activation=activation),
+                             functools.partial(persistent_rnn.backward_steps_persistent, activation=activation))
+    twin, kernel = (_rnn_forward(steps.forward, pre, h0, w_h, batch_sizes) for steps in (twin_steps, kernel_steps))
     torch.testing.assert_close(kernel, twin, **TOL)
     d_out = _randn(rows, units)
-    for twin_grad, kernel_grad in zip(*(_rnn_backward(steps[1], twin, d_out, w_h, batch_sizes)
+    for twin_grad, kernel_grad in zip(*(_rnn_backward(steps.backward, twin, d_out, w_h, batch_sizes)
                                         for steps in (twin_steps, kernel_steps))):
         torch.testing.assert_close(kernel_grad, twin_grad, **TOL)
 
@@ -378,7 +381,8 @@ def test_basic_rnn_step_selection(flag: bool, monkeypatch) -> None:
     without the compiled loops: the torch twins."""
     monkeypatch.setattr(triton_support, "PERSISTENT_RNN", flag)
     cpu = torch.device("cpu")
-    forward, backward = basic_rnn._steps(cpu, torch.float16, 4, 8, "elu")
+    loops = basic_rnn._steps(cpu, torch.float16, 4, 8, "elu")
+    forward, backward = loops.forward, loops.backward
     if flag:
         assert forward.func is persistent_rnn.forward_steps_persistent
         assert backward.func is persistent_rnn.backward_steps_persistent
@@ -389,7 +393,7 @@ def test_basic_rnn_step_selection(flag: bool, monkeypatch) -> None:
         assert forward.keywords["pointwise"].keywords == {"activation": "elu"}
     monkeypatch.setattr(basic_rnn, "kernels", lambda: None)  # else the compiled loops (test_native.py)
     for dtype in (torch.float32, torch.float64):
-        forward, _ = basic_rnn._steps(cpu, dtype, 4, 8, "elu")
+        forward = basic_rnn._steps(cpu, dtype, 4, 8, "elu").forward
         assert forward.keywords["pointwise"].func is basic_rnn.forward_pointwise_torch
 
 
@@ -408,29 +412,32 @@ def _run(cell: Any, x: torch.Tensor, lengths: Any, init: Any, backend: str) -> l
 def _on_triton(monkeypatch: pytest.MonkeyPatch, persistent: bool = True) -> None:
     """Make the fused path take the Triton kernels on this device (on the CPU: the interpreter):
     the persistent kernels where they fit (unless not ``persistent``), else the step loops."""
-    def lstm_steps(device: torch.device, dtype: torch.dtype, batch: int, units: int, num_proj: int | None,
-                   activation: str = "tanh", save: bool = True, gate: str = "sigmoid") -> Any:
-        assert gate == "sigmoid", "the plan runs other gates on the CPU loops only"
-        if persistent and persistent_fits(device, batch, units, num_proj):
-            return (functools.partial(persistent_lstm.forward_steps_persistent, activation=activation, save=save),
-                    functools.partial(persistent_lstm.backward_steps_persistent, activation=activation))
+    def lstm_steps(device: torch.device, dtype: torch.dtype, batch: int, config: lstm.LSTMConfig,
+                   num_proj: int | None, save: bool = True) -> StepLoops:
+        assert config.gate == "sigmoid", "the plan runs other gates on the CPU loops only"
+        activation = config.activation
+        if persistent and persistent_fits(device, batch, config.units, num_proj):
+            return StepLoops(
+                functools.partial(persistent_lstm.forward_steps_persistent, activation=activation, save=save),
+                functools.partial(persistent_lstm.backward_steps_persistent, activation=activation))
         return lstm._loops(triton_pointwise.forward_pointwise_triton, triton_pointwise.backward_pointwise_triton,
                            activation)
 
     def gru_steps(device: torch.device, dtype: torch.dtype, batch: int, units: int, activation: str = "tanh",
-                  save: bool = True, gate: str = "sigmoid") -> Any:
+                  save: bool = True, gate: str = "sigmoid") -> StepLoops:
         assert gate == "sigmoid", "the plan runs other gates on the CPU loops only"
         if persistent and persistent_fits(device, batch, units):
-            return (functools.partial(persistent_gru.forward_steps_persistent, activation=activation, save=save),
-                    functools.partial(persistent_gru.backward_steps_persistent, activation=activation))
+            return StepLoops(
+                functools.partial(persistent_gru.forward_steps_persistent, activation=activation, save=save),
+                functools.partial(persistent_gru.backward_steps_persistent, activation=activation))
         ops = gru.GRUPointwise(triton_pointwise.gates_forward_triton, triton_pointwise.output_forward_triton,
                                triton_pointwise.output_backward_triton, triton_pointwise.reset_backward_triton)
         return gru._loops(ops, activation)
 
-    def rnn_steps(device: torch.device, dtype: torch.dtype, batch: int, units: int, activation: str) -> Any:
+    def rnn_steps(device: torch.device, dtype: torch.dtype, batch: int, units: int, activation: str) -> StepLoops:
         if persistent and persistent_fits(device, batch, units):
-            return (functools.partial(persistent_rnn.forward_steps_persistent, activation=activation),
-                    functools.partial(persistent_rnn.backward_steps_persistent, activation=activation))
+            return StepLoops(functools.partial(persistent_rnn.forward_steps_persistent, activation=activation),
+                             functools.partial(persistent_rnn.backward_steps_persistent, activation=activation))
         return basic_rnn._loops(triton_pointwise.rnn_forward_triton, triton_pointwise.rnn_backward_triton, activation)
 
     monkeypatch.setattr(triton_support, "PERSISTENT_PROJECTION", True)

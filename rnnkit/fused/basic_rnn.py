@@ -32,6 +32,7 @@ from .activation_kinds import activate_, activation_backward
 from .cpu.native import compiled_loops, kernels
 from .packing import Packing, last_rows, previous_states, step_starts
 from .precision import HALF_DTYPES, add_product_, product_into, state_dtype
+from .step_loops import StepLoops, stacked_products
 from .triton.triton_support import persistent_rnn_fits, triton_runs_on
 
 
@@ -79,28 +80,28 @@ def backward_steps_torch(
 
 
 def _loops(forward_pointwise: Callable[..., None], backward_pointwise: Callable[..., None],
-           activation: str) -> tuple[Any, Any]:
+           activation: str) -> StepLoops:
     """The step loops around a pair of pointwise steps, for the cell's ``activation``."""
-    return (partial(forward_steps_torch, pointwise=partial(forward_pointwise, activation=activation)),
-            partial(backward_steps_torch, pointwise=partial(backward_pointwise, activation=activation)))
+    return StepLoops(partial(forward_steps_torch, pointwise=partial(forward_pointwise, activation=activation)),
+                     partial(backward_steps_torch, pointwise=partial(backward_pointwise, activation=activation)))
 
 
-def _steps(device: torch.device, dtype: torch.dtype, batch: int, units: int, activation: str) -> tuple[Any, Any]:
-    """The (forward, backward) step loops for a layer: on the CPU the compiled loops of
+def _steps(device: torch.device, dtype: torch.dtype, batch: int, units: int, activation: str) -> StepLoops:
+    """The step loops for a layer: on the CPU the compiled loops of
     ``rnn_cpu.cpp`` when they build; on CUDA the persistent kernels where they fit, else the
     loops around Triton's pointwise kernels; half inputs on the CPU under Triton's interpreter
     (tests) the same; the torch twins otherwise."""
     if device.type == "cpu" and dtype not in HALF_DTYPES:
-        twins = _loops(forward_pointwise_torch, backward_pointwise_torch, activation)
-        return compiled_loops(kernels(), "rnn", activation) or twins
+        compiled = compiled_loops(kernels(), "rnn", activation)
+        return compiled or _loops(forward_pointwise_torch, backward_pointwise_torch, activation)
     on_triton = triton_runs_on(device) and (device.type == "cuda" or dtype in HALF_DTYPES)
     if not on_triton or dtype == torch.float64:
         return _loops(forward_pointwise_torch, backward_pointwise_torch, activation)
     if persistent_rnn_fits(device, batch, units):
         from .triton.persistent_rnn import backward_steps_persistent, forward_steps_persistent
 
-        return (partial(forward_steps_persistent, activation=activation),
-                partial(backward_steps_persistent, activation=activation))
+        return StepLoops(partial(forward_steps_persistent, activation=activation),
+                         partial(backward_steps_persistent, activation=activation))
     from .triton.triton_pointwise import rnn_backward_triton, rnn_forward_triton
 
     return _loops(rnn_forward_triton, rnn_backward_triton, activation)
@@ -117,8 +118,8 @@ class RNNSequence(torch.autograd.Function):
         depth, units = data.shape[1], h0.shape[1]
         pre = torch.addmm(bias, data, kernel[:depth]).to(state_dtype(data.dtype))  # [N, U]
         out = pre if pre.dtype == data.dtype else torch.empty(pre.shape, dtype=data.dtype, device=data.device)
-        forward_steps, ctx.backward_steps = _steps(data.device, data.dtype, packing.num_running, units, activation)
-        forward_steps(pre, out, h0, kernel[depth:], list(packing.batch_sizes))
+        ctx.loops = _steps(data.device, data.dtype, packing.num_running, units, activation)
+        ctx.loops.forward(pre, out, h0, kernel[depth:], list(packing.batch_sizes))
         ctx.save_for_backward(data, h0, kernel, out)
         ctx.packing = packing
         return out, out.index_select(0, last_rows(packing, data.device))
@@ -133,9 +134,8 @@ class RNNSequence(torch.autograd.Function):
         d_out.index_add_(0, last_rows(packing, data.device), d_h_final)
         d_pre = torch.empty(out.shape, dtype=state_dtype(data.dtype), device=data.device)
         d_h = torch.zeros_like(h0)
-        w_h_t = kernel[depth:].t().contiguous()  # read at every step
-        ctx.backward_steps(out, d_out, d_h, d_pre, w_h_t, list(packing.batch_sizes))
+        loops: StepLoops = ctx.loops
+        loops.backward(out, d_out, d_h, d_pre, loops.transposed(kernel[depth:]), list(packing.batch_sizes))
         d_pre_x = d_pre.to(data.dtype)  # the GEMMs in the inputs' dtype
-        h_prev_all = previous_states(h0, out, packing)
-        d_kernel = torch.cat([data.t() @ d_pre_x, h_prev_all.t() @ d_pre_x])
+        d_kernel = stacked_products(data, previous_states(h0, out, packing), d_pre_x)
         return d_pre_x @ kernel[:depth].t(), d_h, d_kernel, d_pre.sum(0).to(data.dtype), None, None

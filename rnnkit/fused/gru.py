@@ -28,6 +28,7 @@ from .activation_kinds import activate_, activation_backward, gate_, gate_backwa
 from .cpu.native import compiled_loops, kernels
 from .packing import Packing, last_rows, previous_states, step_starts
 from .precision import HALF_DTYPES, add_product_, product_into, state_dtype
+from .step_loops import StepLoops, stacked_products
 from .triton.triton_support import persistent_fits, triton_runs_on
 
 
@@ -129,24 +130,23 @@ def backward_steps_torch(
 def _steps(
     device: torch.device, dtype: torch.dtype, batch: int, units: int, activation: str = "tanh", save: bool = True,
     gate: str = "sigmoid",
-) -> tuple[Any, Any]:
-    """The (forward, backward) step loops for a layer: on the CPU the compiled loops when they
+) -> StepLoops:
+    """The step loops for a layer: on the CPU the compiled loops when they
     build (half inputs only in tests, through Triton's interpreter); on CUDA the
     persistent Triton kernels where they fit (without ``save`` they skip what only backward
     reads), else the loops around Triton's pointwise kernels (float32 and half); the torch
     twins otherwise (float32 and float64). Gates other than sigmoid run on the CPU loops only
     (the plan sends them nowhere else)."""
     if device.type == "cpu" and dtype not in HALF_DTYPES:
-        twins = _loops(_TORCH_POINTWISE, activation, gate)
-        return compiled_loops(kernels(), "gru", activation, gate) or twins
+        return compiled_loops(kernels(), "gru", activation, gate) or _loops(_TORCH_POINTWISE, activation, gate)
     if gate != "sigmoid":
         raise ValueError(f"the fused GRU runs {gate} gates only on the CPU, in float32 and float64")
     if triton_runs_on(device) and dtype != torch.float64:
         if persistent_fits(device, batch, units):
             from .triton.persistent_gru import backward_steps_persistent, forward_steps_persistent
 
-            return (partial(forward_steps_persistent, activation=activation, save=save),
-                    partial(backward_steps_persistent, activation=activation))
+            return StepLoops(partial(forward_steps_persistent, activation=activation, save=save),
+                             partial(backward_steps_persistent, activation=activation))
         from .triton import triton_pointwise as kernels_
 
         on_triton = GRUPointwise(kernels_.gates_forward_triton, kernels_.output_forward_triton,
@@ -157,10 +157,10 @@ def _steps(
     return _loops(_TORCH_POINTWISE, activation)
 
 
-def _loops(pointwise: GRUPointwise, activation: str, gate: str = "sigmoid") -> tuple[Any, Any]:
+def _loops(pointwise: GRUPointwise, activation: str, gate: str = "sigmoid") -> StepLoops:
     """The step loops around ``pointwise``, for the candidate's ``activation`` and the ``gate`` kind."""
     bound = pointwise.for_activation(activation, gate)
-    return partial(forward_steps_torch, pointwise=bound), partial(backward_steps_torch, pointwise=bound)
+    return StepLoops(partial(forward_steps_torch, pointwise=bound), partial(backward_steps_torch, pointwise=bound))
 
 
 class GRUSequence(torch.autograd.Function):
@@ -184,43 +184,41 @@ class GRUSequence(torch.autograd.Function):
         gate: str = "sigmoid",
     ) -> tuple[Tensor, Tensor]:
         U, depth = h0.shape[1], data.shape[1]
-        w_gh, w_ch = gates_kernel[depth:], candidate_kernel[depth:]
-        x_kernel = torch.cat([gates_kernel[:depth], candidate_kernel[:depth]], 1)
-        projected = torch.addmm(torch.cat([gates_bias, candidate_bias]), data, x_kernel)  # [N, 3U]
         kept_dtype = state_dtype(data.dtype)  # float32 gates for half inputs
-        gates = projected[:, : 2 * U].to(kept_dtype).contiguous()  # becomes (r, u) after activation
-        candidates = projected[:, 2 * U :].to(kept_dtype).contiguous()  # becomes c after activation
+        gates = torch.addmm(gates_bias, data, gates_kernel[:depth]).to(kept_dtype)  # [N, 2U]: (r, u) once activated
+        candidates = torch.addmm(candidate_bias, data, candidate_kernel[:depth]).to(kept_dtype)  # [N, U]: c
         reset_h = torch.empty(data.shape[0], U, dtype=data.dtype, device=data.device)
         out = torch.empty_like(reset_h)
         save = grad_enabled and any(ctx.needs_input_grad)  # a backward can follow
-        forward_steps, ctx.backward_steps = _steps(data.device, data.dtype, packing.batch_sizes[0], U, activation, save,
-                                                   gate=gate)
-        forward_steps(gates, candidates, reset_h, out, h0, w_gh, w_ch, list(packing.batch_sizes))
+        ctx.loops = _steps(data.device, data.dtype, packing.batch_sizes[0], U, activation, save, gate=gate)
+        ctx.loops.forward(gates, candidates, reset_h, out, h0, gates_kernel[depth:], candidate_kernel[depth:],
+                          list(packing.batch_sizes))
         last = last_rows(packing, data.device)
-        ctx.save_for_backward(data, h0, x_kernel, w_gh, w_ch, gates, candidates, reset_h, out)
+        ctx.save_for_backward(data, h0, gates_kernel, candidate_kernel, gates, candidates, reset_h, out)
         ctx.packing = packing
         return out, out.index_select(0, last)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, d_out: Tensor, d_h_final: Tensor) -> tuple[Any, ...]:
-        data, h0, x_kernel, w_gh, w_ch, gates, candidates, reset_h, out = ctx.saved_tensors
+        data, h0, gates_kernel, candidate_kernel, gates, candidates, reset_h, out = ctx.saved_tensors
         packing: Packing = ctx.packing
-        U = h0.shape[1]
+        loops: StepLoops = ctx.loops
+        depth = data.shape[1]
         d_out = d_out.clone()
         d_out.index_add_(0, last_rows(packing, data.device), d_h_final)
         d_gates, d_candidates = torch.empty_like(gates), torch.empty_like(candidates)
         d_h = torch.zeros_like(h0)
-        w_gh_t, w_ch_t = w_gh.t().contiguous(), w_ch.t().contiguous()  # read at every step
-        ctx.backward_steps(
+        w_gh_t, w_ch_t = loops.transposed(gates_kernel[depth:]), loops.transposed(candidate_kernel[depth:])
+        loops.backward(
             gates, candidates, out, h0, d_out, d_h, d_gates, d_candidates, w_gh_t, w_ch_t, list(packing.batch_sizes)
         )
         h_prev_all = previous_states(h0, out, packing)
-        d_x_gates = torch.cat([d_gates, d_candidates], 1).to(data.dtype)  # [N, 3U], the GEMMs in the inputs' dtype
-        d_data = d_x_gates @ x_kernel.t()
-        d_x_kernel = data.t() @ d_x_gates
-        d_gates_kernel = torch.cat([d_x_kernel[:, : 2 * U], h_prev_all.t() @ d_x_gates[:, : 2 * U]])
-        d_candidate_kernel = torch.cat([d_x_kernel[:, 2 * U :], reset_h.t() @ d_x_gates[:, 2 * U :]])
+        # the GEMMs in the inputs' dtype (float32 gradients of half inputs)
+        d_gates_x, d_candidates_x = d_gates.to(data.dtype), d_candidates.to(data.dtype)
+        d_data = torch.mm(d_gates_x, gates_kernel[:depth].t()).addmm_(d_candidates_x, candidate_kernel[:depth].t())
+        d_gates_kernel = stacked_products(data, h_prev_all, d_gates_x)
+        d_candidate_kernel = stacked_products(data, reset_h, d_candidates_x)
         d_biases = (d_gates.sum(0).to(data.dtype), d_candidates.sum(0).to(data.dtype))
         return d_data, d_h, d_gates_kernel, d_biases[0], d_candidate_kernel, d_biases[1], None, None, None, None
 

@@ -30,10 +30,11 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ..contrib.layer_norm_cells import LAYER_NORM_EPSILON
-from .activation_kinds import ACTIVATION_CODES, activate_, activation_backward
-from .cpu.native import kernels
+from .activation_kinds import activate_, activation_backward
+from .cpu.native import compiled_loops, kernels
 from .packing import Packing, last_rows, previous_states, step_starts
 from .precision import add_product_, product_into
+from .step_loops import StepLoops
 
 NORMS = 5  # i, f, o, j and the cell state
 PARAM_ROWS = 13  # the backward's row sums: gains and shifts of the NORMS norms, then w_i, w_f, w_o
@@ -306,18 +307,12 @@ def backward_steps_torch(
     d_params[9] = d_state.sum(0)
 
 
-def _steps(activation: str) -> tuple[Any, Any, bool]:
-    """The (forward, backward) step loops, and whether they are the compiled ones (which, given
-    empty ``x_hat``, ``inv_std`` and ``act_cells``, save nothing for backward) or the torch twins."""
-    module = kernels()
-    if module is not None:
-        forward, backward = module.ln_lstm_forward_steps, module.ln_lstm_backward_steps
-        code = ACTIVATION_CODES[activation]
-        return (lambda *loop: forward(*loop, code)), (lambda *loop: backward(*loop, code)), True
-    return (
+def _steps(activation: str) -> StepLoops:
+    """The step loops: the compiled ones (which, given empty ``x_hat``, ``inv_std`` and
+    ``act_cells``, save nothing for backward) or the torch twins."""
+    return compiled_loops(kernels(), "ln_lstm", activation) or StepLoops(
         partial(forward_steps_torch, pointwise=partial(forward_pointwise_torch, activation=activation)),
         partial(backward_steps_torch, pointwise=partial(backward_pointwise_torch, activation=activation)),
-        False,
     )
 
 
@@ -352,9 +347,9 @@ class LayerNormLSTMSequence(torch.autograd.Function):
         gains_p, shifts_p = gains[[0, 2, 3, 1, 4]].contiguous(), shifts[[0, 2, 3, 1, 4]].contiguous()
         gates = data @ w_x  # [N, 4U]: (i, f, o, j), normalised and activated in place
         N = data.shape[0]
-        forward_steps, ctx.backward_steps, compiled = _steps(config.activation)
+        ctx.loops = _steps(config.activation)
         save = grad_enabled and any(ctx.needs_input_grad)  # a backward can follow
-        kept = save or not compiled  # the torch twins always write what backward reads
+        kept = save or not ctx.loops.compiled  # the torch twins always write what backward reads
         x_hat = data.new_empty(N, NORMS * U) if kept else _ABSENT
         inv_std = data.new_empty(N, NORMS) if kept else _ABSENT
         cells, act_cells = data.new_empty(N, U), data.new_empty(N, U) if kept else _ABSENT
@@ -364,7 +359,7 @@ class LayerNormLSTMSequence(torch.autograd.Function):
         clips_projection = projection is not None and config.proj_clip is not None
         proj_mask = out.new_empty(out.shape, dtype=torch.bool) if clips_projection else None
         w_if = torch.stack([w_i, w_f]) if w_i is not None and w_f is not None else None
-        forward_steps(
+        ctx.loops.forward(
             gates,
             h0,
             c0,
@@ -449,7 +444,8 @@ class LayerNormLSTMSequence(torch.autograd.Function):
         d_h = torch.zeros_like(h0, memory_format=torch.contiguous_format)
         d_c = d_c_final.clone(memory_format=torch.contiguous_format)
         d_params = gates.new_zeros(PARAM_ROWS, U)
-        ctx.backward_steps(
+        loops: StepLoops = ctx.loops
+        loops.backward(
             gates,
             cells,
             act_cells,
@@ -468,8 +464,8 @@ class LayerNormLSTMSequence(torch.autograd.Function):
             d_gates,
             _given(d_m),
             d_params,
-            w_h.t().contiguous(),
-            _given(None if projection is None else projection.t().contiguous()),
+            loops.transposed(w_h),
+            _given(None if projection is None else loops.transposed(projection)),
             list(packing.batch_sizes),
         )
         d_data = d_gates @ w_x.t()

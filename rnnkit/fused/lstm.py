@@ -6,8 +6,10 @@ projection clipping, the cell's activation on ``j`` and ``c``: any kind of
 ``activation_kinds.py``; sigmoid or hard_sigmoid gates, on the CPU only for hard_sigmoid),
 organised for speed:
 
-* the kernel's columns are reordered to ``(i, f, o, j)`` so the sigmoid gates are one
-  contiguous block, and ``forget_bias`` is folded into the bias, once per call;
+* the compiled CPU loops read TF's kernel and bias as they are, gate blocks ``(i, j, f, o)``,
+  and add ``forget_bias`` in the step (TF's order: after the bias); for the torch twins and the
+  Triton kernels a copy of the kernel's columns is reordered to ``(i, f, o, j)``, so the sigmoid
+  gates are one contiguous block, with ``forget_bias`` folded into the bias, once per call;
 * the input projection of all steps is one GEMM; each step adds one ``h @ W_h`` GEMM in place
   and does its pointwise part on the rows still alive in one compiled pass (``rnn_cpu.cpp``,
   CPU), one Triton kernel (CUDA; or the whole loop is one persistent kernel), or else
@@ -18,7 +20,7 @@ organised for speed:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Callable
 
@@ -30,6 +32,7 @@ from .activation_kinds import activate_, activation_backward, gate_, gate_backwa
 from .cpu.native import compiled_loops, kernels
 from .packing import Packing, last_rows, previous_states, step_starts
 from .precision import HALF_DTYPES, add_product_, product_into, state_dtype
+from .step_loops import StepLoops, stacked_products
 from .triton.triton_support import persistent_fits, triton_runs_on
 
 
@@ -60,6 +63,16 @@ def _restore_gate_order(grad: Tensor, units: int) -> Tensor:
     """Inverse of the column reordering, for gradients: ``(i, f, o, j)`` -> ``(i, j, f, o)``."""
     i, f, o, j = grad.split(units, -1)
     return torch.cat([i, j, f, o], -1)
+
+
+TF_GATE_BLOCKS = (0, 2, 3, 1)  # the blocks of i, f, o and j in TF's layout (i, j, f, o)
+TWIN_GATE_BLOCKS = (0, 1, 2, 3)  # and in the twins' and Triton's (i, f, o, j)
+
+
+def _gate_blocks(loops: StepLoops) -> tuple[int, int, int, int]:
+    """The blocks of the gates (and of their gradients) that hold i, f, o and j: the compiled
+    loops read TF's kernel as it is, the others a reordered copy (:func:`_reorder_gates`)."""
+    return TF_GATE_BLOCKS if loops.compiled else TWIN_GATE_BLOCKS
 
 
 _ABSENT = torch.empty(0)  # an optional tensor that is not there (the compiled kernels' convention)
@@ -179,26 +192,29 @@ def backward_steps_torch(
 
 
 def _steps(
-    device: torch.device, dtype: torch.dtype, batch: int, units: int, num_proj: int | None, activation: str = "tanh",
-    save: bool = True, gate: str = "sigmoid",
-) -> tuple[Any, Any]:
-    """The (forward, backward) step loops for a layer: on the CPU the compiled loops when they
-    build (half inputs only in tests, through Triton's interpreter); on CUDA the
+    device: torch.device, dtype: torch.dtype, batch: int, config: LSTMConfig, num_proj: int | None, save: bool = True,
+) -> StepLoops:
+    """The step loops for a layer: on the CPU the compiled loops when they
+    build (TF's layout; half inputs only in tests, through Triton's interpreter); on CUDA the
     persistent Triton kernels where they fit (see ``triton_support.persistent_fits``; without
     ``save`` they skip what only backward reads), else the loops around Triton's pointwise
     kernels (float32 and half); the torch twins otherwise (float32 and float64). Gates other
     than sigmoid run on the CPU loops only (the plan sends them nowhere else)."""
+    units, activation, gate = config.units, config.activation, config.gate
     if device.type == "cpu" and dtype not in HALF_DTYPES:
-        twins = _loops(forward_pointwise_torch, backward_pointwise_torch, activation, gate)
-        return compiled_loops(kernels(), "lstm", activation, gate) or twins
+        compiled = compiled_loops(kernels(), "lstm", activation, gate)
+        if compiled is None:
+            return _loops(forward_pointwise_torch, backward_pointwise_torch, activation, gate)
+        forget_bias, forward = float(config.forget_bias), compiled.forward
+        return replace(compiled, forward=lambda *loop: forward(*loop, forget_bias))  # added in the step
     if gate != "sigmoid":
         raise ValueError(f"the fused LSTM runs {gate} gates only on the CPU, in float32 and float64")
     if triton_runs_on(device) and dtype != torch.float64:
         if persistent_fits(device, batch, units, num_proj):
             from .triton.persistent_lstm import backward_steps_persistent, forward_steps_persistent
 
-            return (partial(forward_steps_persistent, activation=activation, save=save),
-                    partial(backward_steps_persistent, activation=activation))
+            return StepLoops(partial(forward_steps_persistent, activation=activation, save=save),
+                             partial(backward_steps_persistent, activation=activation))
         from .triton.triton_pointwise import backward_pointwise_triton, forward_pointwise_triton
 
         return _loops(forward_pointwise_triton, backward_pointwise_triton, activation)
@@ -208,12 +224,20 @@ def _steps(
 
 
 def _loops(forward_pointwise: Callable[..., None], backward_pointwise: Callable[..., None],
-           activation: str, gate: str = "sigmoid") -> tuple[Any, Any]:
+           activation: str, gate: str = "sigmoid") -> StepLoops:
     """The step loops around a pair of pointwise functions, for ``activation`` and the ``gate``
     kind (bound only when not sigmoid: Triton's pointwise functions compute sigmoid gates)."""
     kinds = {"activation": activation} if gate == "sigmoid" else {"activation": activation, "gate": gate}
-    return (partial(forward_steps_torch, pointwise=partial(forward_pointwise, **kinds)),
-            partial(backward_steps_torch, pointwise=partial(backward_pointwise, **kinds)))
+    return StepLoops(partial(forward_steps_torch, pointwise=partial(forward_pointwise, **kinds)),
+                     partial(backward_steps_torch, pointwise=partial(backward_pointwise, **kinds)))
+
+
+def _kernel_gradient(data: Tensor, h_prev: Tensor, d_gates: Tensor, tf_layout: bool, units: int) -> Tensor:
+    """The gradient of TF's kernel ``[D + H, 4U]`` from that of the gates ``[N, 4U]`` (in the
+    loops' layout), the inputs ``data`` ``[N, D]`` and the previous outputs ``h_prev`` ``[N, H]``."""
+    if tf_layout:
+        return stacked_products(data, h_prev, d_gates)
+    return _restore_gate_order(torch.cat([data.t() @ d_gates, h_prev.t() @ d_gates]), units)
 
 
 class LSTMSequence(torch.autograd.Function):
@@ -239,14 +263,16 @@ class LSTMSequence(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor, Tensor]:
         U = config.units
         depth = data.shape[1]
-        kernel_p, bias_p = _reorder_gates(kernel, bias, U, config.forget_bias)
-        w_x, w_h = kernel_p[:depth], kernel_p[depth:]
         num_proj = None if projection is None else projection.shape[1]
         save = grad_enabled and any(ctx.needs_input_grad)  # a backward can follow
-        steps = _steps(data.device, data.dtype, packing.batch_sizes[0], U, num_proj, config.activation, save,
-                       gate=config.gate)
+        loops = _steps(data.device, data.dtype, packing.batch_sizes[0], config, num_proj, save)
+        if loops.compiled:
+            kernel_l, bias_l = kernel.contiguous(), bias  # as they are
+        else:
+            kernel_l, bias_l = _reorder_gates(kernel, bias, U, config.forget_bias)
+        w_x, w_h = kernel_l[:depth], kernel_l[depth:]
         kept_dtype = state_dtype(data.dtype)  # float32 gates and cell states for half inputs
-        gates = torch.addmm(bias_p, data, w_x).to(kept_dtype)  # [N, 4U]: (i, f, o, j), activated in place
+        gates = torch.addmm(bias_l, data, w_x).to(kept_dtype)  # [N, 4U], activated in place: i, f, o in 0, 1, 2
         cells = torch.empty(data.shape[0], U, dtype=kept_dtype, device=data.device)
         act_cells = torch.empty_like(cells)
         candidates = torch.empty_like(cells)  # act(j), contiguous: tanh on a strided block is slow
@@ -255,8 +281,8 @@ class LSTMSequence(torch.autograd.Function):
         clip_mask = _mask_like(cells, config.cell_clip is not None)
         proj_mask = _mask_like(out, projection is not None and config.proj_clip is not None)
         w_if = torch.stack([w_i, w_f]) if w_i is not None and w_f is not None else None  # [2, U]
-        forward_steps, ctx.backward_steps = steps
-        forward_steps(
+        ctx.loops = loops
+        loops.forward(
             gates, h0, c0, w_h, _given(w_if), _given(w_o), _given(projection),
             -1.0 if config.cell_clip is None else config.cell_clip,
             -1.0 if config.proj_clip is None else config.proj_clip,
@@ -265,7 +291,7 @@ class LSTMSequence(torch.autograd.Function):
         )
         last = last_rows(packing, data.device)
         ctx.save_for_backward(
-            data, h0, c0, kernel_p, gates, candidates, cells, act_cells, hidden, out, w_o, w_if, projection,
+            data, h0, c0, kernel_l, gates, candidates, cells, act_cells, hidden, out, w_o, w_if, projection,
             clip_mask, proj_mask,
         )
         ctx.config, ctx.packing = config, packing
@@ -274,12 +300,13 @@ class LSTMSequence(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, d_out: Tensor, d_h_final: Tensor, d_c_final: Tensor) -> tuple[Any, ...]:
-        (data, h0, c0, kernel_p, gates, candidates, cells, act_cells, hidden, out, w_o, w_if, projection,
+        (data, h0, c0, kernel_l, gates, candidates, cells, act_cells, hidden, out, w_o, w_if, projection,
          clip_mask, proj_mask) = ctx.saved_tensors
         config: LSTMConfig = ctx.config
         packing: Packing = ctx.packing
+        loops: StepLoops = ctx.loops
         U, depth = config.units, data.shape[1]
-        w_x, w_h = kernel_p[:depth], kernel_p[depth:]
+        w_x, w_h = kernel_l[:depth], kernel_l[depth:]
         last = last_rows(packing, data.device)
         d_out = d_out.clone()
         d_out.index_add_(0, last, d_h_final)  # a row's final h is its last output
@@ -287,11 +314,9 @@ class LSTMSequence(torch.autograd.Function):
         d_m = torch.empty_like(out) if projection is not None else None  # after proj clip
         d_h = torch.zeros_like(h0)
         d_c = d_c_final.to(gates.dtype, copy=True)  # carried from step to step: float32 for half inputs
-        backward_steps = ctx.backward_steps
-        # the per-step GEMMs read the transposed weights: contiguous copies, made once, are faster
-        w_h_t = w_h.t().contiguous()
-        projection_t = projection.t().contiguous() if projection is not None else None
-        backward_steps(
+        w_h_t = loops.transposed(w_h)
+        projection_t = None if projection is None else loops.transposed(projection)
+        loops.backward(
             gates, candidates, cells, act_cells, c0, d_out, d_h, d_c, d_gates, _given(d_m), w_h_t,
             _given(projection_t), _given(w_if), _given(w_o), _given(clip_mask if config.clip_gradient else None),
             _given(proj_mask),
@@ -301,15 +326,16 @@ class LSTMSequence(torch.autograd.Function):
         h_prev_all = previous_states(h0, out, packing)
         d_gates_x = d_gates.to(data.dtype)  # the GEMMs in the inputs' dtype (float32 gates of half inputs)
         d_data = d_gates_x @ w_x.t()
-        d_kernel_p = torch.cat([data.t() @ d_gates_x, h_prev_all.t() @ d_gates_x])
-        d_kernel = _restore_gate_order(d_kernel_p, U)
-        d_bias = _restore_gate_order(d_gates.sum(0), U).to(data.dtype)
+        d_kernel = _kernel_gradient(data, h_prev_all, d_gates_x, loops.compiled, U)
+        d_bias = d_gates.sum(0)  # in float32 for half inputs
+        d_bias = (d_bias if loops.compiled else _restore_gate_order(d_bias, U)).to(data.dtype)
         d_w_i = d_w_f = d_w_o = d_projection = None
         if w_if is not None:
             c_prev_all = previous_states(c0, cells, packing)
-            d_w_i = (d_gates[:, :U] * c_prev_all).sum(0).to(data.dtype)
-            d_w_f = (d_gates[:, U : 2 * U] * c_prev_all).sum(0).to(data.dtype)
-            d_w_o = (d_gates[:, 2 * U : 3 * U] * cells).sum(0).to(data.dtype)
+            d_i, d_f, d_o = (d_gates[:, block * U : (block + 1) * U] for block in _gate_blocks(loops)[:3])
+            d_w_i = (d_i * c_prev_all).sum(0).to(data.dtype)
+            d_w_f = (d_f * c_prev_all).sum(0).to(data.dtype)
+            d_w_o = (d_o * cells).sum(0).to(data.dtype)
         if projection is not None:
             d_projection = hidden.to(out.dtype).t() @ d_m
         return d_data, d_h, d_c.to(c0.dtype), d_kernel, d_bias, d_w_i, d_w_f, d_w_o, d_projection, None, None, None

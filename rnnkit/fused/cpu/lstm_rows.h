@@ -1,10 +1,13 @@
 // rnnkit: one LSTM step's pointwise part on a block of rows, forward and backward, one pass each
 // (rnn_cpu.cpp's packed step loops, lstm_inference.cpp's inference loop).
 //
-// Layout: the gate pre-activations z of a step are [n, 4U] rows of four [U] blocks. The training
-// loops (lstm.py) order them (i, f, o, j) with forget_bias already in f; the inference loop reads
-// TF's own kernel and bias, (i, j, f, o), and adds forget_bias here (UnitRange says which). Every
-// [n, U] argument is a block of rows with its own row stride. In an unnamed namespace, like
+// Layout: the gate pre-activations z of a step are [n, 4U] rows of four [U] blocks. The compiled
+// loops (training and inference) read TF's own kernel and bias, (i, j, f, o), and add forget_bias
+// here; lstm.py's torch twins and the Triton kernels order them (i, f, o, j) with forget_bias
+// already in f (the single-step bindings of rnn_cpu.cpp too, to be tested against the twins).
+// UnitRange and backward_rows' blocks say which. Forward saves the activated i, f, o for backward
+// in blocks 0, 1, 2 whatever the layout. Every [n, U] argument is a block of rows with its own
+// row stride. In an unnamed namespace, like
 // rnn_math.h: each source file gets its own copies.
 
 #pragma once
@@ -27,7 +30,7 @@ struct Peepholes {  // w_i, w_f, w_o [U], or nullptr without peepholes
 struct GateBlocks {
   int64_t i, f, o, j;
 };
-constexpr GateBlocks kTrainingGateBlocks{0, 1, 2, 3};  // (i, f, o, j), lstm.py's _reorder_gates
+constexpr GateBlocks kTrainingGateBlocks{0, 1, 2, 3};  // (i, f, o, j), lstm.py's _reorder_gates (twins, Triton)
 constexpr GateBlocks kTFGateBlocks{0, 2, 3, 1};        // (i, j, f, o), TF's kernel as it is
 
 // The units [begin, end) of a step's rows, where the gates are, and what is to be added to z
@@ -47,7 +50,8 @@ struct UnitRange {
 // bias and forget_bias; its blocks as units.blocks says), c and m written (c may be c_prev
 // itself); clip >= 0: c clipped to [-clip, clip], and mask (|c| <= clip, row r at mask + r * mask_stride) written where given. What backward reads
 // is saved where tc_out has data (else, for inference, not): the activated i, f, o (in place in
-// z's blocks 0, 1, 2: the training layout), j and act(c).
+// z's blocks 0, 1, 2, whatever units.blocks: all four blocks of a unit are read before), j and
+// act(c).
 template <typename scalar_t, bool TANH, bool HARD>
 void forward_rows(int64_t n, int64_t U, const Rows<scalar_t>& z, const Rows<scalar_t>& c_prev,
                   const Peepholes<scalar_t>& peep, double clip, const Rows<scalar_t>& j_out,
@@ -112,7 +116,7 @@ void forward_rows(int64_t n, int64_t U, const Rows<scalar_t>& z, const Rows<scal
 template <typename scalar_t>
 void tanh_sigmoid_backward_row(int64_t U, const scalar_t* zr, const scalar_t* jr, const scalar_t* cpr,
                                const scalar_t* tcr, const scalar_t* dma, const scalar_t* dmb, scalar_t* dcr,
-                               scalar_t* dzr, const Peepholes<scalar_t>& peep) {
+                               scalar_t* dzr, const Peepholes<scalar_t>& peep, const GateBlocks& blocks) {
   using Vec = at::vec::Vectorized<scalar_t>;
   const Vec one(scalar_t(1));
   for (int64_t u = 0; u < U; u += Vec::size()) {
@@ -125,10 +129,10 @@ void tanh_sigmoid_backward_row(int64_t U, const scalar_t* zr, const scalar_t* jr
     if (peep.w_o) d_c = d_c + dz_o * load(peep.w_o);
     const Vec dz_i = d_c * g * i * (one - i);
     const Vec dz_f = d_c * load(cpr) * f * (one - f);
-    dz_i.store(dzr + u, count);
-    dz_f.store(dzr + U + u, count);
-    dz_o.store(dzr + 2 * U + u, count);
-    (d_c * i * (one - g * g)).store(dzr + 3 * U + u, count);
+    dz_i.store(dzr + blocks.i * U + u, count);
+    dz_f.store(dzr + blocks.f * U + u, count);
+    dz_o.store(dzr + blocks.o * U + u, count);
+    (d_c * i * (one - g * g)).store(dzr + blocks.j * U + u, count);
     Vec d_c_prev = d_c * f;
     if (peep.w_i) d_c_prev = d_c_prev + (dz_i * load(peep.w_i) + dz_f * load(peep.w_f));
     d_c_prev.store(dcr + u, count);
@@ -136,12 +140,13 @@ void tanh_sigmoid_backward_row(int64_t U, const scalar_t* zr, const scalar_t* jr
 }
 
 // n rows of a step backward: dm = dm_a + dm_b (dm_b without data: dm_a alone) the gradient of m,
-// dc the carried gradient of c (replaced by that of c_prev, in place); writes dz [n, 4U].
+// dc the carried gradient of c (replaced by that of c_prev, in place); z holds forward's saves
+// (i, f, o in blocks 0, 1, 2); writes dz [n, 4U] with its blocks as `blocks` says.
 template <typename scalar_t, bool TANH, bool HARD>
 void backward_rows(int64_t n, int64_t U, const Rows<scalar_t>& z, const Rows<scalar_t>& j, const Rows<scalar_t>& c_prev,
                    const Rows<scalar_t>& tc, const Rows<scalar_t>& dm_a, const Rows<scalar_t>& dm_b,
                    const Rows<scalar_t>& dc, const Peepholes<scalar_t>& peep, const bool* mask, int64_t mask_stride,
-                   const Rows<scalar_t>& dz, int64_t act) {
+                   const Rows<scalar_t>& dz, int64_t act, const GateBlocks& blocks) {
   at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const scalar_t *zr = z.row(r), *jr = j.row(r), *cpr = c_prev.row(r), *tcr = tc.row(r), *dma = dm_a.row(r);
@@ -149,7 +154,7 @@ void backward_rows(int64_t n, int64_t U, const Rows<scalar_t>& z, const Rows<sca
       scalar_t *dcr = dc.row(r), *dzr = dz.row(r);
       if constexpr (TANH && !HARD) {
         if (!mask) {
-          tanh_sigmoid_backward_row(U, zr, jr, cpr, tcr, dma, dmb, dcr, dzr, peep);
+          tanh_sigmoid_backward_row(U, zr, jr, cpr, tcr, dma, dmb, dcr, dzr, peep, blocks);
           continue;
         }
       }
@@ -162,10 +167,10 @@ void backward_rows(int64_t n, int64_t U, const Rows<scalar_t>& z, const Rows<sca
         if (mask && !mask[r * mask_stride + u]) d_c = 0;
         const scalar_t dz_i = gate_gradient<scalar_t, HARD>(d_c * g, i);
         const scalar_t dz_f = gate_gradient<scalar_t, HARD>(d_c * cpr[u], f);
-        dzr[u] = dz_i;
-        dzr[U + u] = dz_f;
-        dzr[2 * U + u] = dz_o;
-        dzr[3 * U + u] = d_c * i * cell_activation_slope<scalar_t, TANH>(act, g);
+        dzr[blocks.i * U + u] = dz_i;
+        dzr[blocks.f * U + u] = dz_f;
+        dzr[blocks.o * U + u] = dz_o;
+        dzr[blocks.j * U + u] = d_c * i * cell_activation_slope<scalar_t, TANH>(act, g);
         scalar_t d_c_prev = d_c * f;
         if (peep.w_i) d_c_prev += dz_i * peep.w_i[u] + dz_f * peep.w_f[u];
         dcr[u] = d_c_prev;  // the carry: d_c of the previous step, written in place

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ..activation_kinds import ACTIVATION_CODES, GATE_CODES
+from ..step_loops import StepLoops
 
 _LOG = logging.getLogger(__name__)
 _HERE = Path(__file__).parent
@@ -79,15 +80,15 @@ def _build_key(flags: list[str]) -> str:
 
 def compiled_loops(
     module: ModuleType | None, layer: str, activation: str, gate: str | None = None
-) -> tuple[Any, Any] | None:
-    """The compiled ``(forward, backward)`` step loops of ``layer`` (``"lstm"``, ``"gru"`` or
-    ``"rnn"``) for the cell's ``activation`` kind and, for the LSTM and GRU, its ``gate`` kind,
-    from the compiled ``module`` (:func:`kernels`; ``None`` when it is not there)."""
+) -> StepLoops | None:
+    """The compiled step loops of ``layer`` (``"lstm"``, ``"gru"``, ``"rnn"`` or ``"ln_lstm"``)
+    for the cell's ``activation`` kind and, for the LSTM and GRU, its ``gate`` kind, from the
+    compiled ``module`` (:func:`kernels`; ``None`` when it is not there)."""
     if module is None:
         return None
     forward, backward = getattr(module, f"{layer}_forward_steps"), getattr(module, f"{layer}_backward_steps")
     codes = (ACTIVATION_CODES[activation],) if gate is None else (ACTIVATION_CODES[activation], GATE_CODES[gate])
-    return (lambda *loop: forward(*loop, *codes)), (lambda *loop: backward(*loop, *codes))
+    return StepLoops(lambda *loop: forward(*loop, *codes), lambda *loop: backward(*loop, *codes), compiled=True)
 
 
 def compiled_lstm_inference(module: ModuleType | None, activation: str, gate: str) -> Any | None:

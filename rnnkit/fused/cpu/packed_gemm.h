@@ -13,6 +13,7 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
@@ -77,20 +78,25 @@ constexpr int64_t kMinPackedRows = 128;
 
 // Products out (+)= a @ weights ([rows, K] @ [K, N]) for the steps of a layer, on rows given by
 // pointer and row stride; the weights packed for `rows` rows where `steps` products of them pay
-// for it (see above).
+// for it (see above). The weights are read where they are if their rows or their columns are
+// contiguous (a transposed view, as backward's W^T: no copy per call), else copied once.
 class RecurrentProduct {
  public:
-  RecurrentProduct(const torch::Tensor& weights, int64_t rows, int64_t steps) : weights_(weights), rows_(rows) {
-    const MklPackedGemm& mkl = mkl_packed_gemm();
+  RecurrentProduct(const torch::Tensor& weights, int64_t rows, int64_t steps) : rows_(rows) {
+    TORCH_CHECK(weights.dim() == 2, "RecurrentProduct: weights must be a [K, N] matrix");
     const int64_t K = weights.size(0), N = weights.size(1);
-    TORCH_CHECK(weights.dim() == 2 && weights.stride(1) == 1, "RecurrentProduct: weights must be [K, N] rows");
-    fits_ = K > 0 && N > 0 && K < INT_MAX && N < INT_MAX && weights.stride(0) < INT_MAX;
+    const bool by_rows = weights.stride(1) == 1 && weights.stride(0) >= std::max<int64_t>(N, 1);
+    transposed_ = !by_rows && weights.stride(0) == 1 && weights.stride(1) >= std::max<int64_t>(K, 1);
+    weights_ = by_rows || transposed_ ? weights : weights.contiguous();
+    ld_ = transposed_ ? weights_.stride(1) : weights_.stride(0);  // between rows (or columns, transposed)
+    fits_ = K > 0 && N > 0 && K < INT_MAX && N < INT_MAX && ld_ < INT_MAX;
+    const MklPackedGemm& mkl = mkl_packed_gemm();
     if (rows * steps < kMinPackedRows) return;
     if (mkl.compute == nullptr || weights.scalar_type() != at::kFloat || !fits_ || rows <= 0 || rows >= INT_MAX) return;
     const size_t bytes = mkl.get_size(kBMatrix, static_cast<int>(rows), static_cast<int>(N), static_cast<int>(K));
     packed_ = torch::empty({static_cast<int64_t>(bytes / sizeof(float)) + 1}, weights.options());
-    mkl.pack(kRowMajor, kBMatrix, kNoTrans, static_cast<int>(rows), static_cast<int>(N), static_cast<int>(K), 1.0f,
-             weights.data_ptr<float>(), static_cast<int>(weights.stride(0)), packed_.data_ptr<float>());
+    mkl.pack(kRowMajor, kBMatrix, transposed_ ? kTrans : kNoTrans, static_cast<int>(rows), static_cast<int>(N),
+             static_cast<int>(K), 1.0f, weights_.data_ptr<float>(), static_cast<int>(ld_), packed_.data_ptr<float>());
   }
 
   // Every product the plain GEMM, on the weights as they are.
@@ -103,7 +109,7 @@ class RecurrentProduct {
     const int64_t K = weights_.size(0), N = weights_.size(1);
     const bool ints = fits_ && rows < INT_MAX && lda < INT_MAX && ldc < INT_MAX;
     const int m = static_cast<int>(rows), n = static_cast<int>(N), k = static_cast<int>(K);
-    const int lda_i = static_cast<int>(lda), ldc_i = static_cast<int>(ldc), ldw = static_cast<int>(weights_.stride(0));
+    const int lda_i = static_cast<int>(lda), ldc_i = static_cast<int>(ldc), ldw = static_cast<int>(ld_);
     if constexpr (std::is_same_v<scalar_t, float>) {
       if (packed_.defined() && rows == rows_ && ints) {
         mkl_packed_gemm().compute(kRowMajor, kNoTrans, kPacked, m, n, k, a, lda_i, packed_.data_ptr<float>(), n,
@@ -111,17 +117,19 @@ class RecurrentProduct {
         return;
       }
     }
-    // row-major out = a @ w is column-major out^T = w^T a^T: the Fortran GEMM with the operands swapped
+    // row-major out = a @ w is column-major out^T = w^T a^T: the Fortran GEMM with the operands
+    // swapped (row-major w is column-major w^T; transposed w, column-major w, takes "T")
     const scalar_t one = 1, beta = accumulate ? 1 : 0;
     const scalar_t* w = weights_.data_ptr<scalar_t>();
+    const char* w_op = transposed_ ? "T" : "N";
     if constexpr (std::is_same_v<scalar_t, float>) {
       if (mkl_gemm().sgemm != nullptr && ints) {
-        mkl_gemm().sgemm("N", "N", &n, &m, &k, &one, w, &ldw, a, &lda_i, &beta, out, &ldc_i);
+        mkl_gemm().sgemm(w_op, "N", &n, &m, &k, &one, w, &ldw, a, &lda_i, &beta, out, &ldc_i);
         return;
       }
     } else if constexpr (std::is_same_v<scalar_t, double>) {
       if (mkl_gemm().dgemm != nullptr && ints) {
-        mkl_gemm().dgemm("N", "N", &n, &m, &k, &one, w, &ldw, a, &lda_i, &beta, out, &ldc_i);
+        mkl_gemm().dgemm(w_op, "N", &n, &m, &k, &one, w, &ldw, a, &lda_i, &beta, out, &ldc_i);
         return;
       }
     }
@@ -133,10 +141,10 @@ class RecurrentProduct {
   }
 
  private:
-  static constexpr int kRowMajor = 101, kNoTrans = 111, kPacked = 151, kBMatrix = 162;
+  static constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151, kBMatrix = 162;
   torch::Tensor weights_, packed_;
-  int64_t rows_;
-  bool fits_ = false;
+  int64_t rows_, ld_ = 0;
+  bool transposed_ = false, fits_ = false;
 };
 
 // The product for `weights` (a projection), or none where there are none (an empty tensor).

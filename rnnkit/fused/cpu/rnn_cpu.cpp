@@ -4,9 +4,10 @@
 // Built at first use by rnnkit/fused/cpu/native.py (torch.utils.cpp_extension); the pure-torch
 // twins in lstm.py, gru.py and basic_rnn.py do the same math when no compiler is available.
 //
-// Layout (see lstm.py): the gate pre-activations z of a step are [n, 4U] rows with the blocks
-// (i, f, o, j); forget_bias is already in f. Every [n, U] argument is a block of rows with its
-// own row stride. Both activations run on the vectorized exp (torch's tanh is scalar on this
+// Layout (lstm_rows.h): the LSTM step loops read TF's kernel as it is, the gate pre-activations
+// z of a step [n, 4U] rows with TF's blocks (i, j, f, o), and add forget_bias in the step; the
+// single-step bindings keep the twins' layout, (i, f, o, j) with forget_bias already in f. Every
+// [n, U] argument is a block of rows with its own row stride. Both activations run on the vectorized exp (torch's tanh is scalar on this
 // build and dominated the step): sigmoid(x) = 1 / (1 + exp(-x)); tanh(x) = sign(x) * (1 - 2 /
 // (exp(2|x|) + 1)) for |x| >= 0.625, and an odd polynomial below (fitted here to tanh(x) / x
 // as a polynomial in x^2; relative error under 7e-16 in double, about 1.3e-7 in float, whose
@@ -59,13 +60,15 @@ void lstm_backward_pointwise(torch::Tensor z, torch::Tensor j, torch::Tensor c_p
       backward_rows<scalar_t, decltype(tanh)::value, decltype(hard)::value>(
           n, U, Rows<scalar_t>(z), Rows<scalar_t>(j), Rows<scalar_t>(c_prev), Rows<scalar_t>(tc), Rows<scalar_t>(dm),
           Rows<scalar_t>(nullptr, 0), Rows<scalar_t>(dc), Peepholes<scalar_t>(w_if, w_o, U), mask_data, mask_stride,
-          Rows<scalar_t>(dz), activation);
+          Rows<scalar_t>(dz), activation, kTrainingGateBlocks);
     });
   });
 }
 
-// ---- the LSTM's step loops (lstm.py: forward_steps_torch, backward_steps_torch are the twins), on
-// a batch slice's rows (step_rows.h) or on parts of the units (unit_parts.h)
+// ---- the LSTM's step loops (lstm.py: forward_steps_torch, backward_steps_torch are the twins, in
+// their own gate layout), on a batch slice's rows (step_rows.h) or on parts of the units
+// (unit_parts.h). Gates, bias and weights in TF's blocks (i, j, f, o), forget_bias added in the
+// step; forward saves i, f, o in z's blocks 0, 1, 2; backward writes d_gates in TF's blocks.
 
 // The forward loop without a projection on parts of the units: part p's recurrent product of its
 // gate columns into its scratch rows, then its units' pointwise step; out is h.
@@ -73,7 +76,7 @@ template <typename scalar_t, bool TANH, bool HARD>
 void lstm_forward_parts(const std::vector<rnnkit::UnitPart>& parts, const std::vector<int64_t>& batch_sizes,
                         const torch::Tensor& w_h, const torch::Tensor& h0, const torch::Tensor& c0, scalar_t* z,
                         scalar_t* j, scalar_t* c, scalar_t* tc, scalar_t* out, bool* kept,
-                        const Peepholes<scalar_t>& peep, double clip, int64_t activation) {
+                        const Peepholes<scalar_t>& peep, double clip, scalar_t forget_bias, int64_t activation) {
   const int64_t batch = batch_sizes[0], U = w_h.size(1) / 4, G = 4 * U;
   const std::vector<int64_t> starts = rnnkit::step_starts(batch_sizes);
   std::vector<rnnkit::RecurrentProduct> products;
@@ -94,7 +97,8 @@ void lstm_forward_parts(const std::vector<rnnkit::UnitPart>& parts, const std::v
                                        slice_rows(j, U, start, all), slice_rows(c, U, start, all),
                                        slice_rows(tc, U, start, all), slice_rows(out, U, start, all),
                                        kept ? kept + start * U : nullptr, U, activation,
-                                       UnitRange<scalar_t>{parts[p].begin, parts[p].end, product});
+                                       UnitRange<scalar_t>{parts[p].begin, parts[p].end, product, nullptr,
+                                                           kTFGateBlocks, forget_bias});
   });
 }
 
@@ -102,7 +106,8 @@ void lstm_forward_steps(torch::Tensor gates, torch::Tensor h0, torch::Tensor c0,
                         torch::Tensor w_if, torch::Tensor w_o, torch::Tensor projection, double clip,
                         double proj_clip, std::vector<int64_t> batch_sizes, torch::Tensor candidates,
                         torch::Tensor cells, torch::Tensor act_cells, torch::Tensor hidden, torch::Tensor out,
-                        torch::Tensor clip_mask, torch::Tensor proj_mask, int64_t activation, int64_t gate) {
+                        torch::Tensor clip_mask, torch::Tensor proj_mask, double forget_bias, int64_t activation,
+                        int64_t gate) {
   const bool projected = projection.numel() > 0;
   const int64_t batch = batch_sizes.empty() ? 0 : batch_sizes[0], U = cells.size(1), H = out.size(1), G = 4 * U;
   const int64_t steps = static_cast<int64_t>(batch_sizes.size());
@@ -113,13 +118,15 @@ void lstm_forward_steps(torch::Tensor gates, torch::Tensor h0, torch::Tensor c0,
     scalar_t* m = projected ? rows_of<scalar_t>(hidden, "hidden") : o;  // m before the projection
     bool *kept = mask_of(clip_mask, "clip_mask"), *proj_kept = mask_of(proj_mask, "proj_mask");
     const Peepholes<scalar_t> peep(w_if, w_o, U);
+    const scalar_t forget = static_cast<scalar_t>(forget_bias);
+    const UnitRange<scalar_t> all_units{0, U, Rows<scalar_t>{nullptr, 0}, nullptr, kTFGateBlocks, forget};
     const int64_t weight_bytes = rnnkit::bytes_of(w_h) + rnnkit::bytes_of(projection);
     const auto parts = projected ? std::vector<rnnkit::UnitPart>{}
                                  : rnnkit::unit_parts<scalar_t>(batch, steps, U, weight_bytes, at::vec::Vectorized<scalar_t>::size());
     with_flags(activation, gate, [&](auto tanh, auto hard) {
       if (parts.size() > 1) {
         lstm_forward_parts<scalar_t, decltype(tanh)::value, decltype(hard)::value>(
-            parts, batch_sizes, w_h, h0, c0, z, j, c, tc, o, kept, peep, clip, activation);
+            parts, batch_sizes, w_h, h0, c0, z, j, c, tc, o, kept, peep, clip, forget, activation);
         return;
       }
       rnnkit::for_batch_slices(batch, weight_bytes, [&](rnnkit::BatchSlice s) {
@@ -135,7 +142,7 @@ void lstm_forward_steps(torch::Tensor gates, torch::Tensor h0, torch::Tensor c0,
           recurrent.apply(h_prev.data, h_prev.stride, rows, zr.data, zr.stride, true);
           forward_rows<scalar_t, decltype(tanh)::value, decltype(hard)::value>(
               rows, U, zr, c_prev, peep, clip, slice_rows(j, U, start, s), cr, slice_rows(tc, U, start, s), mr,
-              kept ? kept + (start + s.first) * U : nullptr, U * s.stride, activation, UnitRange<scalar_t>{0, U});
+              kept ? kept + (start + s.first) * U : nullptr, U * s.stride, activation, all_units);
           if (projected) {
             projector->apply(mr.data, mr.stride, rows, hr.data, hr.stride, false);
             if (proj_clip >= 0) clip_rows(rows, H, hr, proj_kept + (start + s.first) * H, H * s.stride, proj_clip);
@@ -193,7 +200,7 @@ void lstm_backward_steps(torch::Tensor gates, torch::Tensor candidates, torch::T
           backward_rows<scalar_t, decltype(tanh)::value, decltype(hard)::value>(
               rows, U, slice_rows(z, G, start, s), slice_rows(j, U, start, s), c_prev, slice_rows(tc, U, start, s),
               dm_a, dm_b, d_c_rows, peep, kept ? kept + (start + s.first) * U : nullptr, U * s.stride, dzr,
-              activation);
+              activation, kTFGateBlocks);
           recurrent.apply(dzr.data, dzr.stride, rows, d_h_rows.data, d_h_rows.stride, false);
         }
       });
