@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import rnnkit as rk
-from rnnkit.fused import plan
+from rnnkit.fused import plan_layers
 from rnnkit.fused.torch_rnn import torch_lstm_layer
 
 F32, F64 = torch.float32, torch.float64
@@ -119,9 +119,9 @@ def test_aot_eager_float32_onednn_lstm(name: str, monkeypatch) -> None:
     """oneDNN's LSTM (float32, every row runs every step; taken where the compiled loops are
     absent), with weight gradients only: the case where AOTAutograd used to fail on the traced
     ``mkldnn_rnn_layer``."""
-    monkeypatch.setattr(plan, "kernels", lambda: None)
+    monkeypatch.setattr(plan_layers, "kernels", lambda: None)
     calls = []
-    monkeypatch.setattr(plan, "torch_lstm_layer", lambda *args: calls.append(1) or torch_lstm_layer(*args))
+    monkeypatch.setattr(plan_layers, "torch_lstm_layer", lambda *args: calls.append(1) or torch_lstm_layer(*args))
     cell = _seeded(LAYERS[name], F32)
     _check_compiled(rk.RNN(cell), list(cell.parameters()), "aot_eager", None, input_grad=False, dtype=F32)
     assert calls, "oneDNN's LSTM did not run"

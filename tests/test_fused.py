@@ -144,9 +144,9 @@ def test_no_grad_inference(lengths: list[int] | None, compiled: bool, monkeypatc
     # call per run of equal batch sizes
     if not compiled:
         import rnnkit.fused.lstm
-        import rnnkit.fused.plan
+        import rnnkit.fused.plan_layers
 
-        monkeypatch.setattr(rnnkit.fused.plan, "kernels", lambda: None)
+        monkeypatch.setattr(rnnkit.fused.plan_layers, "kernels", lambda: None)
         monkeypatch.setattr(rnnkit.fused.lstm, "kernels", lambda: None)
     cell = _build(rk.MultiRNNCell([rk.BasicLSTMCell(4), rk.BasicLSTMCell(4, state_is_tuple=False)]), 3, F64)
     x = torch.randn(6, 5, 3, dtype=F64)

@@ -187,7 +187,7 @@ EXPECTED_PATH = {
 
 @pytest.mark.parametrize("name", sorted(CUDA_PATHS))
 def test_dispatch_takes_the_documented_cuda_path(name: str, monkeypatch) -> None:
-    from rnnkit.fused import plan
+    from rnnkit.fused import plan_layers
     from rnnkit.fused.triton import persistent_gru, persistent_lstm, persistent_rnn, triton_pointwise
 
     taken = []
@@ -196,9 +196,9 @@ def test_dispatch_takes_the_documented_cuda_path(name: str, monkeypatch) -> None
         original = getattr(module, attribute)
         monkeypatch.setattr(module, attribute, lambda *a, **k: (taken.append(path), original(*a, **k))[1])
 
-    spy(plan, "torch_lstm_layer", "cudnn")
-    spy(plan, "torch_gru_layer", "cudnn")
-    spy(plan, "torch_rnn_layer", "cudnn")
+    spy(plan_layers, "torch_lstm_layer", "cudnn")
+    spy(plan_layers, "torch_gru_layer", "cudnn")
+    spy(plan_layers, "torch_rnn_layer", "cudnn")
     for module in (persistent_lstm, persistent_gru, persistent_rnn):
         spy(module, "forward_steps_persistent", "persistent")
     for attribute in ("forward_pointwise_triton", "gates_forward_triton", "rnn_forward_triton"):

@@ -124,7 +124,7 @@ def test_reset_after_gru_fused_through_torch_gru_equals_the_reference(lengths, t
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 def test_basic_rnn_through_torch_rnn_equals_the_reference(lengths, activation, monkeypatch) -> None:
     """The cuDNN path of ``BasicRNNCell`` (``torch.rnn_tanh``/``rnn_relu``), run here on the CPU."""
-    from rnnkit.fused import plan
+    from rnnkit.fused import plan_layers
 
     torch.manual_seed(5)
     cell = rk.MultiRNNCell([rk.BasicRNNCell(5, activation=activation), rk.BasicRNNCell(4, activation=activation)])
@@ -133,8 +133,8 @@ def test_basic_rnn_through_torch_rnn_equals_the_reference(lengths, activation, m
     results = []
     for backend in ("reference", "fused"):
         if backend == "fused":
-            monkeypatch.setattr(plan, "_cudnn_on", lambda device: True)
-            monkeypatch.setattr(plan, "RNNSequence", None)  # must not be used
+            monkeypatch.setattr(plan_layers, "_cudnn_on", lambda device: True)
+            monkeypatch.setattr(plan_layers, "RNNSequence", None)  # must not be used
         xi = x.clone().requires_grad_()
         out, state = rk.dynamic_rnn(cell, xi, sequence_length=lengths, initial_state=h0, backend=backend)
         loss = out.square().sum() + sum(s.sum() for s in state)

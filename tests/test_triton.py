@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import rnnkit as rk
-from rnnkit.fused import basic_rnn, gru, lstm, plan
+from rnnkit.fused import basic_rnn, gru, lstm, plan_layers
 from rnnkit.fused.activation_kinds import ACTIVATION_CODES
 from rnnkit.fused.step_loops import StepLoops
 
@@ -444,7 +444,7 @@ def _on_triton(monkeypatch: pytest.MonkeyPatch, persistent: bool = True) -> None
     monkeypatch.setattr(lstm, "_steps", lstm_steps)
     monkeypatch.setattr(gru, "_steps", gru_steps)
     monkeypatch.setattr(basic_rnn, "_steps", rnn_steps)
-    monkeypatch.setattr(plan._LSTMLayer, "_through_torch", staticmethod(lambda *a: False))
+    monkeypatch.setattr(plan_layers.LSTMLayer, "_through_torch", staticmethod(lambda *a: False))
 
 
 CELLS = {
@@ -527,7 +527,7 @@ def test_half_precision_triton_kernels_track_the_float32_reference(dtype: torch.
     init = rk.map_state(lambda z: torch.randn_like(z).to(dtype).float(), exact.zero_state(5, F32))
     reference = _run(exact, x, lengths, init, "reference")
     _on_triton(monkeypatch, persistent)
-    monkeypatch.setattr(plan, "half_supported", lambda *args: True)
+    monkeypatch.setattr(plan_layers, "half_supported", lambda *args: True)
     fused = _run(half, x.to(dtype), lengths, rk.map_state(lambda s: s.to(dtype), init), "fused")
     assert fused[0].dtype == dtype and fused[1].dtype == dtype  # outputs and the state in the inputs' dtype
     tol = dict(rtol=0.05, atol=0.05) if dtype == torch.bfloat16 else dict(rtol=0.01, atol=0.01)
