@@ -4,8 +4,10 @@
 Same math as the cells' ``step`` (``rnnkit/contrib/layer_norm_cells.py``), organised as
 ``lstm.py`` is:
 
-* the kernel's columns are reordered to ``(i, f, o, j)``, the norms' ``gamma``/``beta`` stacked
-  in the same order with the state's last: ``gains``/``shifts`` [5, U];
+* the norms' ``gamma``/``beta`` are stacked in TF's gate order with the state's last:
+  ``gains``/``shifts`` [5, U], ``(i, j, f, o, state)``; the compiled loops read them and the
+  kernel as they are, for the torch twins a copy of the kernel's columns and of the norms is
+  reordered to ``(i, f, o, j)`` once per call;
 * the input projection of all steps is one GEMM (there is no bias); each step adds one
   ``h @ W_h`` GEMM and then, in one pass per row, normalises the four gate blocks, activates
   them, forms ``c``, normalises it, clips it and forms ``m`` (``layer_norm_lstm.cpp`` on the
@@ -34,7 +36,7 @@ from .activation_kinds import activate_, activation_backward
 from .cpu.native import compiled_loops, kernels
 from .packing import Packing, last_rows, previous_states, step_starts
 from .precision import add_product_, product_into
-from .step_loops import StepLoops
+from .step_loops import StepLoops, stacked_products
 
 NORMS = 5  # i, f, o, j and the cell state
 PARAM_ROWS = 13  # the backward's row sums: gains and shifts of the NORMS norms, then w_i, w_f, w_o
@@ -59,13 +61,19 @@ def _given(t: Tensor | None) -> Tensor:
 
 
 def _reorder(kernel: Tensor, units: int) -> Tensor:
+    """TF's kernel columns ``(i, j, f, o)`` -> the twins' ``(i, f, o, j)``."""
     i, j, f, o = kernel.split(units, 1)
     return torch.cat([i, f, o, j], 1)
 
 
 def _restore_order(grad: Tensor, units: int) -> Tensor:
+    """The twins' gradient columns ``(i, f, o, j)`` -> TF's ``(i, j, f, o)``."""
     i, f, o, j = grad.split(units, -1)
     return torch.cat([i, j, f, o], -1)
+
+
+TWIN_NORMS = [0, 2, 3, 1, 4]  # TF's norms (i, j, f, o, state) in the twins' order (i, f, o, j, state)
+TF_NORMS = [0, 3, 1, 2, 4]  # and back
 
 
 def _normalize_(values: Tensor, x_hat: Tensor, inv_std: Tensor, gains: Tensor, shifts: Tensor) -> None:
@@ -342,12 +350,14 @@ class LayerNormLSTMSequence(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor, Tensor]:
         U, depth = config.units, data.shape[1]
         c0 = c0.contiguous()  # the compiled loops read its rows by pointer
-        kernel_p = _reorder(kernel, U)
-        w_x, w_h = kernel_p[:depth], kernel_p[depth:]
-        gains_p, shifts_p = gains[[0, 2, 3, 1, 4]].contiguous(), shifts[[0, 2, 3, 1, 4]].contiguous()
-        gates = data @ w_x  # [N, 4U]: (i, f, o, j), normalised and activated in place
-        N = data.shape[0]
         ctx.loops = _steps(config.activation)
+        if ctx.loops.compiled:  # TF's kernel, gains and shifts as they are
+            kernel_l, gains_l, shifts_l = kernel.contiguous(), gains.contiguous(), shifts.contiguous()
+        else:
+            kernel_l, gains_l, shifts_l = _reorder(kernel, U), gains[TWIN_NORMS], shifts[TWIN_NORMS]
+        w_x, w_h = kernel_l[:depth], kernel_l[depth:]
+        gates = data @ w_x  # [N, 4U], normalised and activated in place
+        N = data.shape[0]
         save = grad_enabled and any(ctx.needs_input_grad)  # a backward can follow
         kept = save or not ctx.loops.compiled  # the torch twins always write what backward reads
         x_hat = data.new_empty(N, NORMS * U) if kept else _ABSENT
@@ -364,8 +374,8 @@ class LayerNormLSTMSequence(torch.autograd.Function):
             h0,
             c0,
             w_h,
-            gains_p,
-            shifts_p,
+            gains_l,
+            shifts_l,
             _given(w_if),
             _given(w_o),
             _given(projection),
@@ -390,8 +400,8 @@ class LayerNormLSTMSequence(torch.autograd.Function):
             data,
             h0,
             c0,
-            kernel_p,
-            gains_p,
+            kernel_l,
+            gains_l,
             gates,
             x_hat,
             inv_std,
@@ -416,8 +426,8 @@ class LayerNormLSTMSequence(torch.autograd.Function):
             data,
             h0,
             c0,
-            kernel_p,
-            gains_p,
+            kernel_l,
+            gains_l,
             gates,
             x_hat,
             inv_std,
@@ -435,7 +445,7 @@ class LayerNormLSTMSequence(torch.autograd.Function):
         config: LayerNormLSTMConfig = ctx.config
         packing: Packing = ctx.packing
         U, depth = config.units, data.shape[1]
-        w_x, w_h = kernel_p[:depth], kernel_p[depth:]
+        w_x, w_h = kernel_l[:depth], kernel_l[depth:]
         last = last_rows(packing, data.device)
         d_out = d_out.clone(memory_format=torch.contiguous_format)
         d_out.index_add_(0, last, d_h_final)
@@ -452,7 +462,7 @@ class LayerNormLSTMSequence(torch.autograd.Function):
             x_hat,
             inv_std,
             c0,
-            gains_p,
+            gains_l,
             _given(w_if),
             _given(w_o),
             _given(drop),
@@ -470,9 +480,12 @@ class LayerNormLSTMSequence(torch.autograd.Function):
         )
         d_data = d_gates @ w_x.t()
         h_prev_all = previous_states(h0, out, packing)
-        d_kernel = _restore_order(torch.cat([data.t() @ d_gates, h_prev_all.t() @ d_gates]), U)
         d_gains, d_shifts = d_params[:NORMS], d_params[NORMS : 2 * NORMS]
-        tf_order = [0, 3, 1, 2, 4]  # (i, f, o, j, state) -> (i, j, f, o, state)
+        if loops.compiled:  # in TF's order
+            d_kernel = stacked_products(data, h_prev_all, d_gates)
+        else:
+            d_kernel = _restore_order(torch.cat([data.t() @ d_gates, h_prev_all.t() @ d_gates]), U)
+            d_gains, d_shifts = d_gains[TF_NORMS], d_shifts[TF_NORMS]
         d_w_i = d_w_f = d_w_o = d_projection = None
         if w_if is not None:
             d_w_i, d_w_f, d_w_o = d_params[2 * NORMS :].unbind(0)
@@ -483,8 +496,8 @@ class LayerNormLSTMSequence(torch.autograd.Function):
             d_h,
             d_c,
             d_kernel,
-            d_gains[tf_order],
-            d_shifts[tf_order],
+            d_gains,
+            d_shifts,
             d_w_i,
             d_w_f,
             d_w_o,

@@ -1,10 +1,12 @@
 // rnnkit: one step of the layer-norm LSTM (LayerNormBasicLSTMCell, LayerNormLSTMCell with
 // layer_norm=True), forward and backward, one pass per row, and the layer's step loops.
 //
-// Layout (layer_norm_lstm.py, whose torch twins do the same math): a step's z rows are [n, 4U]
-// with the blocks (i, f, o, j), the raw sums x W_x + h W_h (no bias); gains and shifts are [5, U]
-// in the order (i, f, o, j, state). Forward normalises each gate block of a row (mean, biased
-// variance, 1 / sqrt(var + 1e-12), as tf.contrib.layers.layer_norm), activates the gates in
+// Layout (layer_norm_lstm.py, whose torch twins do the same math in their own order, (i, f, o, j)):
+// a step's z rows are [n, 4U], the raw sums x W_x + h W_h (no bias) of TF's kernel as it is, with
+// its blocks (i, j, f, o); gains and shifts are [5, U] in TF's order (i, j, f, o, state), and so
+// are x_hat, the gradients dz and the gains' and shifts' sums. The activated gates that backward
+// reads are saved over z in the blocks (i, f, o, j). Forward normalises each gate block of a row
+// (mean, biased variance, 1 / sqrt(var + 1e-12), as tf.contrib.layers.layer_norm), activates the gates in
 // place (j becomes act(j), before the candidate dropout `drop`), forms c, normalises it, clips
 // it, and writes act(c) and m. It keeps x_hat [n, 5U] and 1 / std [n, 5] of the five norms.
 // Backward writes the gradients of the raw sums (dz, for the GEMMs), carries the cell state's
@@ -22,6 +24,7 @@
 namespace {
 
 constexpr double kLayerNormEpsilon = 1e-12;  // tf.contrib.layers.layer_norm's variance_epsilon
+constexpr int kI = 0, kJ = 1, kF = 2, kO = 3;  // the raw blocks of the gates: TF's (i, j, f, o)
 
 template <typename scalar_t>
 scalar_t lanes_sum(const at::vec::Vectorized<scalar_t>& v) {  // a tree over the lanes: log2(lanes) adds deep
@@ -129,7 +132,7 @@ struct Weights {  // a step's per-unit weights; absent ones are nullptr
 template <typename scalar_t>
 struct Buffers {
   int64_t U;
-  scalar_t* gates;      // [N, 4U] (i, f, o, j): raw sums in, activated gates out
+  scalar_t* gates;      // [N, 4U]: raw sums in (i, j, f, o), activated gates out (i, f, o, j)
   scalar_t* x_hat;      // [N, 5U] the five norms' normalised values, or nullptr: inference, save nothing
   scalar_t* inv_std;    // [N, 5]
   scalar_t* cells;      // [N, U] the new c (normalised, clipped)
@@ -181,21 +184,21 @@ void forward_row(const Buffers<scalar_t>& buf, const Weights<scalar_t>& w, int64
       y[b] = at::vec::fmadd(normed, Vec::loadu(w.gains + b * U + u, count), Vec::loadu(w.shifts + b * U + u, count));
     }
     const Vec cp = Vec::loadu(c_prev + u, count);
-    Vec i = y[0], f = y[1] + Vec(w.forget_bias);
+    Vec i = y[kI], f = y[kF] + Vec(w.forget_bias);
     if (w.w_i) {
       i = at::vec::fmadd(Vec::loadu(w.w_i + u, count), cp, i);
       f = at::vec::fmadd(Vec::loadu(w.w_f + u, count), cp, f);
     }
     i = sigmoid(i);
     f = sigmoid(f);
-    const Vec j = cell_activation<scalar_t, TANH>(act, y[3]);
+    const Vec j = cell_activation<scalar_t, TANH>(act, y[kJ]);
     const Vec g = drop ? j * Vec::loadu(drop + u, count) : j;
-    if (save) {
+    if (save) {  // over the raw blocks of these units, all read above
       i.store(z + u, count);
       f.store(z + U + u, count);
       j.store(z + 3 * U + u, count);
     }
-    (w.w_o ? y[2] : sigmoid(y[2])).store(z + 2 * U + u, count);  // with peepholes o waits for the new c
+    (w.w_o ? y[kO] : sigmoid(y[kO])).store(z + 2 * U + u, count);  // with peepholes o waits for the new c
     (f * cp + i * g).store(c + u, count);
   }
   block_moments<scalar_t, 1>(c, U, mean + 4, inv + 4);
@@ -225,7 +228,7 @@ void forward_row(const Buffers<scalar_t>& buf, const Weights<scalar_t>& w, int64
 }
 
 // The gradients a backward pass sums over all rows, [kParamRows, U]: the gains' and shifts' of
-// the five norms (i, f, o, j, state), then the peepholes' w_i, w_f, w_o (zero without them).
+// the five norms (i, j, f, o, state), then the peepholes' w_i, w_f, w_o (zero without them).
 constexpr int64_t kParamRows = 13;
 
 // One row r backward. dm = dm_a + dm_b (dm_b nullptr: dm_a alone) is this row's gradient of m,
@@ -253,7 +256,7 @@ void backward_row(const Buffers<scalar_t>& buf, const Weights<scalar_t>& w, int6
     Vec d_m = Vec::loadu(dm_a + u, count);
     if (dm_b) d_m = d_m + Vec::loadu(dm_b + u, count);
     const Vec d_o = d_m * t * o * (one - o);
-    d_o.store(d_post + 2 * U + u, count);
+    d_o.store(d_post + kO * U + u, count);
     Vec dc = at::vec::fmadd(d_m * o, slope<scalar_t, TANH>(act, t), Vec::loadu(d_c + u, count));
     if (w.w_o) {
       dc = at::vec::fmadd(d_o, Vec::loadu(w.w_o + u, count), dc);
@@ -277,9 +280,9 @@ void backward_row(const Buffers<scalar_t>& buf, const Weights<scalar_t>& w, int6
     const Vec keep = drop ? Vec::loadu(drop + u, count) : one;
     const Vec cp = Vec::loadu(c_prev + u, count);
     const Vec d_i = dc * j * keep * i * (one - i), d_f = dc * cp * f * (one - f);
-    d_i.store(d_post + u, count);
-    d_f.store(d_post + U + u, count);
-    (dc * i * keep * slope<scalar_t, TANH>(act, j)).store(d_post + 3 * U + u, count);
+    d_i.store(d_post + kI * U + u, count);
+    d_f.store(d_post + kF * U + u, count);
+    (dc * i * keep * slope<scalar_t, TANH>(act, j)).store(d_post + kJ * U + u, count);
     Vec d_c_prev = dc * f;
     if (w.w_i) {
       d_c_prev = at::vec::fmadd(d_i, Vec::loadu(w.w_i + u, count), d_c_prev);
