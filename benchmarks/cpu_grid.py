@@ -16,8 +16,7 @@ from torch import nn
 
 import rnnkit as rk
 from rnnkit.contrib.layer_norm_cells import LayerNormBasicLSTMCell
-from rnnkit.fused import plan as fused_plan
-from rnnkit.fused import select_plan
+from rnnkit.fused import plan_layers, select_plan
 from rnnkit.fused.cpu.native import kernels
 
 
@@ -52,15 +51,15 @@ def _path_taken(cell: rk.RNNCell, x: torch.Tensor, train: bool) -> str:
     if select_plan(cell, x, "auto") is None:
         return "reference"
     calls: Counter = Counter()
-    originals = {name: getattr(fused_plan, name) for name in _COUNTED}
+    originals = {name: getattr(plan_layers, name) for name in _COUNTED}
     try:
         for name, layer in originals.items():
-            setattr(fused_plan, name, lambda *args, _layer=layer, _name=name: calls.update([_name]) or _layer(*args))
+            setattr(plan_layers, name, lambda *args, _layer=layer, _name=name: calls.update([_name]) or _layer(*args))
         with torch.set_grad_enabled(train):
             rk.dynamic_rnn(cell, x)
     finally:
         for name, layer in originals.items():
-            setattr(fused_plan, name, layer)
+            setattr(plan_layers, name, layer)
     if calls["lstm_layer_inference"]:
         return "infer"
     if calls:
