@@ -6,9 +6,9 @@
 // its blocks (i, j, f, o); gains and shifts are [5, U] in TF's order (i, j, f, o, state), and so
 // are x_hat, the gradients dz and the gains' and shifts' sums. The activated gates that backward
 // reads are saved over z in the blocks (i, f, o, j). Forward normalises each gate block of a row
-// (mean, biased variance, 1 / sqrt(var + 1e-12), as tf.contrib.layers.layer_norm), activates the gates in
-// place (j becomes act(j), before the candidate dropout `drop`), forms c, normalises it, clips
-// it, and writes act(c) and m. It keeps x_hat [n, 5U] and 1 / std [n, 5] of the five norms.
+// (mean, biased variance, 1 / sqrt(var + 1e-12), as tf.contrib.layers.layer_norm), activates the
+// gates in place (j becomes act(j), before the candidate dropout `drop`), forms c, normalises it,
+// clips it, and writes act(c) and m. It keeps x_hat [n, 5U] and 1 / std [n, 5] of the five norms.
 // Backward writes the gradients of the raw sums (dz, for the GEMMs), carries the cell state's
 // gradient in d_c, and sums the gains', shifts' and peepholes' gradients over the rows as it goes
 // (from those of the normalised gate blocks, d_post, and state, d_state, a row's scratch).

@@ -7,8 +7,7 @@
 // already in f (the single-step bindings of rnn_cpu.cpp too, to be tested against the twins).
 // UnitRange and backward_rows' blocks say which. Forward saves the activated i, f, o for backward
 // in blocks 0, 1, 2 whatever the layout. Every [n, U] argument is a block of rows with its own
-// row stride. In an unnamed namespace, like
-// rnn_math.h: each source file gets its own copies.
+// row stride. In an unnamed namespace, like rnn_math.h: each source file gets its own copies.
 
 #pragma once
 

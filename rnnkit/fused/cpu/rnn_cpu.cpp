@@ -7,8 +7,8 @@
 // Layout (lstm_rows.h): the LSTM step loops read TF's kernel as it is, the gate pre-activations
 // z of a step [n, 4U] rows with TF's blocks (i, j, f, o), and add forget_bias in the step; the
 // single-step bindings keep the twins' layout, (i, f, o, j) with forget_bias already in f. Every
-// [n, U] argument is a block of rows with its own row stride. Both activations run on the vectorized exp (torch's tanh is scalar on this
-// build and dominated the step): sigmoid(x) = 1 / (1 + exp(-x)); tanh(x) = sign(x) * (1 - 2 /
+// [n, U] argument is a block of rows with its own row stride. Both activations run on the
+// vectorized exp (torch's tanh is scalar on this build and dominated the step): sigmoid(x) = 1 / (1 + exp(-x)); tanh(x) = sign(x) * (1 - 2 /
 // (exp(2|x|) + 1)) for |x| >= 0.625, and an odd polynomial below (fitted here to tanh(x) / x
 // as a polynomial in x^2; relative error under 7e-16 in double, about 1.3e-7 in float, whose
 // reciprocals take the hardware's estimate refined by a Newton step: rnn_math.h), so small
